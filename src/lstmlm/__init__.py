@@ -1,0 +1,3 @@
+"""lstmlm: word- and character-level LSTM/GRU language models."""
+
+__version__ = "0.1.0"
