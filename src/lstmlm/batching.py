@@ -1,0 +1,49 @@
+"""A token stream as `B` parallel columns, read in BPTT windows.
+
+stream  a b c d e f g h i j k l m n o p q r s t u v w x   (N = 24)
+batchify(stream, 4):     window of bptt 2 at offset 0:
+    ┌ a g m s ┐          x = ┌ a g m s ┐   y = ┌ b h n t ┐
+    │ b h n t │              └ b h n t ┘       └ c i o u ┘
+    │ c i o u │
+    │ d j p v │          Each column is a contiguous piece of the stream;
+    │ e k q w │          the hidden state of column j carries over from
+    └ f l r x ┘          one window to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+
+def batchify(ids: Tensor, batch_size: int) -> Tensor:
+    """(N,) -> (N // B, B); the last N mod B tokens are dropped."""
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    n = ids.numel() // batch_size
+    if n < 2:
+        raise ValueError(f"text of {ids.numel()} tokens is too short for batch size {batch_size}")
+    return ids[: n * batch_size].view(batch_size, n).t().contiguous()  # (L, B)
+
+
+def window(data: Tensor, offset: int, length: int) -> tuple[Tensor, Tensor]:
+    """Inputs data[offset : offset+T] and targets shifted by one; T <= length."""
+    t = min(length, data.size(0) - 1 - offset)
+    return data[offset : offset + t], data[offset + 1 : offset + 1 + t]  # (T, B) each
+
+
+def windows(data: Tensor, bptt: int, start: int = 0) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Fixed-length windows from `start`: (offset, x, y); covers every target once."""
+    for offset in range(start, data.size(0) - 1, bptt):
+        x, y = window(data, offset, bptt)
+        yield offset, x, y
+
+
+def num_windows(data: Tensor, bptt: int) -> int:
+    return (data.size(0) - 2) // bptt + 1
+
+
+def as_tensor(ids: list[int]) -> Tensor:
+    return torch.tensor(ids, dtype=torch.long)

@@ -1,0 +1,212 @@
+"""Run folders and checkpoints, with no pickled code anywhere.
+
+    RUN/config.json       run config, token level, corpus description
+    RUN/vocab.json        the vocabulary
+    RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
+    RUN/best.safetensors  weights of the best model on validation
+    RUN/metrics.jsonl     one JSON object per progress report / epoch
+    RUN/summary.json      final evaluation
+
+Everything that is a tensor goes into safetensors; everything else goes into
+its JSON metadata. Every file is written to a temporary name, flushed to disk
+and renamed over the old one, so a crash leaves either the old or the new
+file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import Tensor
+
+from .config import RunConfig
+from .model import LanguageModel
+from .vocab import Vocab
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+_META_KEY = "lstmlm"
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    blob = safetensors.torch.save(tensors, metadata={_META_KEY: json.dumps(meta)})
+    atomic_write(path, blob)
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors raises several types for a torn or foreign file
+        raise ValueError(f"{path}: not a readable lstmlm checkpoint ({_short(e)})") from None
+    return tensors, meta
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+# --- model weights -----------------------------------------------------------
+
+
+def model_tensors(model: LanguageModel, prefix: str = "") -> dict[str, Tensor]:
+    tied = set(model.tied_keys)
+    return {prefix + k: v for k, v in model.state_dict().items() if k not in tied}
+
+
+def load_model_tensors(
+    model: LanguageModel, tensors: dict[str, Tensor], prefix: str = "", source: str = "checkpoint"
+) -> None:
+    sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in model.tied_keys}
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not match the model config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for k, shape in expected.items():
+        if sd[k].shape != shape:
+            raise ValueError(
+                f"{source}: {k} has shape {tuple(sd[k].shape)}, the config needs "
+                f"{tuple(shape)} (different vocabulary or sizes?)"
+            )
+    model.load_state_dict(sd, strict=False)
+
+
+# --- optimizer state -----------------------------------------------------------
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for name, value in st.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, d in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(d)
+    groups = meta["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --- run folders -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    config: RunConfig
+    level: str
+    source: str
+    extra: dict[str, Any]
+
+
+def write_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str) -> None:
+    info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
+    atomic_write(run_dir / VOCAB, vocab.to_json())
+    atomic_write(run_dir / CONFIG, json.dumps(info, indent=2))
+
+
+def is_run_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / CONFIG).is_file() and (p / VOCAB).is_file()
+
+
+def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"{run_dir}: no such run folder")
+    if not is_run_dir(run_dir):
+        raise ValueError(f"{run_dir}: not an lstmlm run folder (no {CONFIG} / {VOCAB})")
+    try:
+        info = json.loads((run_dir / CONFIG).read_text("utf-8"))
+        cfg = RunConfig.from_dict(info["run"])
+        vocab = Vocab.from_json((run_dir / VOCAB).read_text("utf-8"))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{run_dir}: damaged run files ({_short(e)})") from None
+    if info.get("vocab_size", len(vocab)) != len(vocab):
+        raise ValueError(f"{run_dir}: {VOCAB} does not match {CONFIG}")
+    extra = {k: v for k, v in info.items() if k not in ("run", "level", "source")}
+    return RunInfo(cfg, info.get("level", cfg.data.level), info.get("source", ""), extra), vocab
+
+
+def load_run(
+    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[LanguageModel, Vocab, RunInfo]:
+    """Rebuild the model of a run folder with its best (or last) weights, in eval mode."""
+    run_dir = Path(run_dir)
+    info, vocab = read_run_files(run_dir)
+    path = run_dir / (BEST if which == "best" else LAST)
+    if which == "best" and not path.exists():
+        path = run_dir / LAST
+    if not path.exists():
+        raise ValueError(f"{run_dir}: run has no checkpoint yet ({BEST} or {LAST})")
+    tensors, _ = load_tensors(path)
+    model = LanguageModel(info.config.model, len(vocab))
+    load_model_tensors(model, tensors, "model.", source=str(path))
+    return model.to(device).eval(), vocab, info

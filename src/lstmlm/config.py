@@ -1,0 +1,229 @@
+"""Frozen run configuration: what to read, what to build, how to train.
+
+Every field carries its `--help` text in `metadata["help"]`; the CLI generates
+its flags from these dataclasses, so a new field is a new flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+LEVELS = ("word", "char", "symbols")
+RNN_KINDS = ("lstm", "gru")
+CELLS = ("fused",)
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("plateau", "epoch", "none")
+PRECISIONS = ("fp32", "bf16")
+REDUCTIONS = ("mean", "sum")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str | None = _f(None, "named corpus: ptb, ptb-char, wikitext-2, tinyshakespeare")
+    train: str | None = _f(None, "training text: a .txt file, a folder of .txt files or an .epub")
+    valid: str | None = _f(None, "validation text (default: split off --train)")
+    test: str | None = _f(None, "test text (default: split off --train)")
+    level: str = _f(
+        "word",
+        "tokens: word (whitespace + <eos> per line), char, or symbols "
+        "(whitespace-separated symbols, as PTB-char)",
+        choices=LEVELS,
+    )
+    lowercase: bool = _f(False, "lower-case the text before tokenizing")
+    min_freq: int = _f(1, "words seen fewer times in train become <unk>")
+    max_vocab: int | None = _f(None, "keep at most this many tokens (specials included)")
+    data_dir: str | None = _f(
+        None, "where named corpora live (also env LSTMLM_DATA, ./data, ../shared/data)"
+    )
+
+    def validate(self) -> None:
+        if self.corpus is None and self.train is None:
+            raise ValueError("give a corpus (--corpus NAME) or a text file (--train FILE)")
+        if self.corpus is not None and self.train is not None:
+            raise ValueError("give either --corpus or --train, not both")
+        if (self.valid is None) != (self.test is None):
+            raise ValueError(
+                "give both --valid and --test, or neither (then they are split off --train)"
+            )
+        if self.level not in LEVELS:
+            raise ValueError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        _positive("min-freq", self.min_freq)
+        if self.max_vocab is not None and self.max_vocab < 3:
+            raise ValueError(f"--max-vocab must be at least 3, got {self.max_vocab}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    rnn: str = _f("lstm", "recurrent layer type", choices=RNN_KINDS)
+    cell: str = _f("fused", "fused = torch's nn.LSTM/nn.GRU kernels", choices=CELLS)
+    emb_size: int = _f(200, "embedding size")
+    hidden_size: int = _f(200, "hidden units per recurrent layer")
+    num_layers: int = _f(2, "recurrent layers")
+    dropout: float = _f(0.0, "dropout on embeddings, between layers and before the decoder")
+    tie_weights: bool = _f(
+        False,
+        "share the embedding matrix with the decoder (adds a "
+        "projection when emb-size != hidden-size)",
+    )
+    fc_layers: int = _f(0, "fully-connected ReLU layers between the RNN and the decoder")
+    init_range: float | None = _f(
+        0.1,
+        "initialize embedding/decoder (and, with --init-all, every weight) uniformly in [-r, r]",
+    )
+    init_all: bool = _f(False, "apply --init-range to every parameter (Zaremba et al.)")
+
+    def validate(self) -> None:
+        if self.rnn not in RNN_KINDS:
+            raise ValueError(f"--rnn must be one of {', '.join(RNN_KINDS)}, got {self.rnn!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in ("emb_size", "hidden_size", "num_layers"):
+            _positive(name.replace("_", "-"), getattr(self, name))
+        _nonnegative("fc-layers", self.fc_layers)
+        _probability("dropout", self.dropout)
+        if self.init_range is not None and not (0 < self.init_range < 10):
+            raise ValueError(f"--init-range must be in (0, 10), got {self.init_range}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
+    lr: float = _f(20.0, "learning rate")
+    momentum: float = _f(0.0, "SGD/RMSprop momentum")
+    weight_decay: float = _f(0.0, "L2 weight decay (decoupled for adamw)")
+    clip: float = _f(0.25, "clip the gradient norm to this (0 = no clipping)")
+    loss_reduction: str = _f(
+        "mean",
+        "mean = per-token mean loss; sum = summed over the BPTT "
+        "steps and averaged over the batch (Zaremba's lr 1 / clip 5 "
+        "recipes)",
+        choices=REDUCTIONS,
+    )
+    batch_size: int = _f(20, "training batch size (parallel streams)")
+    bptt: int = _f(20, "truncated back-propagation length")
+    eval_batch_size: int = _f(10, "evaluation batch size")
+    epochs: int = _f(40, "maximum number of epochs")
+    max_minutes: float | None = _f(None, "stop training after this many minutes, then evaluate")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (smoke tests)")
+    lr_schedule: str = _f(
+        "plateau",
+        "plateau: divide lr by --lr-decay when validation does not "
+        "improve; epoch: divide by --lr-decay every epoch after "
+        "--decay-after",
+        choices=SCHEDULES,
+    )
+    lr_decay: float = _f(4.0, "divide the learning rate by this when the schedule says so")
+    decay_after: int = _f(0, "with --lr-schedule epoch: first epoch whose end decays the lr")
+    precision: str = _f(
+        "fp32", "bf16 runs matmuls in bfloat16 autocast (CPU and GPU)", choices=PRECISIONS
+    )
+    seed: int = _f(1111, "random seed (weights, dropout, sampling)")
+    log_every: int = _f(50, "update the progress figures every this many steps")
+    checkpoint_minutes: float = _f(
+        5.0, "also checkpoint mid-epoch every this many minutes (0 = only at epoch ends)"
+    )
+    sample_every_epoch: bool = _f(False, "print samples at the end of every epoch")
+    sample_temperatures: tuple[float, ...] = _f(
+        (0.2, 0.5, 1.0), "temperatures for the end-of-epoch samples"
+    )
+    sample_length: int = _f(100, "tokens per end-of-epoch sample")
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        for name in ("momentum", "weight_decay", "clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        for name in (
+            "batch_size",
+            "bptt",
+            "eval_batch_size",
+            "epochs",
+            "log_every",
+            "sample_length",
+        ):
+            _positive(name.replace("_", "-"), getattr(self, name))
+        if self.max_steps is not None:
+            _positive("max-steps", self.max_steps)
+        if self.max_minutes is not None and not (self.max_minutes > 0):
+            raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
+        if not (self.lr_decay >= 1):
+            raise ValueError(f"--lr-decay must be >= 1 (it divides the lr), got {self.lr_decay}")
+        _nonnegative("decay-after", self.decay_after)
+        if not (self.checkpoint_minutes >= 0):
+            raise ValueError("--checkpoint-minutes must be >= 0")
+        if any(not (t >= 0) for t in self.sample_temperatures):
+            raise ValueError("--sample-temperatures must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None
+
+    def validate(self) -> RunConfig:
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            data=_from_dict(DataConfig, d.get("data", {})),
+            model=_from_dict(ModelConfig, d.get("model", {})),
+            train=_from_dict(TrainConfig, d.get("train", {})),
+            preset=d.get("preset"),
+        )
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**values)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` that names the bad field in a ValueError."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    bad = set(changes) - names
+    if bad:
+        raise ValueError(f"unknown {type(cfg).__name__} fields: {', '.join(sorted(bad))}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def _positive(name: str, value: int) -> None:
+    if not (isinstance(value, int) and value > 0):
+        raise ValueError(f"--{name} must be a positive integer, got {value}")
+
+
+def _nonnegative(name: str, value: int) -> None:
+    if not (isinstance(value, int) and value >= 0):
+        raise ValueError(f"--{name} must be >= 0, got {value}")
+
+
+def _probability(name: str, value: float) -> None:
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"--{name} must be in [0, 1), got {value}")

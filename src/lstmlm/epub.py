@@ -1,0 +1,198 @@
+"""Extract the plain text of an EPUB book with the standard library only.
+
+META-INF/container.xml names the OPF package file; its manifest maps ids to files and
+its spine lists them in reading order. Each XHTML chapter is turned into text: one line
+per block element (paragraph, heading, list item, ...), chapters separated by a blank line.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+from xml.etree import ElementTree
+
+MAX_MEMBER_BYTES = 200 * 1024 * 1024  # refuse members that inflate beyond this (zip bombs)
+
+_HTML_TYPES = {"application/xhtml+xml", "text/html"}
+_HTML_SUFFIXES = (".xhtml", ".html", ".htm")
+_SKIP = {"script", "style", "head", "template"}
+_BLOCK = {
+    "address", "article", "aside", "blockquote", "body", "caption", "dd", "div", "dl", "dt",
+    "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
+    "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "td", "tfoot", "th",
+    "thead", "tr", "ul",
+}  # fmt: skip
+_SPACES = re.compile(r"[ \t\f\v\xa0]+")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_XML_ENCODING = re.compile(rb"""^<\?xml[^>]*encoding=["']([A-Za-z0-9._-]+)["']""")
+
+
+def read_epub(path: str | Path) -> str:
+    """Return the text of the EPUB at ``path``, chapters in spine (reading) order."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError as e:
+        raise ValueError(f"{path}: no such file") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read file ({e.strerror or e})") from e
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path}: not a valid EPUB (not a zip archive)") from e
+    with zf:
+        chapters = [_chapter_text(_decode(_read(zf, path, name))) for name in _spine(zf, path)]
+    text = "\n\n".join(c for c in chapters if c)
+    if not text:
+        raise ValueError(f"{path}: not a valid EPUB (its chapters contain no text)")
+    return text + "\n"
+
+
+def _invalid(path: str | Path, why: str) -> ValueError:
+    return ValueError(f"{path}: not a valid EPUB ({why})")
+
+
+def _read(zf: zipfile.ZipFile, path: str | Path, name: str) -> bytes:
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise _invalid(path, f"missing member {name}") from None
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise _invalid(path, f"member {name} is too large when uncompressed")
+    try:
+        with zf.open(info) as f:
+            data = f.read(MAX_MEMBER_BYTES + 1)  # the declared size may lie
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as e:
+        raise _invalid(path, f"cannot read member {name}: {e}") from e
+    if len(data) > MAX_MEMBER_BYTES:
+        raise _invalid(path, f"member {name} is too large when uncompressed")
+    return data
+
+
+def _xml(zf: zipfile.ZipFile, path: str | Path, name: str) -> ElementTree.Element:
+    try:
+        return ElementTree.fromstring(_read(zf, path, name))
+    except ElementTree.ParseError as e:
+        raise _invalid(path, f"{name} is not well-formed XML: {e}") from e
+
+
+def _local(tag: str) -> str:
+    """Tag name without its "{namespace}" prefix."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _spine(zf: zipfile.ZipFile, path: str | Path) -> list[str]:
+    """Archive names of the spine's (X)HTML documents, in reading order."""
+    if "META-INF/container.xml" not in zf.namelist():
+        raise _invalid(path, "no META-INF/container.xml")
+    container = _xml(zf, path, "META-INF/container.xml")
+    rootfiles = [e for e in container.iter() if _local(e.tag) == "rootfile"]
+    opf_names = [e.get("full-path") for e in rootfiles if e.get("full-path")]
+    if not opf_names:
+        raise _invalid(path, "container.xml names no OPF package file")
+    opf_name = opf_names[0]
+    opf = _xml(zf, path, opf_name)
+    base = posixpath.dirname(opf_name)
+
+    manifest: dict[str, tuple[str, str]] = {}
+    for item in opf.iter():
+        if _local(item.tag) == "item" and item.get("id") and item.get("href"):
+            href = unquote(item.get("href", "").split("#", 1)[0])
+            name = posixpath.normpath(posixpath.join(base, href))
+            manifest[item.get("id", "")] = (name, item.get("media-type", ""))
+
+    names: list[str] = []
+    for ref in opf.iter():
+        if _local(ref.tag) != "itemref" or ref.get("idref") not in manifest:
+            continue
+        name, media_type = manifest[ref.get("idref", "")]
+        if media_type in _HTML_TYPES or name.lower().endswith(_HTML_SUFFIXES):
+            names.append(name)
+    if not names:
+        raise _invalid(path, "its spine lists no readable chapters")
+    return names
+
+
+def _decode(data: bytes) -> str:
+    """Decode a chapter: BOM, then the XML declaration's encoding, else UTF-8."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    match = _XML_ENCODING.match(data)
+    encoding = match.group(1).decode("ascii") if match else "utf-8"
+    try:
+        return data.decode(encoding, errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
+
+
+def _chapter_text(markup: str) -> str:
+    parser = _TextParser()
+    parser.feed(markup)
+    parser.close()
+    lines = [_SPACES.sub(" ", line).strip() for line in parser.lines()]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+class _TextParser(HTMLParser):
+    """Collects text; block elements end the current line, <br> forces a line break."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)  # entities arrive decoded in handle_data
+        self._lines: list[str] = []
+        self._buf: list[str] = []
+        self._skip = 0  # depth inside <script>/<style>/<head>
+        self._pre = 0  # depth inside <pre>, where source newlines are kept
+
+    def lines(self) -> list[str]:
+        self._flush(force=False)
+        return self._lines
+
+    def _flush(self, *, force: bool) -> None:
+        line = "".join(self._buf)
+        if force or line.strip():
+            self._lines.append(line)
+        self._buf = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self._skip += 1
+        elif tag == "body":
+            self._skip = 0  # an unclosed <head> in sloppy HTML ends here
+        elif self._skip:
+            return
+        elif tag == "br":
+            self._flush(force=True)
+        elif tag in _BLOCK:
+            self._flush(force=False)
+            self._pre += tag == "pre"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self._skip = max(self._skip - 1, 0)
+        elif not self._skip and tag in _BLOCK:
+            self._flush(force=False)
+            if tag == "pre":
+                self._pre = max(self._pre - 1, 0)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # Self-closing forms such as <br/> or <script/>: open and close at once.
+        if tag == "br" and not self._skip:
+            self._flush(force=True)
+        elif tag in _BLOCK and not self._skip:
+            self._flush(force=False)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        if not self._pre:
+            # Outside <pre>, source line breaks are just spaces; lines come from markup.
+            self._buf.append(data.replace("\r", " ").replace("\n", " "))
+            return
+        first, *rest = data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._buf.append(first)
+        for line in rest:
+            self._flush(force=True)
+            self._buf.append(line)

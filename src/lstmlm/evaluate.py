@@ -1,0 +1,75 @@
+"""Perplexity and bits per character of a token stream."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .batching import batchify, windows
+from .model import LanguageModel
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    tokens: int
+    loss: float  # mean negative log-likelihood, nats per token
+    ppl: float
+    bpc: float | None  # bits per token, for character levels
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def result(total_nll: float, tokens: int, level: str) -> EvalResult:
+    loss = total_nll / max(tokens, 1)
+    ppl = math.exp(loss) if loss < 700 else math.inf
+    bpc = loss / math.log(2) if level in ("char", "symbols") else None
+    return EvalResult(tokens, loss, ppl, bpc)
+
+
+def autocast(precision: str, device_type: str = "cpu"):
+    if precision == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: LanguageModel,
+    ids: Tensor,
+    level: str,
+    batch_size: int = 10,
+    bptt: int = 70,
+    precision: str = "fp32",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score `ids` (N,) in `batch_size` parallel columns, state carried across windows.
+
+    Dropout is off (eval mode); the same input gives the same number every time.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    batch_size = max(1, min(batch_size, ids.numel() // 2))
+    data = batchify(ids, batch_size).to(device)  # (L, B)
+    state = model.init_state(batch_size)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for offset, x, y in windows(data, bptt):
+        with autocast(precision, device.type):
+            out = model(x, state)
+        state = out.state
+        total += F.cross_entropy(
+            out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1), reduction="sum"
+        )
+        count += y.numel()
+        if progress is not None:
+            progress(offset + x.size(0), data.size(0) - 1)
+    model.train(was_training)
+    return result(total.item(), count, level)

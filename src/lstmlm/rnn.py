@@ -1,0 +1,70 @@
+"""A stack of single-layer recurrent modules, time-first, state in and out.
+
+Each layer is its own `nn.LSTM`/`nn.GRU` (num_layers=1), so layers may differ
+in size and anything between layers (dropout, regularizers) is explicit.
+Parameter names inside a layer are PyTorch's (`weight_ih_l0`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+# Per layer: (h, c) for LSTM, (h,) for GRU; each (1, B, H).
+LayerState = tuple[Tensor, ...]
+State = list[LayerState]
+
+
+def make_layer(kind: str, cell: str, input_size: int, hidden_size: int) -> nn.Module:
+    if cell != "fused":
+        raise ValueError(f"unknown cell implementation {cell!r}")
+    if kind == "lstm":
+        return nn.LSTM(input_size, hidden_size)
+    if kind == "gru":
+        return nn.GRU(input_size, hidden_size)
+    raise ValueError(f"unknown rnn kind {kind!r}")
+
+
+class RNNStack(nn.Module):
+    def __init__(
+        self,
+        kind: str,
+        input_size: int,
+        hidden_sizes: Sequence[int],
+        cell: str = "fused",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.kind = kind
+        self.hidden_sizes = list(hidden_sizes)
+        sizes = [input_size, *self.hidden_sizes]
+        self.layers = nn.ModuleList(
+            make_layer(kind, cell, sizes[i], sizes[i + 1]) for i in range(len(self.hidden_sizes))
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        n = 2 if self.kind == "lstm" else 1
+        return [
+            tuple(torch.zeros(1, batch_size, h, device=device) for _ in range(n))
+            for h in self.hidden_sizes
+        ]
+
+    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State, list[Tensor]]:
+        """x (T, B, I) -> last layer's output (T, B, H_last), new state, each layer's output."""
+        new_state: State = []
+        outputs: list[Tensor] = []
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            hx = state[i] if self.kind == "lstm" else state[i][0]
+            x, hx = layer(x, hx)  # (T, B, H_i)
+            new_state.append(tuple(hx) if self.kind == "lstm" else (hx,))
+            outputs.append(x)
+        return x, new_state, outputs
+
+
+def detach_state(state: State) -> State:
+    return [tuple(t.detach() for t in layer) for layer in state]

@@ -1,0 +1,63 @@
+"""Text <-> tokens for the three levels.
+
+- word: whitespace-separated words, `<eos>` at every line end (PTB/WikiText).
+- char: every character a token, the newline is `<eos>`.
+- symbols: whitespace-separated symbols with `<eos>` per line, as PTB-char
+  files are written ("a _ b c \\n"); `_` marks a word boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .vocab import EOS
+
+LEVELS = ("word", "char", "symbols")
+
+
+def lines(text: str) -> list[str]:
+    """Split on newlines; a final newline does not open an empty line."""
+    parts = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if parts and parts[-1] == "":
+        parts.pop()
+    return parts
+
+
+def tokenize(text: str, level: str) -> list[str]:
+    out: list[str] = []
+    if level == "char":
+        for line in lines(text):
+            out.extend(line)
+            out.append(EOS)
+    elif level in ("word", "symbols"):
+        for line in lines(text):
+            out.extend(line.split())
+            out.append(EOS)
+    else:
+        raise ValueError(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
+    return out
+
+
+def tokenize_prompt(text: str, level: str) -> list[str]:
+    """Like `tokenize`, but a prompt without a newline gets no `<eos>`."""
+    if level == "char":
+        return [EOS if ch == "\n" else ch for ch in text.replace("\r\n", "\n")]
+    toks: list[str] = []
+    parts = text.replace("\r\n", "\n").split("\n")
+    for i, line in enumerate(parts):
+        toks.extend(line.split())
+        if i < len(parts) - 1:
+            toks.append(EOS)
+    return toks
+
+
+def detokenize(tokens: Iterable[str], level: str) -> str:
+    if level == "char":
+        return "".join("\n" if t == EOS else t for t in tokens)
+    if level == "symbols":
+        text = "".join("\n" if t == EOS else t for t in tokens)
+        return text.replace("_", " ")
+    words: list[str] = []
+    for t in tokens:
+        words.append("\n" if t == EOS else t)
+    return " ".join(words).replace(" \n ", "\n").replace(" \n", "\n").replace("\n ", "\n")

@@ -1,0 +1,424 @@
+"""The training loop: optimizer, clipping, schedules, checkpoints, resume.
+
+The loop never prints. It reports through `on_event(kind, data)`; the CLI
+turns those events into a progress bar, and every event with a number in it
+is also appended to RUN/metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import checkpoint as ckpt
+from .batching import batchify, num_windows, window
+from .config import RunConfig, TrainConfig, replace
+from .dataset import Dataset, load_dataset
+from .evaluate import EvalResult, autocast, evaluate
+from .generate import SampleConfig, generate
+from .model import LanguageModel
+from .rnn import State, detach_state
+
+EventFn = Callable[[str, dict[str, Any]], None]
+EVAL_BPTT = 100  # evaluation carries state across windows: the length only sets the chunking
+
+
+@dataclass
+class TrainerState:
+    """Everything besides weights and optimizer that a resume needs."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    offset: int = 0  # next window starts at this row of the batchified train data
+    step: int = 0  # optimizer steps so far
+    lr: float = 0.0
+    sched_best: float = math.inf  # best epoch-end validation loss (drives the plateau schedule)
+    best_loss: float = math.inf  # validation loss of best.safetensors
+    best_epoch: float = 0.0
+    elapsed: float = 0.0  # training seconds, all sessions together
+    tokens: int = 0  # training tokens seen
+    epoch_loss: float = 0.0  # sum of per-token mean losses this epoch
+    epoch_steps: int = 0
+
+
+@dataclass
+class TrainResult:
+    valid: EvalResult
+    test: EvalResult
+    epochs: float
+    steps: int
+    tokens_per_sec: float
+    seconds: float
+    stopped: str  # "epochs" | "time" | "steps"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self, level: str) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "epochs": round(self.epochs, 3),
+            "steps": self.steps,
+            "tokens_per_sec": round(self.tokens_per_sec, 1),
+            "seconds": round(self.seconds, 1),
+            "stopped": self.stopped,
+            "valid_loss": self.valid.loss,
+            "test_loss": self.test.loss,
+            "valid_ppl": self.valid.ppl,
+            "test_ppl": self.test.ppl,
+        }
+        if level in ("char", "symbols"):
+            d["valid_bpc"] = self.valid.bpc
+            d["test_bpc"] = self.test.bpc
+        return d
+
+
+def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def next_lr(cfg: TrainConfig, st: TrainerState, epoch_done: int, valid_loss: float) -> float:
+    """The learning rate after epoch `epoch_done` (1-based) ended with `valid_loss`."""
+    if cfg.lr_schedule == "plateau":
+        return st.lr if valid_loss < st.sched_best else st.lr / cfg.lr_decay
+    if cfg.lr_schedule == "epoch" and epoch_done >= cfg.decay_after:
+        return st.lr / cfg.lr_decay
+    return st.lr
+
+
+class Trainer:
+    def __init__(
+        self, run_dir: Path, cfg: RunConfig, data: Dataset, on_event: EventFn | None = None
+    ):
+        self.run_dir = run_dir
+        self.cfg = cfg
+        self.tc = cfg.train
+        self.data = data
+        self.on_event = on_event or (lambda kind, d: None)
+        torch.manual_seed(self.tc.seed)
+        self.model = LanguageModel(cfg.model, len(data.vocab))
+        self.opt = make_optimizer(self.model, self.tc)
+        self.train_data = batchify(data.train, self.tc.batch_size)  # (L, B)
+        self.st = TrainerState(lr=self.tc.lr)
+        self.hidden: State = self.model.init_state(self.tc.batch_size)
+
+    # --- checkpoints -------------------------------------------------------------
+
+    def save_last(self) -> None:
+        tensors = ckpt.model_tensors(self.model, "model.")
+        opt_tensors, opt_meta = ckpt.optimizer_tensors(self.opt)
+        tensors.update(opt_tensors)
+        for i, layer in enumerate(self.hidden):
+            for j, t in enumerate(layer):
+                tensors[f"hidden.{i}.{j}"] = t
+        tensors["rng.torch"] = torch.get_rng_state()
+        meta = {"trainer": asdict(self.st), "optimizer": opt_meta}
+        ckpt.save_tensors(self.run_dir / ckpt.LAST, tensors, meta)
+
+    def load_last(self) -> None:
+        path = self.run_dir / ckpt.LAST
+        tensors, meta = ckpt.load_tensors(path)
+        try:
+            ckpt.load_model_tensors(self.model, tensors, "model.", source=str(path))
+            ckpt.load_optimizer(self.opt, tensors, meta["optimizer"])
+            self.st = TrainerState(**meta["trainer"])
+            n = len(self.hidden[0])
+            self.hidden = [
+                tuple(tensors[f"hidden.{i}.{j}"] for j in range(n)) for i in range(len(self.hidden))
+            ]
+            torch.set_rng_state(tensors["rng.torch"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({e})") from None
+
+    def save_best(self, loss: float) -> None:
+        meta = {"epoch": self.st.best_epoch, "valid_loss": loss}
+        ckpt.save_tensors(self.run_dir / ckpt.BEST, ckpt.model_tensors(self.model, "model."), meta)
+
+    def log(self, kind: str, record: dict[str, Any]) -> None:
+        record = {"event": kind, **record}
+        with open(self.run_dir / ckpt.METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.on_event(kind, record)
+
+    # --- the loop -------------------------------------------------------------
+
+    def validate(self) -> EvalResult:
+        return evaluate(
+            self.model,
+            self.data.valid,
+            self.data.level,
+            self.tc.eval_batch_size,
+            EVAL_BPTT,
+            self.tc.precision,
+        )
+
+    def set_lr(self, lr: float) -> None:
+        self.st.lr = lr
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def train_step(self, x: Tensor, y: Tensor) -> Tensor:
+        self.hidden = detach_state(self.hidden)
+        with autocast(self.tc.precision):
+            out = self.model(x, self.hidden)
+        self.hidden = out.state
+        loss = F.cross_entropy(out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1))
+        scaled = loss * x.size(0) if self.tc.loss_reduction == "sum" else loss
+        self.opt.zero_grad(set_to_none=True)
+        scaled.backward()
+        if self.tc.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip)
+        self.opt.step()
+        return loss.detach()
+
+    def run(self) -> TrainResult:
+        tc, st = self.tc, self.st
+        self.set_lr(st.lr)
+        steps_per_epoch = num_windows(self.train_data, tc.bptt)
+        budget = tc.max_minutes * 60 if tc.max_minutes is not None else math.inf
+        stopped = "epochs"
+        last_ckpt = time.monotonic()
+        while st.epoch < tc.epochs:
+            self.model.train()
+            self.on_event(
+                "epoch_start",
+                {"epoch": st.epoch + 1, "steps": steps_per_epoch, "done": st.offset // tc.bptt},
+            )
+            running = torch.zeros(())
+            run_steps, run_tokens, t_run = 0, 0, time.monotonic()
+            while st.offset < self.train_data.size(0) - 1:
+                t0 = time.monotonic()
+                x, y = window(self.train_data, st.offset, tc.bptt)
+                running += self.train_step(x, y)
+                st.offset += x.size(0)
+                st.step += 1
+                st.tokens += y.numel()
+                run_steps += 1
+                run_tokens += y.numel()
+                st.elapsed += time.monotonic() - t0
+                if run_steps % tc.log_every == 0:
+                    loss = running.item()
+                    st.epoch_loss += loss
+                    st.epoch_steps += run_steps
+                    self.log(
+                        "progress",
+                        {
+                            "epoch": st.epoch + 1,
+                            "step": st.step,
+                            "done": st.offset // tc.bptt,
+                            "steps": steps_per_epoch,
+                            "train_loss": loss / run_steps,
+                            "train_ppl": _exp(loss / run_steps),
+                            "lr": st.lr,
+                            "tokens_per_sec": run_tokens / (time.monotonic() - t_run),
+                            "elapsed": st.elapsed,
+                        },
+                    )
+                    running.zero_()
+                    run_steps, run_tokens, t_run = 0, 0, time.monotonic()
+                if st.elapsed >= budget:
+                    stopped = "time"
+                    break
+                if tc.max_steps is not None and st.step >= tc.max_steps:
+                    stopped = "steps"
+                    break
+                if (
+                    tc.checkpoint_minutes > 0
+                    and time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60
+                ):
+                    self._flush_running(running, run_steps)
+                    running.zero_()
+                    run_steps = 0
+                    self.save_last()
+                    last_ckpt = time.monotonic()
+            self._flush_running(running, run_steps)
+            if stopped != "epochs":
+                break
+            self.end_epoch(steps_per_epoch)
+            last_ckpt = time.monotonic()
+        return self.finish(stopped, steps_per_epoch)
+
+    def _flush_running(self, running: Tensor, run_steps: int) -> None:
+        if run_steps:
+            self.st.epoch_loss += running.item()
+            self.st.epoch_steps += run_steps
+
+    def end_epoch(self, steps_per_epoch: int) -> None:
+        st, tc = self.st, self.tc
+        v = self.validate()
+        epoch = st.epoch + 1
+        record = {
+            "epoch": epoch,
+            "step": st.step,
+            "lr": st.lr,
+            "elapsed": st.elapsed,
+            "train_loss": st.epoch_loss / max(st.epoch_steps, 1),
+            "train_ppl": _exp(st.epoch_loss / max(st.epoch_steps, 1)),
+            "valid_loss": v.loss,
+            "valid_ppl": v.ppl,
+            "valid_bpc": v.bpc,
+            "tokens_per_sec": st.tokens / max(st.elapsed, 1e-9),
+        }
+        if v.loss < st.best_loss:
+            st.best_loss, st.best_epoch = v.loss, float(epoch)
+            self.save_best(v.loss)
+        new_lr = next_lr(tc, st, epoch, v.loss)
+        st.sched_best = min(st.sched_best, v.loss)
+        self.set_lr(new_lr)
+        st.epoch, st.offset, st.epoch_loss, st.epoch_steps = epoch, 0, 0.0, 0
+        self.hidden = self.model.init_state(tc.batch_size)
+        self.save_last()
+        self.log("epoch", record)
+        if tc.sample_every_epoch:
+            self.sample(epoch)
+
+    def sample(self, epoch: int) -> None:
+        for temp in self.tc.sample_temperatures:
+            scfg = SampleConfig(
+                max_new_tokens=self.tc.sample_length, temperature=temp, seed=self.tc.seed + epoch
+            )
+            text = generate(self.model, self.data.vocab, self.data.level, "", scfg)[0]
+            self.log("sample", {"epoch": epoch, "temperature": temp, "text": text})
+        self.model.train()
+
+    def finish(self, stopped: str, steps_per_epoch: int) -> TrainResult:
+        st = self.st
+        epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
+        if stopped != "epochs" or not (self.run_dir / ckpt.BEST).exists():
+            # Stopped mid-epoch: save where we are first (so --resume continues exactly), then
+            # let the current weights compete for best.
+            self.save_last()
+            v = self.validate()
+            if v.loss < st.best_loss:
+                st.best_loss, st.best_epoch = v.loss, epochs
+                self.save_best(v.loss)
+        best, _ = ckpt.load_tensors(self.run_dir / ckpt.BEST)
+        ckpt.load_model_tensors(self.model, best, "model.")
+        self.on_event("final_eval", {})
+        valid, test = (
+            self.validate(),
+            evaluate(
+                self.model,
+                self.data.test,
+                self.data.level,
+                self.tc.eval_batch_size,
+                EVAL_BPTT,
+                self.tc.precision,
+            ),
+        )
+        result = TrainResult(
+            valid, test, epochs, st.step, st.tokens / max(st.elapsed, 1e-9), st.elapsed, stopped
+        )
+        summary = {
+            **result.summary(self.data.level),
+            "best_epoch": st.best_epoch,
+            "params": self.model.num_parameters(),
+        }
+        ckpt.atomic_write(self.run_dir / ckpt.SUMMARY, json.dumps(summary, indent=2))
+        self.log("final", summary)
+        return result
+
+
+def _exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+# --- starting and resuming runs ---------------------------------------------------
+
+
+def start_run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    level: str | None = None,
+    on_event: EventFn | None = None,
+) -> TrainResult:
+    """Train a new model into `out_dir` (refuses to replace an existing run)."""
+    cfg.validate()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if ckpt.is_run_dir(out) and not overwrite:
+        raise ValueError(
+            f"{out}: already holds a run; use --resume {out} to continue it or "
+            "--overwrite to replace it"
+        )
+    data = load_dataset(cfg.data, level=level)  # read before touching the output folder
+    if cfg.train.batch_size * 2 > data.train.numel():
+        raise ValueError(
+            f"training text has {data.train.numel()} tokens, too few for batch "
+            f"size {cfg.train.batch_size}"
+        )
+    if out.exists() and overwrite:
+        for name in (ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY):
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the run folder ({e.strerror})") from None
+    ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
+    trainer = Trainer(out, cfg, data, on_event)
+    trainer.log(
+        "start",
+        {
+            "config": cfg.to_dict(),
+            "level": data.level,
+            "source": data.source,
+            "vocab_size": len(data.vocab),
+            "params": trainer.model.num_parameters(),
+            "train_tokens": data.train.numel(),
+        },
+    )
+    return trainer.run()
+
+
+RESUME_OVERRIDES = ("epochs", "max_minutes", "max_steps", "log_every", "checkpoint_minutes")
+
+
+def resume_run(
+    run_dir: str | Path, overrides: dict[str, Any] | None = None, on_event: EventFn | None = None
+) -> TrainResult:
+    """Continue a run from RUN/last.safetensors, exactly where it stopped."""
+    run = Path(run_dir)
+    info, vocab = ckpt.read_run_files(run)
+    if not (run / ckpt.LAST).exists():
+        raise ValueError(f"{run}: nothing to resume (no {ckpt.LAST})")
+    cfg = info.config
+    if overrides:
+        bad = set(overrides) - set(RESUME_OVERRIDES)
+        if bad:
+            raise ValueError(
+                f"--resume keeps the run's config; only {', '.join(RESUME_OVERRIDES)}"
+                f" may change (not {', '.join(sorted(bad))})"
+            )
+        cfg = RunConfig(cfg.data, cfg.model, replace(cfg.train, **overrides), cfg.preset)
+        cfg.validate()
+    data = load_dataset(cfg.data, level=info.level, vocab=vocab)
+    trainer = Trainer(run, cfg, data, on_event)
+    trainer.load_last()
+    if overrides:
+        ckpt.write_run_files(run, cfg, vocab, data.level, data.source)
+    trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
+    return trainer.run()

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from lstmlm.config import ModelConfig
+from lstmlm.model import LanguageModel
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(emb_size=8, hidden_size=8, num_layers=2)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_forward_shapes_and_state(rnn):
+    m = LanguageModel(tiny(rnn=rnn), vocab_size=11)
+    out = m(torch.randint(0, 11, (5, 3)))
+    assert out.logits.shape == (5, 3, 11)
+    assert len(out.state) == 2
+    assert out.state[0][0].shape == (1, 3, 8)
+    assert len(out.state[0]) == (2 if rnn == "lstm" else 1)
+    assert [h.shape for h in out.hiddens] == [(5, 3, 8), (5, 3, 8)]
+
+
+def test_state_is_carried():
+    m = LanguageModel(tiny(), 11).eval()
+    x = torch.randint(0, 11, (6, 2))
+    whole = m(x).logits
+    first = m(x[:3])
+    second = m(x[3:], first.state).logits
+    assert torch.allclose(torch.cat([first.logits, second]), whole, atol=1e-6)
+
+
+def test_tied_weights_share_storage():
+    m = LanguageModel(tiny(tie_weights=True), 11)
+    assert m.decoder.weight.data_ptr() == m.embedding.weight.data_ptr()
+    assert m.proj is None
+
+
+def test_tying_with_different_sizes_adds_projection():
+    m = LanguageModel(tiny(tie_weights=True, emb_size=6, hidden_size=10), 11)
+    assert m.proj is not None and m.proj.weight.shape == (6, 10)
+    assert m.decoder.weight is m.embedding.weight
+    assert m(torch.randint(0, 11, (4, 2))).logits.shape == (4, 2, 11)
+
+
+def test_fc_layers():
+    m = LanguageModel(tiny(fc_layers=2), 11)
+    assert len(m.fc) == 2
+    assert m(torch.randint(0, 11, (4, 2))).logits.shape == (4, 2, 11)
+
+
+def test_eval_mode_is_deterministic_with_dropout():
+    m = LanguageModel(tiny(dropout=0.5), 11).eval()
+    x = torch.randint(0, 11, (5, 2))
+    assert torch.equal(m(x).logits, m(x).logits)
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(hidden_size=0), dict(num_layers=-1), dict(dropout=1.5), dict(rnn="transformer")]
+)
+def test_bad_config_is_a_value_error(bad):
+    with pytest.raises(ValueError):
+        LanguageModel(tiny(**bad), 11)
