@@ -1,5 +1,6 @@
-"""Small configs shared by the tests."""
+"""Small corpora and configs shared by the tests."""
 
+import random
 from pathlib import Path
 
 from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -15,3 +16,16 @@ def tiny_config(train: Path, **train_kw) -> RunConfig:
         model=ModelConfig(emb_size=16, hidden_size=16, num_layers=1, dropout=0.1),
         train=TrainConfig(**tk),
     )
+
+
+def write_corpus(path: Path, n_lines: int = 300, seed: int = 0) -> Path:
+    """A small word-level text with real structure (a repeating grammar)."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "a dog", "my friend", "the old man", "she", "he"]
+    verbs = ["sees", "likes", "walks to", "finds", "keeps"]
+    objects = ["the park", "a ball", "the river", "an apple", "the house", "a book"]
+    lines = [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}" for _ in range(n_lines)
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The Quick start demo: set up, train the Zaremba "small" model on Penn Treebank for a few
+# minutes (progress bar), print valid/test perplexity, and generate a sample.
+# MINUTES (default 3) sets the training budget; RUN (default runs/quickstart) the run folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+minutes="${MINUTES:-3}"
+run="${RUN:-runs/quickstart}"
+.venv/bin/lstmlm train --corpus ptb --preset small --max-minutes "$minutes" --out "$run" --overwrite
+echo
+echo "sample:"
+.venv/bin/lstmlm generate "$run" --prompt "the company said" --max-new-tokens 40 \
+  --temperature 0.8 --top-k 40 --seed 1

@@ -1,0 +1,92 @@
+import pickle
+
+import pytest
+import torch
+
+from helpers import tiny_config
+from lstmlm import checkpoint as ckpt
+from lstmlm.config import ModelConfig
+from lstmlm.model import LanguageModel
+from lstmlm.train import start_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from helpers import write_corpus
+
+    d = tmp_path_factory.mktemp("ck")
+    cfg = tiny_config(write_corpus(d / "c.txt"), epochs=1)
+    start_run(cfg, d / "run")
+    return d / "run"
+
+
+def test_save_load_gives_same_logits(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_size=8, hidden_size=8, num_layers=2, tie_weights=True)
+    m = LanguageModel(cfg, 17).eval()
+    ckpt.save_tensors(tmp_path / "m.safetensors", ckpt.model_tensors(m, "model."), {"x": 1})
+    tensors, meta = ckpt.load_tensors(tmp_path / "m.safetensors")
+    assert meta == {"x": 1}
+    assert "model.decoder.weight" not in tensors  # tied: stored once
+    m2 = LanguageModel(cfg, 17).eval()
+    ckpt.load_model_tensors(m2, tensors, "model.")
+    assert m2.decoder.weight is m2.embedding.weight
+    x = torch.randint(0, 17, (6, 3))
+    assert torch.equal(m(x).logits, m2(x).logits)
+
+
+def test_load_run_rebuilds_the_trained_model(run):
+    model, vocab, info = ckpt.load_run(run)
+    assert not model.training
+    assert info.level == "word"
+    assert len(vocab) == model.vocab_size
+    tensors, _ = ckpt.load_tensors(run / ckpt.BEST)
+    assert torch.equal(tensors["model.embedding.weight"], model.embedding.weight)
+
+
+def test_atomic_write_replaces_or_keeps(tmp_path):
+    p = tmp_path / "f.json"
+    ckpt.atomic_write(p, "old")
+    ckpt.atomic_write(p, "new")
+    assert p.read_text() == "new"
+    assert [f.name for f in tmp_path.iterdir()] == ["f.json"]  # no temp files left
+
+
+def test_truncated_checkpoint_is_a_one_line_error(run, tmp_path):
+    bad = tmp_path / "best.safetensors"
+    bad.write_bytes((run / ckpt.BEST).read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable lstmlm checkpoint") as e:
+        ckpt.load_tensors(bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_pickle_payload_is_refused_and_never_runs(run, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in (ckpt.BEST, ckpt.LAST):
+        (run / "evil").mkdir(exist_ok=True)
+        for f in (ckpt.CONFIG, ckpt.VOCAB):
+            (run / "evil" / f).write_bytes((run / f).read_bytes())
+        (run / "evil" / name).write_bytes(pickle.dumps(Evil()))
+        with pytest.raises(ValueError, match="not a readable"):
+            ckpt.load_run(run / "evil", which="best" if name == ckpt.BEST else "last")
+        (run / "evil" / name).unlink()
+    assert not marker.exists()
+
+
+def test_weights_of_another_config_are_refused(run, tmp_path):
+    tensors, _ = ckpt.load_tensors(run / ckpt.BEST)
+    other = LanguageModel(ModelConfig(emb_size=8, hidden_size=8, num_layers=1), 50)
+    with pytest.raises(ValueError, match="shape"):
+        ckpt.load_model_tensors(other, tensors, "model.")
+
+
+def test_not_a_run_folder(tmp_path):
+    with pytest.raises(ValueError, match="not an lstmlm run folder"):
+        ckpt.load_run(tmp_path)
+    with pytest.raises(ValueError, match="no such run folder"):
+        ckpt.load_run(tmp_path / "missing")
