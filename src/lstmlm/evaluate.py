@@ -73,3 +73,31 @@ def evaluate(
             progress(offset + x.size(0), data.size(0) - 1)
     model.train(was_training)
     return result(total.item(), count, level)
+
+
+@torch.inference_mode()
+def token_nlls(
+    model: LanguageModel, ids: Tensor, bptt: int = 100, precision: str = "fp32"
+) -> Tensor:
+    """NLL in nats of every token of `ids` (N,) but the first, in text order: (N - 1,).
+
+    Batch size 1, state carried across windows; the sum equals `evaluate(..., batch_size=1)`.
+    """
+    if ids.numel() < 2:
+        raise ValueError(f"text of {ids.numel()} tokens is too short to score")
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    data = ids.to(device).view(-1, 1)  # (N, 1)
+    state = model.init_state(1)
+    out_nll: list[Tensor] = []
+    for _, x, y in windows(data, bptt):
+        with autocast(precision, device.type):
+            out = model(x, state)
+        state = out.state
+        nll = F.cross_entropy(
+            out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1), reduction="none"
+        )
+        out_nll.append(nll)  # (T,)
+    model.train(was_training)
+    return torch.cat(out_nll).cpu()

@@ -1,17 +1,40 @@
-"""Sampling text from a trained model."""
+"""Sampling text from a trained model.
+
+One step = one forward of the whole batch of samples (B = `num_samples`) for one token,
+then a draw per sample. The rules, applied in this order to the last logits (B, V):
+
+1. `<eos>` is masked until `min_new_tokens` tokens have been made.
+2. Repetition penalty (CTRL, Keskar et al. 2019): the logit of every token this sample
+   has already generated is divided by `penalty` when positive and multiplied by it when
+   negative (so its probability always drops for penalty > 1). `<eos>` is exempt: line
+   ends are structure, not repetition. Prompt tokens are not penalized.
+3. Temperature 0 is greedy (argmax); otherwise logits are divided by the temperature.
+4. Top-k keeps the k largest logits. With `top_k_decay` d < 1 the k is *adjusted* to the
+   length of the current sentence: k_t = max(1, round(k * d ** n)), n = tokens since the
+   last `<eos>` (prompt included), so a sentence starts varied and settles as it grows.
+5. Top-p (nucleus, Holtzman et al. 2020) keeps the smallest set of most likely tokens
+   whose probability mass (after top-k, renormalized) is >= p.
+6. One draw by inverse CDF from each sample's own `torch.Generator`, seeded `seed + i`:
+   sample i of a batch is the very text a one-sample run with seed `seed + i` makes.
+
+Stop strings are checked on the detokenized text (`generate`, `stream`); `<eos>` ends a
+sample when `stop_at_eos` is set.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .model import LanguageModel
 from .rnn import State
-from .tokenize import detokenize, tokenize_prompt
+from .tokenize import tokenize_prompt
 from .vocab import EOS, Vocab
+
+EOS_ID = Vocab.eos_id
 
 
 @dataclass(frozen=True)
@@ -21,6 +44,12 @@ class SampleConfig:
     top_k: int = 0  # 0 = all tokens
     seed: int | None = None
     num_samples: int = 1
+    top_p: float = 1.0  # 1 = no nucleus filtering
+    top_k_decay: float = 1.0  # < 1: k_t = max(1, round(k * decay ** tokens_since_eos))
+    repetition_penalty: float = 1.0  # 1 = off; CTRL uses 1.2
+    stop: tuple[str, ...] = ()  # stop when the text contains one of these (it is cut off)
+    stop_at_eos: bool = False  # a sample ends at its first <eos> (not included)
+    min_new_tokens: int = 0  # <eos> cannot be drawn before this many new tokens
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -31,20 +60,164 @@ class SampleConfig:
             raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
         if self.num_samples < 1:
             raise ValueError(f"--num-samples must be positive, got {self.num_samples}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not (0 < self.top_k_decay <= 1):
+            raise ValueError(f"--top-k-decay must be in (0, 1], got {self.top_k_decay}")
+        if not (self.repetition_penalty > 0):
+            raise ValueError(f"--repetition-penalty must be > 0, got {self.repetition_penalty}")
+        if self.min_new_tokens < 0:
+            raise ValueError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError("--stop takes non-empty strings")
+
+
+# --- one step: logits -> token ------------------------------------------------------
+
+
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """logits (B, V), seen (B, V) bool -> penalized logits (CTRL rule)."""
+    if penalty == 1.0:
+        return logits
+    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, scaled, logits)
+
+
+def candidates(
+    logits: Tensor, temperature: float, top_k: int | Tensor = 0, top_p: float = 1.0
+) -> tuple[Tensor, Tensor | None]:
+    """logits (B, V) -> (probs (B, C), ids (B, C) or None when C = V in vocabulary order).
+
+    `top_k` is an int or a per-row (B,) tensor of k's (0 = all). Tokens outside the
+    top-k / nucleus have probability 0. `temperature` must be > 0.
+    """
+    logits = logits.float() / temperature
+    v = logits.size(-1)
+    ids: Tensor | None = None
+    k_row = top_k if isinstance(top_k, Tensor) else None
+    k_max = int(k_row.max()) if k_row is not None else int(top_k)
+    if k_row is not None or 0 < k_max < v:
+        k_max = min(k_max, v)
+        logits, ids = logits.topk(k_max, dim=-1)  # (B, k), sorted descending
+        if k_row is not None:  # adjusted k: drop columns past each row's own k
+            col = torch.arange(k_max, device=logits.device)
+            logits = logits.masked_fill(col >= k_row.unsqueeze(1), float("-inf"))
+    elif top_p < 1:
+        logits, ids = logits.sort(dim=-1, descending=True)  # (B, V)
+    probs = torch.softmax(logits, dim=-1)  # (B, C)
+    if top_p < 1:
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, C) mass of the better tokens
+        probs = probs.masked_fill(mass_before >= top_p, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs, ids
+
+
+def sampling_distribution(
+    logits: Tensor, temperature: float, top_k: int | Tensor = 0, top_p: float = 1.0
+) -> Tensor:
+    """The distribution a step draws from, over the whole vocabulary: (B, V)."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
+    probs, ids = candidates(logits, temperature, top_k, top_p)
+    if ids is None:
+        return probs
+    return torch.zeros(logits.shape, dtype=probs.dtype, device=probs.device).scatter_(
+        -1, ids, probs
+    )
+
+
+def _draw(probs: Tensor, generators: Sequence[torch.Generator] | torch.Generator | None) -> Tensor:
+    """Inverse-CDF draw of one index per row of probs (B, C): one uniform per row."""
+    b = probs.size(0)
+    if isinstance(generators, Sequence):
+        u = torch.cat([torch.rand(1, generator=g, device=probs.device) for g in generators])
+    else:
+        u = torch.rand(b, generator=generators, device=probs.device)
+    cdf = probs.cumsum(dim=-1)  # (B, C)
+    u = (u * cdf[:, -1]).unsqueeze(1)  # (B, 1) scaled by the (float) total
+    idx = torch.searchsorted(cdf, u, right=True)  # first index whose cdf exceeds u
+    return idx.clamp_(max=probs.size(-1) - 1).squeeze(1)
 
 
 def next_token(
-    logits: Tensor, temperature: float, top_k: int, generator: torch.Generator | None
+    logits: Tensor,
+    temperature: float,
+    top_k: int | Tensor,
+    generator: Sequence[torch.Generator] | torch.Generator | None,
+    top_p: float = 1.0,
 ) -> Tensor:
-    """logits (B, V) -> token ids (B,)."""
+    """logits (B, V) -> token ids (B,). `generator`: one for the batch or one per row."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if 0 < top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    probs, ids = candidates(logits, temperature, top_k, top_p)  # (B, C)
+    idx = _draw(probs, generator)  # (B,)
+    return idx if ids is None else ids.gather(1, idx.unsqueeze(1)).squeeze(1)
+
+
+# --- one token through the model ---------------------------------------------------
+
+StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+
+
+def step_fn(model: LanguageModel) -> StepFn:
+    """`(tokens (B,), state) -> (logits (B, V), state)` for one time step.
+
+    A fused `nn.LSTM`/`nn.GRU` call has a large fixed cost per call on CPU (tens of ms
+    for a 650-unit layer here, whatever its length), which a token-by-token loop pays on
+    every token. For the layouts it knows (single-layer unidirectional fused layers with
+    biases, eval mode) this runs the same weights through `torch.lstm_cell`/`gru_cell`
+    instead; anything else falls back to `model.forward`. Equal to `model.forward` to
+    float rounding (tests/test_generate.py checks it).
+    """
+
+    def slow(tok: Tensor, state: State) -> tuple[Tensor, State]:
+        out = model(tok.unsqueeze(0), state)  # (1, B) -> logits (1, B, V)
+        return out.logits[0], out.state
+
+    known = {"embedding", "rnn", "drop", "fc", "proj", "decoder"}
+    layers = list(model.rnn.layers) if hasattr(model, "rnn") else []
+    if (
+        type(model) is not LanguageModel
+        or model.training
+        or {name for name, _ in model.named_children()} - known
+        or {name for name, _ in model.rnn.named_children()} - {"layers", "dropout"}
+        or not all(_plain_layer(layer) for layer in layers)
+    ):
+        return slow
+
+    def fast(tok: Tensor, state: State) -> tuple[Tensor, State]:
+        x = model.embedding(tok)  # (B, E)
+        new: State = []
+        for layer, st in zip(layers, state, strict=True):
+            w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            if type(layer) is nn.LSTM:
+                h, c = torch.lstm_cell(x, (st[0][0], st[1][0]), *w)  # (B, H) each
+                new.append((h.unsqueeze(0), c.unsqueeze(0)))
+            else:
+                h = torch.gru_cell(x, st[0][0], *w)  # (B, H)
+                new.append((h.unsqueeze(0),))
+            x = h
+        for fc in model.fc:
+            x = torch.relu(fc(x))
+        if model.proj is not None:
+            x = model.proj(x)  # (B, E)
+        return model.decoder(x), new  # (B, V)
+
+    return fast
+
+
+def _plain_layer(layer: nn.Module) -> bool:
+    return (
+        type(layer) in (nn.LSTM, nn.GRU)
+        and layer.num_layers == 1
+        and not layer.bidirectional
+        and layer.bias
+        and not layer.batch_first
+        and getattr(layer, "proj_size", 0) == 0
+    )
+
+
+# --- the sampling loop --------------------------------------------------------------
 
 
 def encode_prompt(prompt: str, vocab: Vocab, level: str) -> tuple[list[int], list[str]]:
@@ -54,24 +227,106 @@ def encode_prompt(prompt: str, vocab: Vocab, level: str) -> tuple[list[int], lis
     return vocab.encode([EOS, *tokens]), unknown
 
 
+def _generators(seed: int | None, n: int, device: torch.device) -> list[torch.Generator]:
+    base = seed if seed is not None else torch.seed() % (2**62)
+    gens = []
+    for i in range(n):
+        g = torch.Generator(device=device)
+        g.manual_seed(base + i)
+        gens.append(g)
+    return gens
+
+
 @torch.inference_mode()
 def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[Tensor]:
-    """Yield (num_samples,) new token ids per step, all samples in one batch."""
+    """Yield (num_samples,) new token ids per step, all samples in one batch.
+
+    With `stop_at_eos`, a sample that has drawn `<eos>` keeps yielding `<eos>` (padding)
+    and the iterator ends once every sample has; stop strings are the caller's job.
+    """
     cfg.validate()
+    if not prompt_ids:
+        raise ValueError("the prompt needs at least one token (start with <eos>)")
     model.eval()
+    step_once = step_fn(model)
     device = model.embedding.weight.device
-    gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    gens = _generators(cfg.seed, cfg.num_samples, device)
     b = cfg.num_samples
-    x = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(1).expand(-1, b)
-    state: State = model.init_state(b)
-    out = model(x, state)  # feed the whole prompt at once
-    logits, state = out.logits[-1], out.state  # (B, V)
-    for _ in range(cfg.max_new_tokens):
-        tok = next_token(logits, cfg.temperature, cfg.top_k, gen)  # (B,)
+    # Feed the prompt once with batch 1, then copy its state to the B samples.
+    x = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(1)  # (T, 1)
+    out = model(x, model.init_state(1))
+    state: State = [tuple(t.expand(-1, b, -1).contiguous() for t in layer) for layer in out.state]
+    logits = out.logits[-1].expand(b, -1)  # (B, V)
+    v = logits.size(-1)
+    seen = (
+        torch.zeros(b, v, dtype=torch.bool, device=device) if cfg.repetition_penalty != 1 else None
+    )
+    adjust_k = cfg.top_k > 0 and cfg.top_k_decay < 1
+    since_eos = torch.full((b,), _tokens_since_eos(prompt_ids), dtype=torch.long, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    for step in range(cfg.max_new_tokens):
+        if step < cfg.min_new_tokens:
+            logits = logits.clone()
+            logits[:, EOS_ID] = float("-inf")
+        if seen is not None:
+            logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+        top_k: int | Tensor = cfg.top_k
+        if adjust_k:
+            decayed = cfg.top_k * cfg.top_k_decay ** since_eos.double()  # (B,)
+            top_k = decayed.round().long().clamp_(1, cfg.top_k)
+        tok = next_token(logits, cfg.temperature, top_k, gens, cfg.top_p)  # (B,)
+        if cfg.stop_at_eos:
+            tok = tok.masked_fill(done, EOS_ID)
+            done |= tok == EOS_ID
         yield tok
-        out = model(tok.unsqueeze(0), state)
-        logits, state = out.logits[0], out.state
+        if cfg.stop_at_eos and bool(done.all()):
+            return
+        if step + 1 == cfg.max_new_tokens:
+            return  # no forward for a token nobody will read
+        if seen is not None:
+            seen[torch.arange(b, device=device), tok] = True
+            seen[:, EOS_ID] = False
+        if adjust_k:
+            since_eos = torch.where(tok == EOS_ID, 0, since_eos + 1)
+        logits, state = step_once(tok, state)  # (B, V)
+
+
+def _tokens_since_eos(ids: list[int]) -> int:
+    for n, i in enumerate(reversed(ids)):
+        if i == EOS_ID:
+            return n
+    return len(ids)
+
+
+# --- text ---------------------------------------------------------------------------
+
+
+def token_piece(token: str, prev: str | None, level: str) -> str:
+    """The text `token` adds after `prev`; joined pieces equal `detokenize(tokens)`."""
+    if token == EOS:
+        return "\n"
+    if level == "char":
+        return token
+    if level == "symbols":
+        return token.replace("_", " ")
+    return token if prev is None or prev == EOS else " " + token
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop string in `text`, or -1."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
 
 
 def generate(
@@ -79,6 +334,53 @@ def generate(
 ) -> list[str]:
     """Continuations of `prompt` as detokenized text (prompt not included)."""
     ids, _ = encode_prompt(prompt, vocab, level)
-    steps = list(sample_ids(model, ids, cfg))
-    cols = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(cfg.num_samples)]
-    return [detokenize(vocab.decode(c), level) for c in cols]
+    b = cfg.num_samples
+    cols: list[list[int]] = [[] for _ in range(b)]
+    texts = [""] * b
+    stopped = [False] * b
+    for tok in sample_ids(model, ids, cfg):
+        for i, t in enumerate(tok.tolist()):
+            if stopped[i] or (cfg.stop_at_eos and t == EOS_ID):
+                stopped[i] = True
+                continue
+            prev = vocab.itos[cols[i][-1]] if cols[i] else None
+            cols[i].append(t)
+            texts[i] += token_piece(vocab.itos[t], prev, level)
+            if cfg.stop:
+                cut = find_stop(texts[i], cfg.stop)
+                if cut >= 0:
+                    texts[i], stopped[i] = texts[i][:cut], True
+        if all(stopped):
+            break
+    return texts
+
+
+def stream(
+    model: LanguageModel, vocab: Vocab, level: str, prompt: str, cfg: SampleConfig
+) -> Iterator[str]:
+    """Text pieces of one sample as they are made; `"".join` equals `generate(...)[0]`.
+
+    Text that may be the start of a stop string is held back until it is known not to be.
+    """
+    if cfg.num_samples != 1:
+        raise ValueError("stream makes one sample; use generate for num_samples > 1")
+    ids, _ = encode_prompt(prompt, vocab, level)
+    text, sent, prev = "", 0, None
+    for tok in sample_ids(model, ids, cfg):
+        t = int(tok[0])
+        if cfg.stop_at_eos and t == EOS_ID:
+            break
+        token = vocab.itos[t]
+        text += token_piece(token, prev, level)
+        prev = token
+        cut = find_stop(text, cfg.stop) if cfg.stop else -1
+        if cut >= 0:
+            if cut > sent:
+                yield text[sent:cut]
+            return
+        safe = len(text) - (_held_back(text, cfg.stop) if cfg.stop else 0)
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
+    if len(text) > sent:
+        yield text[sent:]

@@ -1,0 +1,133 @@
+"""Generation speed: lstmlm's sampler vs the naive per-token loop, in one run.
+
+Model: the `medium` size (embedding 650, 2 x 650 LSTM, tied decoder, vocab 10k) with
+random weights (speed does not depend on the values). One stream (batch 1), a prompt of
+`--prompt-len` tokens fed in one forward, then `--tokens` new tokens sampled at
+temperature 1 (full vocabulary). Reported per path: tokens/s over the new tokens (median
+of `--repeats` runs) and the first-token latency in ms (prompt forward + first draw).
+
+The naive loop is what most scripts do: `torch.no_grad()`, one `nn.LSTM` step per token,
+the full softmax, `torch.multinomial`. Prints one JSON object.
+
+    python benchmarks/bench_generate.py --tokens 200 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from lstmlm.config import ModelConfig
+from lstmlm.generate import SampleConfig, sample_ids
+from lstmlm.model import LanguageModel
+
+
+class NaiveLM(nn.Module):
+    def __init__(self, vocab: int, size: int, layers: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, size)
+        self.rnn = nn.LSTM(size, size, layers)
+        self.decoder = nn.Linear(size, vocab)
+        self.decoder.weight = self.embed.weight
+
+
+def naive_generate(model: NaiveLM, prompt: list[int], n: int, seed: int) -> tuple[list[int], float]:
+    """(new ids, seconds to the first new token)."""
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    out: list[int] = []
+    first = 0.0
+    with torch.no_grad():
+        x = torch.tensor(prompt).unsqueeze(1)  # (T, 1)
+        h, hidden = model.rnn(model.embed(x))
+        logits = model.decoder(h[-1])  # (1, V)
+        for i in range(n):
+            probs = torch.softmax(logits, dim=-1)
+            tok = torch.multinomial(probs, 1)  # (1, 1)
+            out.append(int(tok))
+            if i == 0:
+                first = time.perf_counter() - t0
+            h, hidden = model.rnn(model.embed(tok), hidden)
+            logits = model.decoder(h[-1])
+    return out, first
+
+
+def lstmlm_generate(
+    model: LanguageModel, prompt: list[int], n: int, seed: int
+) -> tuple[list[int], float]:
+    t0 = time.perf_counter()
+    out: list[int] = []
+    first = 0.0
+    for i, tok in enumerate(sample_ids(model, prompt, SampleConfig(n, seed=seed))):
+        out.append(int(tok[0]))
+        if i == 0:
+            first = time.perf_counter() - t0
+    return out, first
+
+
+def measure(fn, model, prompt: list[int], n: int, repeats: int) -> dict:
+    fn(model, prompt, 10, 0)  # warm-up
+    rates, firsts = [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        ids, first = fn(model, prompt, n, r)
+        dt = time.perf_counter() - t0
+        assert len(ids) == n
+        rates.append(n / dt)
+        firsts.append(first * 1000)
+    return {
+        "tokens_per_sec": round(statistics.median(rates), 1),
+        "tokens_per_sec_runs": [round(x, 1) for x in rates],
+        "first_token_ms": round(statistics.median(firsts), 2),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=200)
+    ap.add_argument("--prompt-len", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--vocab", type=int, default=10_000)
+    ap.add_argument("--size", type=int, default=650)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        emb_size=args.size, hidden_size=args.size, num_layers=args.layers, tie_weights=True
+    )
+    lm = LanguageModel(cfg, args.vocab).eval()
+    naive = NaiveLM(args.vocab, args.size, args.layers).eval()
+    prompt = torch.randint(2, args.vocab, (args.prompt_len,)).tolist()
+    # interleave so both paths see the same machine load
+    res_naive = measure(naive_generate, naive, prompt, args.tokens, args.repeats)
+    res_lstmlm = measure(lstmlm_generate, lm, prompt, args.tokens, args.repeats)
+    print(
+        json.dumps(
+            {
+                "benchmark": "generate",
+                "model": f"{args.layers}x{args.size} LSTM, tied, vocab {args.vocab}, random",
+                "batch": 1,
+                "new_tokens": args.tokens,
+                "prompt_tokens": args.prompt_len,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "cpu": platform.processor() or platform.machine(),
+                "lstmlm": res_lstmlm,
+                "naive": res_naive,
+                "speedup": round(res_lstmlm["tokens_per_sec"] / res_naive["tokens_per_sec"], 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

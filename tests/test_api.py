@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lstmlm
+from helpers import tiny_config, write_corpus
+from lstmlm.api import TextModel
+from lstmlm.config import ModelConfig
+from lstmlm.evaluate import evaluate
+from lstmlm.model import LanguageModel
+from lstmlm.train import start_run
+from lstmlm.vocab import EOS, Vocab
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api")
+    start_run(tiny_config(write_corpus(d / "corpus.txt"), epochs=2, lr=10.0), d / "run")
+    return lstmlm.load(d / "run")
+
+
+def test_import_stays_light():
+    code = "import sys, lstmlm; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_generate_returns_texts(model):
+    texts = model.generate("the cat", max_new_tokens=12, seed=1, num_samples=3, top_k=5)
+    assert len(texts) == 3 and all(isinstance(t, str) and t for t in texts)
+    assert texts == model.generate("the cat", max_new_tokens=12, seed=1, num_samples=3, top_k=5)
+
+
+def test_stream_yields_the_same_text_piece_by_piece(model):
+    kw = dict(max_new_tokens=20, temperature=0.8, top_p=0.9, seed=4, stop="\n\n")
+    pieces = list(model.stream("she", **kw))
+    assert len(pieces) > 1
+    assert "".join(pieces) == model.generate("she", **kw)[0]
+
+
+def test_score_matches_evaluate(model):
+    text = "the cat sees the park\nshe likes a book\n"
+    s = model.score(text)
+    assert s["tokens"] == 11 and s["bpc"] is None  # 9 words + 2 line ends, each scored
+    ids = torch.tensor(model.vocab.encode([EOS, *"the cat sees the park".split(), EOS]
+                                          + "she likes a book".split() + [EOS]))  # fmt: skip
+    want = evaluate(model.model, ids, "word", batch_size=1)
+    assert s["loss"] == pytest.approx(want.loss, rel=1e-6)
+    assert s["ppl"] < model.score("park the sees cat the\nbook a likes she\n")["ppl"]
+
+
+def test_char_level_score_has_bpc():
+    vocab = Vocab([EOS, "<unk>", *"abc "])
+    m = TextModel(
+        LanguageModel(ModelConfig(emb_size=8, hidden_size=8, num_layers=1), 6), vocab, "char"
+    )
+    s = m.score("abc cab\n")
+    assert s["tokens"] == 8
+    assert s["bpc"] == pytest.approx(s["loss"] / 0.6931471805599453)
+
+
+def test_bad_arguments(model, tmp_path):
+    with pytest.raises(ValueError):
+        model.generate("x", top_p=2.0)
+    with pytest.raises(ValueError):
+        model.score("")
+    with pytest.raises(ValueError, match="no such run folder"):
+        lstmlm.load(tmp_path / "nope")

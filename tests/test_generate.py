@@ -1,0 +1,226 @@
+import pytest
+import torch
+
+from helpers import tiny_config, write_corpus
+from lstmlm import checkpoint
+from lstmlm.generate import (
+    SampleConfig,
+    apply_repetition_penalty,
+    encode_prompt,
+    generate,
+    next_token,
+    sample_ids,
+    sampling_distribution,
+    stream,
+    token_piece,
+)
+from lstmlm.tokenize import detokenize
+from lstmlm.train import start_run
+from lstmlm.vocab import EOS
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    start_run(tiny_config(write_corpus(d / "corpus.txt"), epochs=2, lr=10.0), d / "run")
+    model, vocab, info = checkpoint.load_run(d / "run")
+    return model, vocab, info.level
+
+
+def _gen(lm, prompt="the cat", **kw):
+    model, vocab, level = lm
+    return generate(model, vocab, level, prompt, SampleConfig(**kw))
+
+
+# --- the filters, on logits ------------------------------------------------------
+
+
+def test_top_k_keeps_exactly_k_most_likely():
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    probs = sampling_distribution(logits, 1.0, top_k=7)
+    assert ((probs > 0).sum(-1) == 7).all()
+    kept = probs > 0
+    top = torch.zeros_like(kept).scatter_(1, logits.topk(7).indices, True)
+    assert torch.equal(kept, top)
+    assert torch.allclose(probs.sum(-1), torch.ones(4))
+
+
+def test_adjusted_top_k_per_row():
+    logits = torch.randn(3, 30, generator=torch.Generator().manual_seed(1))
+    probs = sampling_distribution(logits, 1.0, top_k=torch.tensor([1, 4, 9]))
+    assert (probs > 0).sum(-1).tolist() == [1, 4, 9]
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9, 0.99])
+def test_top_p_keeps_smallest_set_with_mass_at_least_p(p):
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(2)) * 2
+    full = torch.softmax(logits, -1)
+    probs = sampling_distribution(logits, 1.0, top_p=p)
+    for row in range(5):
+        sorted_p, order = full[row].sort(descending=True)
+        n = int((sorted_p.cumsum(0) < p).sum()) + 1  # smallest n with mass >= p
+        assert set(probs[row].nonzero().flatten().tolist()) == set(order[:n].tolist())
+        assert sorted_p[:n].sum() >= p - 1e-6 and sorted_p[: n - 1].sum() < p
+    assert torch.allclose(probs.sum(-1), torch.ones(5))
+
+
+def test_low_temperature_is_greedy():
+    logits = torch.randn(6, 20, generator=torch.Generator().manual_seed(3))
+    gens = [torch.Generator().manual_seed(i) for i in range(6)]
+    assert torch.equal(next_token(logits, 1e-4, 0, gens), logits.argmax(-1))
+    assert torch.equal(next_token(logits, 0.0, 0, None), logits.argmax(-1))
+
+
+def test_repetition_penalty_lowers_seen_tokens():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 1.0, -0.5]])
+    seen = torch.tensor([[True, True, False, False, False]])
+    before = torch.softmax(logits, -1)
+    after = torch.softmax(apply_repetition_penalty(logits, seen, 1.5), -1)
+    assert (after[seen] < before[seen]).all()
+    assert (after[~seen] > before[~seen]).all()
+    pen = apply_repetition_penalty(logits, seen, 1.5)
+    assert pen[0, :2].tolist() == pytest.approx([2.0 / 1.5, -1.5])
+
+
+def test_sample_frequencies_follow_the_filtered_distribution():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]]).expand(4000, -1)
+    gen = torch.Generator().manual_seed(0)
+    toks = next_token(logits, 1.0, 3, gen)
+    freq = torch.bincount(toks, minlength=5).float() / 4000
+    want = sampling_distribution(logits[:1], 1.0, top_k=3)[0]
+    assert freq[3:].sum() == 0
+    assert torch.allclose(freq, want, atol=0.03)
+
+
+# --- the loop, on a trained model -----------------------------------------------
+
+
+def test_greedy_equals_argmax_of_the_model(lm):
+    model, vocab, level = lm
+    ids, _ = encode_prompt("the cat", vocab, level)
+    new = torch.stack(list(sample_ids(model, ids, SampleConfig(20, temperature=0)))).squeeze(1)
+    full = torch.tensor(ids + new.tolist()).unsqueeze(1)  # (T, 1)
+    with torch.no_grad():
+        logits = model(full).logits[:, 0]  # (T, V)
+    assert torch.equal(logits[len(ids) - 1 : -1].argmax(-1), new)
+
+
+def test_tiny_temperature_equals_greedy(lm):
+    assert _gen(lm, max_new_tokens=25, temperature=1e-5, seed=4) == _gen(
+        lm, max_new_tokens=25, temperature=0
+    )
+
+
+def test_same_seed_same_text_and_other_seed_other_text(lm):
+    a = _gen(lm, max_new_tokens=30, seed=11)
+    assert a == _gen(lm, max_new_tokens=30, seed=11)
+    assert a != _gen(lm, max_new_tokens=30, seed=12)
+
+
+def test_parallel_samples_equal_one_by_one(lm):
+    kw = dict(max_new_tokens=25, top_k=5, top_p=0.95, repetition_penalty=1.2)
+    batch = _gen(lm, seed=20, num_samples=4, **kw)
+    alone = [_gen(lm, seed=20 + i, **kw)[0] for i in range(4)]
+    assert batch == alone
+    assert len(set(batch)) > 1
+
+
+def test_sample_ids_yields_one_tensor_per_step(lm):
+    model, vocab, level = lm
+    ids, _ = encode_prompt("", vocab, level)
+    steps = list(sample_ids(model, ids, SampleConfig(7, 1.0, 0, 5, 3)))  # positional, as before
+    assert len(steps) == 7 and all(s.shape == (3,) for s in steps)
+
+
+def test_stop_string_cuts_the_text(lm):
+    text = _gen(lm, max_new_tokens=30, temperature=0)[0]
+    word = text.split()[3]
+    cut = _gen(lm, max_new_tokens=30, temperature=0, stop=(word,))[0]
+    assert cut == text[: text.find(word)]
+    assert word not in cut
+
+
+def test_stream_joins_to_generate(lm):
+    model, vocab, level = lm
+    for stop in ((), ("the p",), ("xyz", "he ")):
+        cfg = SampleConfig(40, seed=5, stop=stop)
+        pieces = list(stream(model, vocab, level, "she", cfg))
+        assert "".join(pieces) == generate(model, vocab, level, "she", cfg)[0]
+        assert len(pieces) > 1
+
+
+def test_stop_at_eos_and_min_new_tokens(lm):
+    texts = _gen(lm, "", max_new_tokens=40, seed=3, num_samples=4, stop_at_eos=True)
+    full = _gen(lm, "", max_new_tokens=40, seed=3, num_samples=4)
+    assert all("\n" in t for t in full)
+    assert texts == [t.split("\n")[0] for t in full]  # the same draws, cut at the line end
+    longer = _gen(
+        lm, "", max_new_tokens=40, seed=3, num_samples=4, stop_at_eos=True, min_new_tokens=8
+    )
+    assert all(len(t.split()) >= 8 and "\n" not in t for t in longer)
+
+
+def test_adjusted_top_k_shrinks_to_greedy(lm):
+    # decay so strong that k = 1 past the first token of a line; the prompt is mid-line,
+    # so the first line is greedy whatever the seed, and later lines start varied.
+    kw = dict(max_new_tokens=30, top_k=20, top_k_decay=0.01)
+    runs = [_gen(lm, "the cat", seed=s, **kw)[0] for s in range(6)]
+    greedy = _gen(lm, "the cat", max_new_tokens=30, temperature=0)[0]
+    assert {r.split("\n")[0] for r in runs} == {greedy.split("\n")[0]}
+    assert len({r.split("\n")[1].split()[0] for r in runs}) > 1
+
+
+@pytest.mark.parametrize("level", ["word", "char", "symbols"])
+def test_token_pieces_join_to_detokenize(level):
+    toks = ["a", "b", EOS, EOS, "c", "_", "d", EOS, "e"]
+    pieces, prev = [], None
+    for t in toks:
+        pieces.append(token_piece(t, prev, level))
+        prev = t
+    assert "".join(pieces) == detokenize(toks, level)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(top_p=0.0),
+        dict(top_p=1.5),
+        dict(top_k_decay=0.0),
+        dict(repetition_penalty=0.0),
+        dict(min_new_tokens=-1),
+        dict(stop=("",)),
+        dict(stop="abc"),
+    ],
+)
+def test_bad_options_are_value_errors(kw):
+    with pytest.raises(ValueError):
+        SampleConfig(**kw).validate()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(rnn="lstm", num_layers=2),
+        dict(rnn="gru", num_layers=2, fc_layers=1),
+        dict(rnn="lstm", num_layers=1, tie_weights=True, emb_size=6),  # adds a projection
+    ],
+)
+def test_fast_step_equals_forward(kw):
+    from lstmlm.config import ModelConfig
+    from lstmlm.generate import step_fn
+    from lstmlm.model import LanguageModel
+
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(**{"emb_size": 8, "hidden_size": 10, **kw}), 13).eval()
+    step = step_fn(model)
+    tok = torch.tensor([3, 5, 7])
+    state = model(torch.randint(0, 13, (4, 3))).state  # a non-zero state
+    with torch.no_grad():
+        logits, new = step(tok, state)
+        out = model(tok.unsqueeze(0), state)
+    assert step.__name__ == "fast"
+    assert torch.allclose(logits, out.logits[0], atol=1e-6)
+    for a, b in zip(new, out.state, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x.shape == y.shape and torch.allclose(x, y, atol=1e-6)
+    assert step_fn(model.train()).__name__ == "slow"  # dropout on: the model's own forward
