@@ -62,3 +62,24 @@ def test_eval_mode_is_deterministic_with_dropout():
 def test_bad_config_is_a_value_error(bad):
     with pytest.raises(ValueError):
         LanguageModel(tiny(**bad), 11)
+
+
+def test_hidden_sizes_per_layer_and_tied_last_layer():
+    # AWD-LSTM's convention: the last layer's size is the embedding size, so tying needs no
+    # projection.
+    m = LanguageModel(tiny(emb_size=6, hidden_sizes=(10, 8, 6), tie_weights=True), 13)
+    assert [layer.hidden_size for layer in m.rnn.layers] == [10, 8, 6]
+    assert [layer.input_size for layer in m.rnn.layers] == [6, 10, 8]
+    assert m.proj is None and m.decoder.weight is m.embedding.weight
+    out = m(torch.randint(0, 13, (4, 2)))
+    assert [h.shape[-1] for h in out.hiddens] == [10, 8, 6]
+    assert [s[0].shape for s in out.state] == [(1, 2, 10), (1, 2, 8), (1, 2, 6)]
+    assert out.dropped.shape == (4, 2, 6)
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(hidden_sizes=()), dict(hidden_sizes=(4, 0)), dict(wdrop=1.0), dict(dropout_e=-0.1)]
+)
+def test_bad_awd_config_is_a_value_error(bad):
+    with pytest.raises(ValueError):
+        LanguageModel(tiny(**bad), 11)

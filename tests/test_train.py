@@ -5,7 +5,7 @@ import torch
 
 from helpers import tiny_config
 from lstmlm import checkpoint as ckpt
-from lstmlm.config import replace
+from lstmlm.config import ModelConfig, RunConfig, replace
 from lstmlm.dataset import load_dataset
 from lstmlm.train import Trainer, resume_run, start_run
 
@@ -113,3 +113,93 @@ def test_sum_reduction_scales_the_gradient_by_bptt(corpus, tmp_path):
         t.train_step(t.train_data[:8], t.train_data[1:9])
         grads[red] = t.model.decoder.weight.grad.clone()
     assert torch.allclose(grads["sum"], grads["mean"] * 8, rtol=1e-4, atol=1e-7)
+
+
+def _all_tensors(path):
+    tensors, meta = ckpt.load_tensors(path)
+    return tensors, meta
+
+
+def _assert_same_checkpoints(a, b):
+    for name in (ckpt.LAST, ckpt.BEST):
+        ta, ma = _all_tensors(a / name)
+        tb, mb = _all_tensors(b / name)
+        assert ta.keys() == tb.keys(), name
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (name, k)
+
+
+def test_resume_is_exact_with_variable_bptt_and_nt_asgd(corpus, tmp_path, monkeypatch):
+    # Force the switch to averaged SGD at the end of epoch 1 so the resumed part spans it.
+    import lstmlm.train as train_mod
+
+    monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: True)
+    awd = ModelConfig(
+        emb_size=16, hidden_sizes=(16,), dropout_e=0.1, dropout_i=0.2, dropout_o=0.2, wdrop=0.3
+    )
+    base = tiny_config(
+        corpus, epochs=3, optimizer="ntasgd", variable_bptt=True, alpha=2.0, beta=1.0
+    )
+    cfg = RunConfig(base.data, awd, base.train)
+    start_run(cfg, tmp_path / "full")
+    meta = _all_tensors(tmp_path / "full" / ckpt.LAST)[1]
+    assert meta["trainer"]["averaging"] is True
+    assert any(k.endswith(".ax") for k in _all_tensors(tmp_path / "full" / ckpt.LAST)[0])
+    events = [json.loads(line)["event"] for line in (tmp_path / "full" / ckpt.METRICS).open()]
+    assert events.count("asgd_switch") == 1
+    # Interrupted once before the switch (mid-epoch 1) and once after it (mid-epoch 2).
+    start_run(replace_train(cfg, max_steps=13), tmp_path / "cut")
+    resume_run(tmp_path / "cut", {"max_steps": 60})
+    assert _all_tensors(tmp_path / "cut" / ckpt.LAST)[1]["trainer"]["epoch"] == 1
+    resume_run(tmp_path / "cut", {"max_steps": None})
+    _assert_same_checkpoints(tmp_path / "full", tmp_path / "cut")
+
+
+def test_asgd_fine_tuning_stops_when_validation_stalls(corpus, tmp_path, monkeypatch):
+    from lstmlm.train import finetune_run
+
+    start_run(tiny_config(corpus, epochs=1), tmp_path / "run")
+    best_loss = _all_tensors(tmp_path / "run" / ckpt.BEST)[1]["valid_loss"]
+    import lstmlm.train as train_mod
+
+    stalls = iter([False, True])
+    monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: next(stalls))
+    result = finetune_run(tmp_path / "run", epochs=5, lr=1.0)
+    out = tmp_path / "run-finetune"
+    assert result.stopped == "stalled"
+    info, _ = ckpt.read_run_files(out)
+    assert info.config.train.optimizer == "asgd" and info.config.train.epochs == 5
+    epochs = [r for r in map(json.loads, (out / ckpt.METRICS).open()) if r["event"] == "epoch"]
+    assert len(epochs) == 2
+    # best starts as the source run's best model and only improves
+    assert result.valid.loss <= best_loss + 1e-9
+    assert result.valid.loss == pytest.approx(min([best_loss] + [e["valid_loss"] for e in epochs]))
+    with pytest.raises(ValueError, match="already holds a run"):
+        finetune_run(tmp_path / "run", epochs=1)
+
+
+def test_ar_tar_enter_the_gradient_but_not_the_reported_loss(corpus, tmp_path):
+    results = {}
+    for alpha in (0.0, 3.0):
+        cfg = tiny_config(corpus, alpha=alpha, beta=alpha, clip=0)
+        data = load_dataset(cfg.data)
+        (tmp_path / str(alpha)).mkdir()
+        t = Trainer(tmp_path / str(alpha), cfg, data)
+        t.opt = torch.optim.SGD(t.model.parameters(), lr=0.0)
+        torch.manual_seed(0)  # same dropout masks in both runs
+        loss = t.train_step(t.train_data[:8], t.train_data[1:9])
+        results[alpha] = (loss.item(), t.model.rnn.layers[0].weight_hh_l0.grad.clone())
+    assert results[0.0][0] == pytest.approx(results[3.0][0])
+    assert not torch.allclose(results[0.0][1], results[3.0][1])
+
+
+def test_variable_bptt_scales_the_step_lr(corpus, tmp_path):
+    cfg = tiny_config(corpus, variable_bptt=True, bptt=10)
+    t = Trainer(tmp_path, cfg, load_dataset(cfg.data))
+    lengths = set()
+    for _ in range(30):
+        x, y = t.next_window()
+        assert x.shape == y.shape and x.size(0) >= 5
+        assert t.opt.param_groups[0]["lr"] == pytest.approx(t.st.lr * x.size(0) / 10)
+        lengths.add(x.size(0))
+    assert len(lengths) > 3 and t.st.lr == 5.0

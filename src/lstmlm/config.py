@@ -15,7 +15,7 @@ from typing import Any
 LEVELS = ("word", "char", "symbols")
 RNN_KINDS = ("lstm", "gru")
 CELLS = ("fused",)
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
 SCHEDULES = ("plateau", "epoch", "none")
 PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
@@ -67,7 +67,20 @@ class ModelConfig:
     emb_size: int = _f(200, "embedding size")
     hidden_size: int = _f(200, "hidden units per recurrent layer")
     num_layers: int = _f(2, "recurrent layers")
+    hidden_sizes: tuple[int, ...] | None = _f(
+        None,
+        "per-layer hidden sizes (overrides --hidden-size/--num-layers); with "
+        "--tie-weights make the last equal --emb-size to tie without a projection, "
+        "as AWD-LSTM does: --emb-size 400 --hidden-sizes 1150 1150 400",
+    )
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the decoder")
+    dropout_e: float = _f(
+        0.0, "embedding dropout: drop whole word vectors (rows of the embedding matrix)"
+    )
+    dropout_i: float = _f(0.0, "locked (variational) dropout on the RNN input")
+    dropout_h: float = _f(0.0, "locked (variational) dropout between recurrent layers")
+    dropout_o: float = _f(0.0, "locked (variational) dropout on the last recurrent layer's output")
+    wdrop: float = _f(0.0, "weight drop (DropConnect) on the hidden-to-hidden weights")
     tie_weights: bool = _f(
         False,
         "share the embedding matrix with the decoder (adds a "
@@ -88,14 +101,33 @@ class ModelConfig:
         for name in ("emb_size", "hidden_size", "num_layers"):
             _positive(name.replace("_", "-"), getattr(self, name))
         _nonnegative("fc-layers", self.fc_layers)
-        _probability("dropout", self.dropout)
+        if self.hidden_sizes is not None:
+            if len(self.hidden_sizes) == 0:
+                raise ValueError("--hidden-sizes needs at least one size")
+            for h in self.hidden_sizes:
+                _positive("hidden-sizes", h)
+        for name in ("dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop"):
+            _probability(name.replace("_", "-"), getattr(self, name))
         if self.init_range is not None and not (0 < self.init_range < 10):
             raise ValueError(f"--init-range must be in (0, 10), got {self.init_range}")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Hidden size of each recurrent layer."""
+        if self.hidden_sizes is not None:
+            return tuple(self.hidden_sizes)
+        return (self.hidden_size,) * self.num_layers
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
+    optimizer: str = _f(
+        "sgd",
+        "optimizer; ntasgd = SGD that switches to averaged SGD when validation stalls "
+        "(see --nonmono); asgd = averaged SGD from the start, stopping when validation "
+        "stalls (AWD-LSTM fine-tuning). Averaged weights are evaluated and saved as best",
+        choices=OPTIMIZERS,
+    )
     lr: float = _f(20.0, "learning rate")
     momentum: float = _f(0.0, "SGD/RMSprop momentum")
     weight_decay: float = _f(0.0, "L2 weight decay (decoupled for adamw)")
@@ -107,8 +139,20 @@ class TrainConfig:
         "recipes)",
         choices=REDUCTIONS,
     )
+    nonmono: int = _f(
+        5,
+        "ntasgd/asgd: validation has stalled when it is worse than the best result "
+        "from before the last this-many epochs",
+    )
+    alpha: float = _f(0.0, "activation regularization (AR): alpha * mean(dropped last output^2)")
+    beta: float = _f(0.0, "temporal activation regularization (TAR): beta * mean((h_t - h_t-1)^2)")
     batch_size: int = _f(20, "training batch size (parallel streams)")
     bptt: int = _f(20, "truncated back-propagation length")
+    variable_bptt: bool = _f(
+        False,
+        "random window lengths: N(bptt, 5) (N(bptt/2, 5) with prob 0.05), in "
+        "[5, bptt+20], lr scaled by length/bptt",
+    )
     eval_batch_size: int = _f(10, "evaluation batch size")
     epochs: int = _f(40, "maximum number of epochs")
     max_minutes: float | None = _f(None, "stop training after this many minutes, then evaluate")
@@ -141,7 +185,7 @@ class TrainConfig:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        for name in ("momentum", "weight_decay", "clip"):
+        for name in ("momentum", "weight_decay", "clip", "alpha", "beta"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -152,6 +196,7 @@ class TrainConfig:
             "epochs",
             "log_every",
             "sample_length",
+            "nonmono",
         ):
             _positive(name.replace("_", "-"), getattr(self, name))
         if self.max_steps is not None:

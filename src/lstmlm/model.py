@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .regularize import embedding_dropout, locked_dropout
 from .rnn import RNNStack, State
 
 
@@ -16,6 +17,7 @@ class LMOutput:
     logits: Tensor  # (T, B, V)
     state: State
     hiddens: list[Tensor]  # each layer's output (T, B, H_i), before dropout
+    dropped: Tensor | None = None  # last layer's output after dropout (T, B, H_last), for AR
 
 
 class LanguageModel(nn.Module):
@@ -26,9 +28,11 @@ class LanguageModel(nn.Module):
             raise ValueError(f"vocabulary size must be at least 2, got {vocab_size}")
         self.cfg = cfg
         self.vocab_size = vocab_size
-        hidden = [cfg.hidden_size] * cfg.num_layers
+        hidden = list(cfg.layer_sizes)
         self.embedding = nn.Embedding(vocab_size, cfg.emb_size)
-        self.rnn = RNNStack(cfg.rnn, cfg.emb_size, hidden, cfg.cell, cfg.dropout)
+        self.rnn = RNNStack(
+            cfg.rnn, cfg.emb_size, hidden, cfg.cell, cfg.dropout, cfg.dropout_h, cfg.wdrop
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.ModuleList(nn.Linear(hidden[-1], hidden[-1]) for _ in range(cfg.fc_layers))
         out_size = hidden[-1]
@@ -66,14 +70,17 @@ class LanguageModel(nn.Module):
         """tokens (T, B) -> logits (T, B, V)."""
         if state is None:
             state = self.init_state(tokens.size(1))
-        x = self.drop(self.embedding(tokens))  # (T, B, E)
+        cfg = self.cfg
+        x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)  # (T, B, E)
+        x = locked_dropout(self.drop(x), cfg.dropout_i, self.training)
         out, state, hiddens = self.rnn(x, state)  # (T, B, H)
-        out = self.drop(out)
+        out = locked_dropout(self.drop(out), cfg.dropout_o, self.training)
+        dropped = out
         for fc in self.fc:
             out = self.drop(torch.relu(fc(out)))
         if self.proj is not None:
             out = self.proj(out)  # (T, B, E)
-        return LMOutput(self.decoder(out), state, hiddens)
+        return LMOutput(self.decoder(out), state, hiddens, dropped)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

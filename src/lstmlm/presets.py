@@ -6,6 +6,15 @@ same thing under the same loss, so the Zaremba presets set
 `loss_reduction="sum"` rather than translating them (the per-token-mean
 equivalent of lr 1 / clip 5 at bptt 20 is lr 20 / clip 0.25, which is what
 pytorch/examples uses).
+
+The AWD-LSTM presets (Merity et al. 2017, "Regularizing and Optimizing LSTM
+Language Models") follow the command lines of the salesforce/awd-lstm-lm
+README (its PyTorch >= 0.4 version) on top of that code's defaults: a 3-layer
+LSTM 400 -> 1150 -> 1150 -> 400 with tied embeddings (the last layer's size is
+the embedding size, so no projection), embedding dropout 0.1, locked dropout
+0.4 on the input/output, weight drop 0.5, AR 2 / TAR 1, SGD lr 30 (per-token
+mean loss) with clip 0.25, variable BPTT around 70, weight decay 1.2e-6 and the
+non-monotone switch to averaged SGD after 5 stalled epochs.
 """
 
 from __future__ import annotations
@@ -24,6 +33,34 @@ class Preset:
     model: dict[str, Any]
     train: dict[str, Any]
 
+
+_AWD_MODEL = dict(
+    rnn="lstm",
+    emb_size=400,
+    hidden_sizes=(1150, 1150, 400),
+    tie_weights=True,
+    dropout=0.0,
+    dropout_e=0.1,
+    dropout_i=0.4,
+    dropout_h=0.25,
+    dropout_o=0.4,
+    wdrop=0.5,
+    init_range=0.1,
+    init_all=False,
+)
+_AWD_TRAIN = dict(
+    optimizer="ntasgd",
+    nonmono=5,
+    lr=30.0,
+    clip=0.25,
+    bptt=70,
+    variable_bptt=True,
+    alpha=2.0,
+    beta=1.0,
+    weight_decay=1.2e-6,
+    lr_schedule="none",
+    eval_batch_size=10,
+)
 
 _ZAREMBA = dict(optimizer="sgd", lr=1.0, loss_reduction="sum", batch_size=20, lr_schedule="epoch")
 
@@ -119,6 +156,71 @@ PRESETS: dict[str, Preset] = {
                 lr_decay=1 / 0.97,
                 decay_after=10,
             ),
+        ),
+        Preset(
+            "awd-ptb",
+            "AWD-LSTM for PTB (Merity et al. 2017; awd-lstm-lm README): 3-layer LSTM "
+            "400-1150-1150-400 tied, dropout e/i/h/o 0.1/0.4/0.25/0.4, weight drop 0.5, AR 2, "
+            "TAR 1, NT-ASGD lr 30, clip 0.25, variable bptt 70, batch 20 (README; the paper "
+            "says 40), wd 1.2e-6, 500 epochs, seed 141",
+            data=dict(level="word"),
+            model=dict(_AWD_MODEL),
+            train=dict(_AWD_TRAIN, batch_size=20, epochs=500, seed=141),
+        ),
+        Preset(
+            "awd-wt2",
+            "AWD-LSTM for WikiText-2 (awd-lstm-lm README): as awd-ptb with input dropout 0.65, "
+            "hidden dropout 0.2, batch 80, 750 epochs, seed 1882",
+            data=dict(level="word"),
+            model=dict(_AWD_MODEL, dropout_i=0.65, dropout_h=0.2),
+            train=dict(_AWD_TRAIN, batch_size=80, epochs=750, seed=1882),
+        ),
+        Preset(
+            "awd-char",
+            "AWD-LSTM for PTB-char (awd-lstm-lm README, from memory): 3-layer LSTM "
+            "200-1000-1000-200 tied, dropout e/i/h/o 0/0.1/0.25/0.1, weight drop 0.5, no AR/TAR, "
+            "Adam lr 2e-3, variable bptt 150, batch 128, wd 1.2e-6, 500 epochs; the README "
+            "divides the lr by 10 at epochs 300 and 400, here lr/10 on a validation plateau",
+            data=dict(level="symbols"),
+            model=dict(
+                _AWD_MODEL,
+                emb_size=200,
+                hidden_sizes=(1000, 1000, 200),
+                dropout_e=0.0,
+                dropout_i=0.1,
+                dropout_h=0.25,
+                dropout_o=0.1,
+            ),
+            train=dict(
+                _AWD_TRAIN,
+                optimizer="adam",
+                lr=2e-3,
+                alpha=0.0,
+                beta=0.0,
+                bptt=150,
+                batch_size=128,
+                epochs=500,
+                lr_schedule="plateau",
+                lr_decay=10.0,
+            ),
+        ),
+        Preset(
+            "awd-ptb-cpu",
+            "AWD-LSTM regularization scaled down for about 10 CPU minutes on PTB: 2-layer LSTM "
+            "200-400-200 tied, dropout e/i/h/o 0.05/0.2/0.1/0.2, weight drop 0.2, AR 2, TAR 1, "
+            "NT-ASGD (nonmono 2) lr 30, clip 0.25, variable bptt 35, batch 40 (not yet tuned)",
+            data=dict(level="word"),
+            model=dict(
+                _AWD_MODEL,
+                emb_size=200,
+                hidden_sizes=(400, 200),
+                dropout_e=0.05,
+                dropout_i=0.2,
+                dropout_h=0.1,
+                dropout_o=0.2,
+                wdrop=0.2,
+            ),
+            train=dict(_AWD_TRAIN, nonmono=2, bptt=35, batch_size=40, epochs=40),
         ),
     ]
 }

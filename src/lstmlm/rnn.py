@@ -3,6 +3,10 @@
 Each layer is its own `nn.LSTM`/`nn.GRU` (num_layers=1), so layers may differ
 in size and anything between layers (dropout, regularizers) is explicit.
 Parameter names inside a layer are PyTorch's (`weight_ih_l0`, ...).
+
+AWD-LSTM regularization lives here as calls, not as module surgery: locked
+dropout between layers (`dropout_h`) and weight drop on each layer's
+`weight_hh_l0` (`wdrop`, through `torch.func.functional_call`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .regularize import locked_dropout, weight_dropped_call
 
 # Per layer: (h, c) for LSTM, (h,) for GRU; each (1, B, H).
 LayerState = tuple[Tensor, ...]
@@ -35,6 +41,8 @@ class RNNStack(nn.Module):
         hidden_sizes: Sequence[int],
         cell: str = "fused",
         dropout: float = 0.0,
+        dropout_h: float = 0.0,
+        wdrop: float = 0.0,
     ):
         super().__init__()
         self.kind = kind
@@ -44,6 +52,8 @@ class RNNStack(nn.Module):
             make_layer(kind, cell, sizes[i], sizes[i + 1]) for i in range(len(self.hidden_sizes))
         )
         self.dropout = nn.Dropout(dropout)
+        self.dropout_h = dropout_h  # locked dropout between layers
+        self.wdrop = wdrop  # DropConnect on weight_hh_l0
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         n = 2 if self.kind == "lstm" else 1
@@ -59,8 +69,9 @@ class RNNStack(nn.Module):
         for i, layer in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
+                x = locked_dropout(x, self.dropout_h, self.training)  # (T, B, H_{i-1})
             hx = state[i] if self.kind == "lstm" else state[i][0]
-            x, hx = layer(x, hx)  # (T, B, H_i)
+            x, hx = weight_dropped_call(layer, x, hx, self.wdrop, self.training)  # (T, B, H_i)
             new_state.append(tuple(hx) if self.kind == "lstm" else (hx,))
             outputs.append(x)
         return x, new_state, outputs

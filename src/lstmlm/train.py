@@ -20,12 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from .asgd import averaged_weights, is_averaging, make_asgd, validation_stalled
 from .batching import batchify, num_windows, window
 from .config import RunConfig, TrainConfig, replace
 from .dataset import Dataset, load_dataset
 from .evaluate import EvalResult, autocast, evaluate
 from .generate import SampleConfig, generate
-from .model import LanguageModel
+from .model import LanguageModel, LMOutput
+from .regularize import (
+    activation_regularization,
+    sample_bptt,
+    temporal_activation_regularization,
+)
 from .rnn import State, detach_state
 
 EventFn = Callable[[str, dict[str, Any]], None]
@@ -47,6 +53,8 @@ class TrainerState:
     tokens: int = 0  # training tokens seen
     epoch_loss: float = 0.0  # sum of per-token mean losses this epoch
     epoch_steps: int = 0
+    averaging: bool = False  # ntasgd: switched to averaged SGD
+    val_history: list[float] = field(default_factory=list)  # epoch-end validation losses
 
 
 @dataclass
@@ -57,7 +65,7 @@ class TrainResult:
     steps: int
     tokens_per_sec: float
     seconds: float
-    stopped: str  # "epochs" | "time" | "steps"
+    stopped: str  # "epochs" | "time" | "steps" | "stalled" (asgd fine-tuning)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self, level: str) -> dict[str, Any]:
@@ -80,7 +88,7 @@ class TrainResult:
 
 def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = list(model.parameters())
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer in ("sgd", "ntasgd"):
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -92,7 +100,20 @@ def make_optimizer(model: LanguageModel, cfg: TrainConfig) -> torch.optim.Optimi
         return torch.optim.RMSprop(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
+    if cfg.optimizer == "asgd":
+        return make_asgd(params, cfg.lr, cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def regularization(out: LMOutput, cfg: TrainConfig) -> Tensor | None:
+    """AR + TAR on the last recurrent layer (None when both are off)."""
+    if cfg.alpha == 0 and cfg.beta == 0:
+        return None
+    last = out.hiddens[-1]  # (T, B, H), before dropout
+    dropped = out.dropped if out.dropped is not None else last
+    return activation_regularization(dropped, cfg.alpha) + temporal_activation_regularization(
+        last, cfg.beta
+    )
 
 
 def next_lr(cfg: TrainConfig, st: TrainerState, epoch_done: int, valid_loss: float) -> float:
@@ -119,6 +140,8 @@ class Trainer:
         self.train_data = batchify(data.train, self.tc.batch_size)  # (L, B)
         self.st = TrainerState(lr=self.tc.lr)
         self.hidden: State = self.model.init_state(self.tc.batch_size)
+        # Variable BPTT draws from its own generator, checkpointed with the run.
+        self.bptt_gen = torch.Generator().manual_seed(self.tc.seed)
 
     # --- checkpoints -------------------------------------------------------------
 
@@ -130,6 +153,7 @@ class Trainer:
             for j, t in enumerate(layer):
                 tensors[f"hidden.{i}.{j}"] = t
         tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.bptt"] = self.bptt_gen.get_state()
         meta = {"trainer": asdict(self.st), "optimizer": opt_meta}
         ckpt.save_tensors(self.run_dir / ckpt.LAST, tensors, meta)
 
@@ -138,13 +162,19 @@ class Trainer:
         tensors, meta = ckpt.load_tensors(path)
         try:
             ckpt.load_model_tensors(self.model, tensors, "model.", source=str(path))
-            ckpt.load_optimizer(self.opt, tensors, meta["optimizer"])
             self.st = TrainerState(**meta["trainer"])
+            if self.st.averaging and not is_averaging(self.opt):
+                self.opt = make_asgd(
+                    list(self.model.parameters()), self.st.lr, self.tc.weight_decay
+                )
+            ckpt.load_optimizer(self.opt, tensors, meta["optimizer"])
             n = len(self.hidden[0])
             self.hidden = [
                 tuple(tensors[f"hidden.{i}.{j}"] for j in range(n)) for i in range(len(self.hidden))
             ]
             torch.set_rng_state(tensors["rng.torch"])
+            if "rng.bptt" in tensors:
+                self.bptt_gen.set_state(tensors["rng.bptt"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: cannot resume from this checkpoint ({e})") from None
 
@@ -170,10 +200,20 @@ class Trainer:
             self.tc.precision,
         )
 
-    def set_lr(self, lr: float) -> None:
+    def set_lr(self, lr: float, scale: float = 1.0) -> None:
+        """Set the base lr; `scale` applies to the optimizer only (variable BPTT)."""
         self.st.lr = lr
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * scale
+
+    def next_window(self) -> tuple[Tensor, Tensor]:
+        """The next training window; with variable BPTT also scales this step's lr."""
+        tc = self.tc
+        if not tc.variable_bptt:
+            return window(self.train_data, self.st.offset, tc.bptt)
+        x, y = window(self.train_data, self.st.offset, sample_bptt(tc.bptt, self.bptt_gen))
+        self.set_lr(self.st.lr, x.size(0) / tc.bptt)
+        return x, y
 
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
         self.hidden = detach_state(self.hidden)
@@ -181,7 +221,9 @@ class Trainer:
             out = self.model(x, self.hidden)
         self.hidden = out.state
         loss = F.cross_entropy(out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1))
-        scaled = loss * x.size(0) if self.tc.loss_reduction == "sum" else loss
+        reg = regularization(out, self.tc)
+        total = loss if reg is None else loss + reg
+        scaled = total * x.size(0) if self.tc.loss_reduction == "sum" else total
         self.opt.zero_grad(set_to_none=True)
         scaled.backward()
         if self.tc.clip > 0:
@@ -206,7 +248,7 @@ class Trainer:
             run_steps, run_tokens, t_run = 0, 0, time.monotonic()
             while st.offset < self.train_data.size(0) - 1:
                 t0 = time.monotonic()
-                x, y = window(self.train_data, st.offset, tc.bptt)
+                x, y = self.next_window()
                 running += self.train_step(x, y)
                 st.offset += x.size(0)
                 st.step += 1
@@ -252,7 +294,9 @@ class Trainer:
             self._flush_running(running, run_steps)
             if stopped != "epochs":
                 break
-            self.end_epoch(steps_per_epoch)
+            if self.end_epoch(steps_per_epoch):
+                stopped = "stalled"
+                break
             last_ckpt = time.monotonic()
         return self.finish(stopped, steps_per_epoch)
 
@@ -261,9 +305,11 @@ class Trainer:
             self.st.epoch_loss += running.item()
             self.st.epoch_steps += run_steps
 
-    def end_epoch(self, steps_per_epoch: int) -> None:
+    def end_epoch(self, steps_per_epoch: int) -> bool:
+        """Validate, keep the best, schedule; True when asgd fine-tuning has stalled."""
         st, tc = self.st, self.tc
-        v = self.validate()
+        with averaged_weights(self.model, self.opt):
+            v = self.validate()
         epoch = st.epoch + 1
         record = {
             "epoch": epoch,
@@ -279,16 +325,34 @@ class Trainer:
         }
         if v.loss < st.best_loss:
             st.best_loss, st.best_epoch = v.loss, float(epoch)
-            self.save_best(v.loss)
+            with averaged_weights(self.model, self.opt):
+                self.save_best(v.loss)
         new_lr = next_lr(tc, st, epoch, v.loss)
         st.sched_best = min(st.sched_best, v.loss)
         self.set_lr(new_lr)
+        stalled = self.nt_asgd_check(v.loss, epoch)
         st.epoch, st.offset, st.epoch_loss, st.epoch_steps = epoch, 0, 0.0, 0
         self.hidden = self.model.init_state(tc.batch_size)
         self.save_last()
         self.log("epoch", record)
         if tc.sample_every_epoch:
-            self.sample(epoch)
+            with averaged_weights(self.model, self.opt):
+                self.sample(epoch)
+        return stalled
+
+    def nt_asgd_check(self, valid_loss: float, epoch: int) -> bool:
+        """NT-ASGD at an epoch-end check: maybe switch to averaging; True = asgd should stop."""
+        st, tc = self.st, self.tc
+        if tc.optimizer not in ("ntasgd", "asgd"):
+            return False
+        stalled = validation_stalled(st.val_history, valid_loss, tc.nonmono)
+        st.val_history.append(valid_loss)
+        if tc.optimizer == "ntasgd" and stalled and not st.averaging:
+            self.opt = make_asgd(list(self.model.parameters()), st.lr, tc.weight_decay)
+            st.averaging = True
+            self.log("asgd_switch", {"epoch": epoch, "step": st.step, "valid_loss": valid_loss})
+            return False
+        return tc.optimizer == "asgd" and stalled
 
     def sample(self, epoch: int) -> None:
         for temp in self.tc.sample_temperatures:
@@ -302,14 +366,15 @@ class Trainer:
     def finish(self, stopped: str, steps_per_epoch: int) -> TrainResult:
         st = self.st
         epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
-        if stopped != "epochs" or not (self.run_dir / ckpt.BEST).exists():
+        if stopped in ("time", "steps") or not (self.run_dir / ckpt.BEST).exists():
             # Stopped mid-epoch: save where we are first (so --resume continues exactly), then
-            # let the current weights compete for best.
+            # let the current (averaged, after an ASGD switch) weights compete for best.
             self.save_last()
-            v = self.validate()
-            if v.loss < st.best_loss:
-                st.best_loss, st.best_epoch = v.loss, epochs
-                self.save_best(v.loss)
+            with averaged_weights(self.model, self.opt):
+                v = self.validate()
+                if v.loss < st.best_loss:
+                    st.best_loss, st.best_epoch = v.loss, epochs
+                    self.save_best(v.loss)
         best, _ = ckpt.load_tensors(self.run_dir / ckpt.BEST)
         ckpt.load_model_tensors(self.model, best, "model.")
         self.on_event("final_eval", {})
@@ -355,29 +420,14 @@ def start_run(
     """Train a new model into `out_dir` (refuses to replace an existing run)."""
     cfg.validate()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder")
-    if ckpt.is_run_dir(out) and not overwrite:
-        raise ValueError(
-            f"{out}: already holds a run; use --resume {out} to continue it or "
-            "--overwrite to replace it"
-        )
+    _check_out_dir(out, overwrite)
     data = load_dataset(cfg.data, level=level)  # read before touching the output folder
     if cfg.train.batch_size * 2 > data.train.numel():
         raise ValueError(
             f"training text has {data.train.numel()} tokens, too few for batch "
             f"size {cfg.train.batch_size}"
         )
-    if out.exists() and overwrite:
-        for name in (ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY):
-            (out / name).unlink(missing_ok=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"{out}: cannot write the run folder ({e.strerror})") from None
+    _make_out_dir(out, overwrite)
     ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
     trainer = Trainer(out, cfg, data, on_event)
     trainer.log(
@@ -389,6 +439,87 @@ def start_run(
             "vocab_size": len(data.vocab),
             "params": trainer.model.num_parameters(),
             "train_tokens": data.train.numel(),
+        },
+    )
+    return trainer.run()
+
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    if ckpt.is_run_dir(out) and not overwrite:
+        raise ValueError(
+            f"{out}: already holds a run; use --resume {out} to continue it or "
+            "--overwrite to replace it"
+        )
+
+
+def _make_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and overwrite:
+        for name in (ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY):
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{out}: cannot write the run folder ({e.strerror})") from None
+
+
+def finetune_run(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    epochs: int | None = None,
+    lr: float | None = None,
+    max_minutes: float | None = None,
+    overwrite: bool = False,
+    on_event: EventFn | None = None,
+) -> TrainResult:
+    """AWD-LSTM fine-tuning: RUN's best weights, trained on with averaged SGD from the start.
+
+    Writes a new run folder (default RUN-finetune) whose config is RUN's with
+    optimizer "asgd" and no lr schedule; it stops when validation stalls (see
+    TrainConfig.nonmono). Its best.safetensors starts as RUN's best model and is
+    replaced only by averaged weights that validate better. Resume it with
+    `resume_run` like any other run.
+    """
+    src = Path(run_dir)
+    info, vocab = ckpt.read_run_files(src)
+    best = src / ckpt.BEST
+    if not best.exists():
+        raise ValueError(f"{src}: no {ckpt.BEST} to fine-tune")
+    out = Path(out_dir) if out_dir is not None else src.with_name(src.name + "-finetune")
+    if out.resolve() == src.resolve():
+        raise ValueError("fine-tuning writes a new run folder; give a different --out")
+    changes: dict[str, Any] = {"optimizer": "asgd", "lr_schedule": "none", "max_steps": None}
+    for name, value in (("epochs", epochs), ("lr", lr), ("max_minutes", max_minutes)):
+        if value is not None:
+            changes[name] = value
+    base = info.config
+    cfg = RunConfig(base.data, base.model, replace(base.train, **changes), base.preset).validate()
+    _check_out_dir(out, overwrite)
+    data = load_dataset(cfg.data, level=info.level, vocab=vocab)
+    tensors, _ = ckpt.load_tensors(best)
+    _make_out_dir(out, overwrite)
+    ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
+    trainer = Trainer(out, cfg, data, on_event)
+    ckpt.load_model_tensors(trainer.model, tensors, "model.", source=str(best))
+    v = trainer.validate()
+    trainer.st.best_loss = v.loss
+    trainer.save_best(v.loss)
+    trainer.log(
+        "start",
+        {
+            "config": cfg.to_dict(),
+            "level": data.level,
+            "source": data.source,
+            "vocab_size": len(vocab),
+            "params": trainer.model.num_parameters(),
+            "train_tokens": data.train.numel(),
+            "finetune_of": str(src),
+            "valid_loss": v.loss,
         },
     )
     return trainer.run()
