@@ -87,6 +87,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import train
 
     reporter = ProgressReporter(quiet=args.quiet)
+    if getattr(args, "tensorboard", None) is not None:  # --tensorboard [DIR]
+        from .tb import TensorBoardSink, tee
+
+        tb_dir = args.tensorboard or Path(args.resume or args.out or ".") / "tensorboard"
+        reporter = tee(reporter, TensorBoardSink(tb_dir))
     if args.resume:
         o = explicit_overrides(args)
         if o["data"] or o["model"] or args.preset:
@@ -117,6 +122,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from . import train
+
+    reporter = ProgressReporter(quiet=args.quiet)
+    out = args.out or str(Path(args.run).with_name(Path(args.run).name + "-finetune"))
+    result = train.finetune_run(
+        args.run,
+        out,
+        epochs=args.epochs,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        overwrite=args.overwrite,
+        on_event=reporter,
+    )
+    reporter.close()
+    if args.json:
+        print(json.dumps(json.loads((Path(out) / "summary.json").read_text())))
+    else:
+        print(format_result("valid", result.valid.ppl, result.valid.bpc))
+        print(format_result("test", result.test.ppl, result.test.bpc))
+        print(f"run saved in {out}")
+    return 0
+
+
 def format_result(split: str, ppl: float, bpc: float | None) -> str:
     line = f"{split:5s} ppl {ppl:9.2f}"
     if bpc is not None:
@@ -125,50 +154,166 @@ def format_result(split: str, ppl: float, bpc: float | None) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from . import checkpoint, evaluate
     from .readers import read_text
     from .tokenize import tokenize
 
+    if args.cache and args.dynamic:
+        raise ValueError("--cache and --dynamic do not combine; pick one")
+    if args.per_token and (args.cache or args.search or args.dynamic):
+        raise ValueError("--per-token works with plain evaluation only")
     model, vocab, info = checkpoint.load_run(args.run, args.which)
+    datasets: list[Any] = []
+
+    def dataset() -> Any:
+        if not datasets:
+            from .dataset import load_dataset
+
+            datasets.append(load_dataset(info.config.data, level=info.level, vocab=vocab))
+        return datasets[0]
+
     if args.file:
         tokens = tokenize(read_text(args.file, lowercase=info.config.data.lowercase), info.level)
-        ids = vocab.encode(tokens)
+        ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
         split = args.file
     else:
-        from .dataset import load_dataset
-
-        data = load_dataset(info.config.data, level=info.level, vocab=vocab)
-        ids = getattr(data, args.split).tolist()
+        ids = getattr(dataset(), args.split)
         split = args.split
-    import torch
-
     bar = ProgressReporter(quiet=args.quiet or args.json)
-    res = evaluate.evaluate(
-        model,
-        torch.tensor(ids, dtype=torch.long),
-        info.level,
-        args.batch_size,
-        args.bptt,
-        args.precision,
-        progress=bar.eval_progress,
-    )
+    d: dict[str, Any] = {"split": split}
+    plain = None
+    if args.cache or args.search:
+        from .cache import CacheConfig, cache_evaluate, cache_search
+
+        if args.search:
+            found = cache_search(
+                model,
+                dataset().valid,
+                info.level,
+                args.cache_window,
+                batch_size=args.batch_size,
+                bptt=args.bptt,
+                precision=args.precision,
+                progress=bar.eval_progress,
+            )
+            bar.close()
+            ccfg = found.best
+            best_loss = min(g[2] for g in found.grid)
+            d["search"] = {
+                "split": "valid",
+                "plain_ppl": found.plain.ppl,
+                "best_ppl": evaluate.result(
+                    best_loss * found.plain.tokens, found.plain.tokens, info.level
+                ).ppl,
+                "grid": [
+                    {"lambda": lam, "theta": th, "loss": loss} for lam, th, loss in found.grid
+                ],
+            }
+        else:
+            ccfg = CacheConfig(args.cache_window, args.cache_lambda, args.cache_theta)
+        cached = cache_evaluate(
+            model,
+            ids,
+            info.level,
+            ccfg,
+            args.batch_size,
+            args.bptt,
+            args.precision,
+            bar.eval_progress,
+        )
+        res, plain = cached.cached, cached.plain
+        d.update(
+            method="cache", cache_window=ccfg.window, cache_lambda=ccfg.lam, cache_theta=ccfg.theta
+        )
+    elif args.dynamic:
+        from .dynamic import DynamicConfig, dynamic_evaluate
+
+        dcfg = DynamicConfig(
+            args.dyn_method,
+            args.dyn_lr,
+            args.dyn_decay,
+            args.dyn_bptt,
+            args.dyn_batch_size,
+            stats_batches=args.dyn_stats_batches,
+        )
+        dcfg.validate()
+        stats = None
+        if dcfg.method == "rms" and dcfg.stats_batches > 0:
+            n = dcfg.stats_batches * dcfg.bptt * dcfg.batch_size + 1
+            stats = dataset().train[:n]
+        dyn = dynamic_evaluate(
+            model, ids, info.level, dcfg, stats, args.precision, bar.eval_progress
+        )
+        res, plain = dyn.dynamic, dyn.plain
+        d.update(
+            method="dynamic",
+            dyn_method=dcfg.method,
+            dyn_lr=dcfg.lr,
+            dyn_decay=dcfg.decay,
+            dyn_bptt=dcfg.bptt,
+            dyn_batch_size=dcfg.batch_size,
+        )
+    elif args.per_token:
+        nll = evaluate.token_nlls(model, ids, args.bptt, args.precision)  # batch 1, text order
+        res = evaluate.result(nll.double().sum().item(), nll.numel(), info.level)
+        lines = (
+            json.dumps({"token": vocab.itos[t], "nll": x}, ensure_ascii=False)
+            for t, x in zip(ids[1:].tolist(), nll.tolist(), strict=True)
+        )
+        with open(args.per_token, "w", encoding="utf-8") as f:
+            f.writelines(line + "\n" for line in lines)
+        d["per_token"] = args.per_token
+    else:
+        res = evaluate.evaluate(
+            model,
+            ids,
+            info.level,
+            args.batch_size,
+            args.bptt,
+            args.precision,
+            progress=bar.eval_progress,
+        )
     bar.close()
-    d = {"split": split, **res.to_dict()}
+    d = {"split": split, **res.to_dict(), **{k: v for k, v in d.items() if k != "split"}}
+    if plain is not None:
+        d.update(plain_loss=plain.loss, plain_ppl=plain.ppl, plain_bpc=plain.bpc)
     if args.json:
         print(json.dumps(d))
     else:
-        print(format_result(split, res.ppl, res.bpc) + f"   ({res.tokens} tokens)")
+        if "search" in d:
+            print(
+                f"cache search on valid: lambda {d['cache_lambda']}, theta {d['cache_theta']} "
+                f"(valid ppl {d['search']['best_ppl']:.2f}, plain {d['search']['plain_ppl']:.2f})"
+            )
+        line = format_result(split, res.ppl, res.bpc)
+        if plain is not None:
+            line += f"   (plain ppl {plain.ppl:.2f})"
+        print(line + f"   ({res.tokens} tokens)")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import checkpoint
-    from .generate import SampleConfig, encode_prompt, generate
+    from .generate import SampleConfig, encode_prompt, generate, stream
 
     scfg = SampleConfig(
-        args.max_new_tokens, args.temperature, args.top_k, args.seed, args.num_samples
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        top_p=args.top_p,
+        top_k_decay=args.top_k_decay,
+        repetition_penalty=args.repetition_penalty,
+        stop=tuple(args.stop or ()),
+        stop_at_eos=args.stop_at_eos,
+        min_new_tokens=args.min_new_tokens,
     )
     scfg.validate()
+    if args.stream and args.num_samples != 1:
+        raise ValueError("--stream prints one sample; drop --num-samples")
     if len(args.prompt) > 10_000:
         raise ValueError("--prompt is longer than 10,000 characters")
     model, vocab, info = checkpoint.load_run(args.run, args.which)
@@ -180,12 +325,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"read as <unk>: {shown}",
             file=sys.stderr,
         )
-    texts = generate(model, vocab, info.level, args.prompt, scfg)
     sep = (
         " "
         if info.level == "word" and args.prompt and not args.prompt.endswith(("\n", " "))
         else ""
     )
+    if args.stream:
+        print(args.prompt, end="", flush=True)
+        first = True
+        for piece in stream(model, vocab, info.level, args.prompt, scfg):
+            if first and not piece.startswith("\n"):
+                piece = sep + piece
+            first = False
+            print(piece, end="", flush=True)
+        print()
+        return 0
+    texts = generate(model, vocab, info.level, args.prompt, scfg)
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i + 1} ---")
@@ -207,6 +362,51 @@ def cmd_download(args: argparse.Namespace) -> int:
     bar.close()
     for split, path in paths.items():
         print(f"{split}: {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .server import create_app, is_loopback
+    except ImportError as e:
+        raise ValueError(
+            f"lstmlm serve needs fastapi and uvicorn ({e.name} is missing): "
+            "pip install 'lstmlm[web]'"
+        ) from None
+    from .limits import ServerLimits
+
+    limits = ServerLimits(
+        max_prompt_chars=args.max_prompt_chars,
+        max_new_tokens_limit=args.max_new_tokens_limit,
+        max_score_chars=args.max_score_chars,
+        max_concurrent=args.max_concurrent,
+        max_queue=args.max_queue,
+        rate=args.rate,
+        burst=args.burst,
+    ).validate()
+    app = create_app(args.runs, limits, args.which)
+    if not is_loopback(args.host):
+        print(
+            f"lstmlm: warning: listening on {args.host}: other machines can reach this "
+            "server, and it has no authentication",
+            file=sys.stderr,
+        )
+    shown = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
+    print(
+        f"serving {', '.join(app.state.models)} at http://{shown}:{args.port}/ (docs: /docs)",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    out = plot_runs(args.runs, args.output, metric=args.metric, title=args.title)
+    print(f"wrote {out}")
     return 0
 
 
@@ -310,6 +510,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--json", action="store_true", help="print a final JSON summary line")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="also log to TensorBoard, in DIR (default: RUN/tensorboard); needs tensorboard",
+    )
     add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
@@ -325,18 +533,93 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument(
+        "--per-token",
+        metavar="OUT.jsonl",
+        help='write {"token", "nll"} per scored token, in text order (batch size 1)',
+    )
+    ec = e.add_argument_group("neural cache (Grave et al. 2017)")
+    ec.add_argument("--cache", action="store_true", help="mix in a cache of recent hidden states")
+    ec.add_argument("--cache-window", type=int, default=500, help="positions remembered")
+    ec.add_argument("--cache-lambda", type=float, default=0.1, help="weight of the cache")
+    ec.add_argument("--cache-theta", type=float, default=1.0, help="scale of the dot products")
+    ec.add_argument(
+        "--search",
+        action="store_true",
+        help="grid-search lambda and theta on the valid split, then evaluate with the best",
+    )
+    ed = e.add_argument_group("dynamic evaluation (Krause et al. 2018)")
+    ed.add_argument(
+        "--dynamic", action="store_true", help="adapt a copy of the weights while scoring"
+    )
+    ed.add_argument("--dyn-method", choices=("sgd", "rms"), default="sgd")
+    ed.add_argument("--dyn-lr", type=float, default=1e-3, help="learning rate of the updates")
+    ed.add_argument(
+        "--dyn-decay", type=float, default=0.0, help="decay toward the trained weights per step"
+    )
+    ed.add_argument("--dyn-bptt", type=int, default=10, help="segment length (tokens)")
+    ed.add_argument("--dyn-batch-size", type=int, default=1, help="parallel columns")
+    ed.add_argument(
+        "--dyn-stats-batches",
+        type=int,
+        default=100,
+        help="rms: training segments for the gradient statistics (0 = running mean "
+        "over the evaluated text)",
+    )
     e.set_defaults(func=cmd_evaluate)
 
     g = sub.add_parser("generate", help="sample text from a trained model")
     g.add_argument("run", help="run folder")
     g.add_argument("--prompt", default="", help="text to continue (words or characters)")
     g.add_argument("--max-new-tokens", type=int, default=50)
+    g.add_argument("--min-new-tokens", type=int, default=0, help="no <eos> before this many")
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
+    g.add_argument(
+        "--top-k-decay",
+        type=float,
+        default=1.0,
+        help="adjusted top-k: k_t = max(1, round(k * decay ** tokens_since_eos)) (1 = fixed k)",
+    )
+    g.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus: smallest set with mass >= p (1 = off)"
+    )
+    g.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="CTRL-style penalty on tokens already generated (1 = off, 1.2 is usual)",
+    )
+    g.add_argument(
+        "--stop",
+        action="append",
+        metavar="TEXT",
+        help="stop when the text contains TEXT (cut there); repeat for several",
+    )
+    g.add_argument("--stop-at-eos", action="store_true", help="stop at the end of the line")
     g.add_argument("--seed", type=int, default=None, help="same seed, same text")
-    g.add_argument("--num-samples", type=int, default=1)
+    g.add_argument(
+        "--num-samples", type=int, default=1, help="samples made in parallel (seeds seed+i)"
+    )
+    g.add_argument("--stream", action="store_true", help="print tokens as they are made")
     g.add_argument("--which", choices=("best", "last"), default="best")
     g.set_defaults(func=cmd_generate)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="AWD-LSTM fine-tuning: continue a run's best weights with averaged SGD",
+        description="Train a run's best model on with averaged SGD from the start, into a new "
+        "run folder, until validation stalls (--nonmono of the run) or --epochs.",
+    )
+    ft.add_argument("run", help="run folder to fine-tune")
+    ft.add_argument("--out", help="new run folder (default: RUN-finetune)")
+    ft.add_argument("--epochs", type=int, help="at most this many epochs (default: the run's)")
+    ft.add_argument("--lr", type=float, help="learning rate (default: the run's)")
+    ft.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    ft.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    ft.add_argument("--json", action="store_true", help="print a final JSON summary line")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.set_defaults(func=cmd_finetune)
 
     pr = sub.add_parser("presets", help="list the named recipes")
     pr.set_defaults(func=cmd_presets)
@@ -346,6 +629,44 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", default="data", help="where to put it (default: ./data)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+
+    sv = sub.add_parser(
+        "serve",
+        help="web page and JSON API to sample from trained models",
+        description="Serve a page to play with models, and a JSON API (/docs). Model ids are "
+        "the run folders' names.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sv.add_argument("runs", nargs="+", metavar="RUN", help="run folders to serve")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--which", choices=("best", "last"), default="best", help="which checkpoint")
+    sv.add_argument("--max-prompt-chars", type=int, default=2000, help="longest prompt (413)")
+    sv.add_argument(
+        "--max-new-tokens-limit", type=int, default=500, help="largest max_new_tokens (422)"
+    )
+    sv.add_argument("--max-score-chars", type=int, default=20_000, help="longest text to score")
+    sv.add_argument("--max-concurrent", type=int, default=2, help="model jobs running at once")
+    sv.add_argument(
+        "--max-queue", type=int, default=8, help="jobs that may wait for a slot (then 503)"
+    )
+    sv.add_argument(
+        "--rate", type=float, default=60, help="model requests per minute per client (0 = off)"
+    )
+    sv.add_argument("--burst", type=int, default=None, help="requests at once (default: rate/6)")
+    sv.add_argument(
+        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info"
+    )
+    sv.set_defaults(func=cmd_serve)
+
+    pl = sub.add_parser("plot", help="draw training curves of runs into an image")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    pl.add_argument("-o", "--output", default="curves.png", help="image file (.png, .svg, .pdf)")
+    pl.add_argument(
+        "--metric", choices=("auto", "ppl", "bpc"), default="auto", help="auto: bpc for char runs"
+    )
+    pl.add_argument("--title", help="figure title")
+    pl.set_defaults(func=cmd_plot)
     return p
 
 

@@ -1,0 +1,147 @@
+"""Training speed of lstmlm against the plain reference loop, back to back on this machine.
+
+    python benchmarks/bench_train.py --config medium --corpus ptb --seconds 60 [-- FLAGS]
+
+Runs benchmarks/reference.py (pytorch/examples-style nn.LSTM fp32 loop) and then
+`lstmlm train` with the same model size, recipe and data for the same number of
+seconds, and prints one JSON object with both tokens/s, the ratio, valid ppl and
+peak RSS of each. Flags after `--` go to lstmlm (e.g. `-- --precision bf16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT, SHARED, lstmlm_cmd, machine, run_json
+
+# The reference presets, spelled as lstmlm flags (same loss, lr, clip, schedule, init).
+CONFIGS = {
+    "small": [
+        "--emb-size",
+        "200",
+        "--hidden-size",
+        "200",
+        "--num-layers",
+        "2",
+        "--dropout",
+        "0",
+        "--bptt",
+        "20",
+    ],
+    "medium": [
+        "--emb-size",
+        "650",
+        "--hidden-size",
+        "650",
+        "--num-layers",
+        "2",
+        "--dropout",
+        "0.5",
+        "--tie-weights",
+        "--bptt",
+        "35",
+    ],
+}
+COMMON = [
+    "--batch-size",
+    "20",
+    "--lr",
+    "20",
+    "--clip",
+    "0.25",
+    "--loss-reduction",
+    "mean",
+    "--lr-schedule",
+    "plateau",
+    "--lr-decay",
+    "4",
+    "--init-range",
+    "0.1",
+    "--optimizer",
+    "sgd",
+    "--eval-batch-size",
+    "10",
+    "--seed",
+    "1111",
+]
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1 :]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=CONFIGS, default="medium")
+    p.add_argument("--corpus", choices=("ptb", "wikitext-2"), default="ptb")
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--skip-reference", action="store_true")
+    args = p.parse_args(argv)
+
+    results: dict[str, object] = {
+        "benchmark": "train",
+        "config": args.config,
+        "corpus": args.corpus,
+        "seconds": args.seconds,
+        "lstmlm_flags": extra,
+        **machine(),
+    }
+    if not args.skip_reference:
+        ref, ref_rss = run_json(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "reference.py"),
+                "--preset",
+                args.config,
+                "--data",
+                str(SHARED / args.corpus),
+                "--seconds",
+                str(args.seconds),
+            ]
+        )
+        results["reference"] = {
+            "train_tokens_per_sec": ref["train_tokens_per_sec"],
+            "valid_ppl": ref["valid_ppl"],
+            "peak_rss_mb": ref_rss,
+            "epochs": ref["epochs_completed"],
+        }
+    with tempfile.TemporaryDirectory() as tmp:
+        out, rss = run_json(
+            lstmlm_cmd(
+                "train",
+                "--corpus",
+                args.corpus,
+                "--out",
+                str(Path(tmp) / "run"),
+                "--json",
+                "--quiet",
+                "--max-minutes",
+                str(args.seconds / 60),
+                "--epochs",
+                "1000",
+                *COMMON,
+                *CONFIGS[args.config],
+                *extra,
+            )
+        )
+    results["lstmlm"] = {
+        "train_tokens_per_sec": out["tokens_per_sec"],
+        "valid_ppl": out["valid_ppl"],
+        "peak_rss_mb": rss,
+        "epochs": out["epochs"],
+    }
+    if "reference" in results:
+        results["ratio_train_tokens_per_sec"] = round(
+            out["tokens_per_sec"] / results["reference"]["train_tokens_per_sec"], 3
+        )
+        results["ratio_valid_ppl"] = round(out["valid_ppl"] / results["reference"]["valid_ppl"], 3)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

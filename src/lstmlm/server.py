@@ -1,0 +1,596 @@
+"""A small web server: a page to sample from trained models, and a JSON API beside it.
+
+    GET  /                      the page (static HTML + JS + CSS from lstmlm/web/static)
+    GET  /v1/models             model cards (level, size, valid/test scores, training time)
+    GET  /v1/models/{id}/curves training curve points from RUN/metrics.jsonl
+    POST /v1/generate           one continuation, as JSON
+    POST /v1/stream             the same, streamed as server-sent events
+    GET  /v1/generate/stream    the same with query parameters (for EventSource)
+    POST /v1/score              perplexity (and bpc) of a text under a model
+    GET  /docs                  OpenAPI documentation
+
+Models are addressed by id (the run folder's name), never by a path from a
+request. Model work runs in a thread pool of `max_concurrent` threads behind an
+admission gate (a bounded waiting line) and a per-client-IP token bucket, so the
+event loop stays free to answer. Needs `fastapi` and `uvicorn` (the `web` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from . import checkpoint as ckpt
+from .evaluate import evaluate
+from .generate import SampleConfig, encode_prompt, sample_ids
+from .limits import Admission, Busy, RateLimiter, ServerLimits
+from .model import LanguageModel
+from .plot import choose_metric, read_curves
+from .tokenize import detokenize, tokenize
+from .vocab import EOS, Vocab
+
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(SampleConfig))
+# Sent to SampleConfig only where this version has them (stop strings are cut here anyway).
+OPTIONAL_SAMPLE_FIELDS = ("top_p", "repetition_penalty", "stop", "stop_at_eos")
+DEFAULT_NEW_TOKENS = 100
+MAX_STOPS = 8
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+# --- models --------------------------------------------------------------------------
+
+
+@dataclass
+class ServedModel:
+    id: str
+    run_dir: Path
+    model: LanguageModel
+    vocab: Vocab
+    level: str
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def load_models(runs: list[str | Path], which: str = "best") -> dict[str, ServedModel]:
+    """Load every run folder once; its id is the folder's name (which must be unique)."""
+    if not runs:
+        raise ValueError("give at least one run folder to serve")
+    models: dict[str, ServedModel] = {}
+    for r in runs:
+        run = Path(r)
+        model, vocab, info = ckpt.load_run(run, which)
+        mid = run.resolve().name
+        if mid in models:
+            raise ValueError(f"two runs are named {mid!r}; model ids are folder names")
+        models[mid] = ServedModel(mid, run, model, vocab, info.level, _card(mid, run, model, info))
+    return models
+
+
+def _card(mid: str, run: Path, model: LanguageModel, info: ckpt.RunInfo) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    if (run / ckpt.SUMMARY).is_file():
+        try:
+            summary = json.loads((run / ckpt.SUMMARY).read_text("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            summary = {}
+    cfg = info.config.to_dict()
+    return _finite(
+        {
+            "id": mid,
+            "level": info.level,
+            "source": info.source,
+            "corpus": info.config.data.corpus,
+            "preset": info.config.preset,
+            "params": model.num_parameters(),
+            "vocab_size": model.embedding.weight.size(0),
+            "model": cfg.get("model", {}),
+            "metric": choose_metric([info.level]),
+            "summary": summary or None,
+        }
+    )
+
+
+def _finite(x: Any) -> Any:
+    """inf/nan are not JSON: send them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="model id (see GET /v1/models)")
+    prompt: str = Field("", description="text to continue")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="tokens to sample (default: 100, or the server's cap if lower)"
+    )
+    temperature: float = Field(1.0, ge=0, description="0 = greedy (argmax)")
+    top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0 = all)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling, if supported")
+    repetition_penalty: float | None = Field(None, gt=0, description="if supported")
+    stop: list[str] | None = Field(
+        None, max_length=MAX_STOPS, description="end the text before the first of these strings"
+    )
+    stop_at_eos: bool | None = Field(None, description="end at the first line end, if supported")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="same seed, same text (default: random, returned)"
+    )
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="model id (see GET /v1/models)")
+    text: str = Field(description="text to score; lines end with <eos> as in training")
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    prompt: str
+    text: str = Field(description="continuation: prompt + text is the whole passage")
+    tokens: int
+    finish_reason: str = Field(description="length | stop | eos | cancelled")
+    seed: int
+    unknown: list[str] = Field(description="prompt tokens not in the vocabulary (read as <unk>)")
+    seconds: float
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    tokens: int
+    loss: float | None
+    ppl: float | None
+    bpc: float | None
+    unknown: int
+
+
+# --- sampling as text ------------------------------------------------------------------
+
+
+@dataclass
+class Completion:
+    text: str = ""  # continuation, with the joining space for word level
+    tokens: int = 0
+    finish_reason: str = "length"
+    seconds: float = 0.0
+
+
+def joiner(prompt: str, level: str, first: str) -> str:
+    """The space between a word-level prompt and its continuation, when one is needed."""
+    needs = level == "word" and prompt and not prompt.endswith((" ", "\n", "\t"))
+    return " " if needs and first and not first.startswith("\n") else ""
+
+
+def stream_completion(
+    m: ServedModel,
+    prompt: str,
+    cfg: SampleConfig,
+    stop: tuple[str, ...] = (),
+    cancel: threading.Event | None = None,
+    result: Completion | None = None,
+) -> Iterator[str]:
+    """Yield pieces of the continuation as tokens are sampled; fill `result` at the end.
+
+    Pieces never take back text: an end of the text that could still grow into a stop
+    string is held until it is clear that it does not.
+    """
+    res = result if result is not None else Completion()
+    t0 = time.monotonic()
+    ids, _ = encode_prompt(prompt, m.vocab, m.level)
+    at_eos = bool(getattr(cfg, "stop_at_eos", False))
+    new: list[int] = []
+    text, sent, sep = "", "", None
+    with torch.inference_mode():
+        for tok in sample_ids(m.model, ids, cfg):  # (num_samples,) ids per step
+            if cancel is not None and cancel.is_set():
+                res.finish_reason = "cancelled"
+                break
+            t = int(tok[0])
+            if at_eos and t == m.vocab.eos_id:
+                res.finish_reason = "eos"
+                break
+            new.append(t)
+            body = detokenize(m.vocab.decode(new), m.level)
+            if sep is None:
+                sep = joiner(prompt, m.level, body)
+            text = sep + body
+            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+                res.finish_reason = "stop"
+                break
+            ready = len(text) - held_back(text, stop)
+            if ready > len(sent) and text.startswith(sent):
+                yield text[len(sent) : ready]
+                sent = text[:ready]
+    if res.finish_reason != "cancelled" and len(text) > len(sent) and text.startswith(sent):
+        yield text[len(sent) :]
+    res.text, res.tokens, res.seconds = text, len(new), time.monotonic() - t0
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of `text` that is the beginning of a stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if s.startswith(text[-k:]):
+                best = k
+                break
+    return best
+
+
+# --- the app ---------------------------------------------------------------------------
+
+
+def create_app(
+    runs: list[str | Path] | dict[str, ServedModel],
+    limits: ServerLimits | None = None,
+    which: str = "best",
+) -> FastAPI:
+    """The FastAPI app serving `runs` (run folders, or models already loaded)."""
+    limits = (limits or ServerLimits()).validate()
+    models = runs if isinstance(runs, dict) else load_models(runs, which)
+    pool = ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="lstmlm")
+    admission = Admission(limits.max_concurrent, limits.max_queue, limits.queue_timeout)
+    rater = RateLimiter(limits.rate, limits.bucket_size)
+    max_body = 4 * max(limits.max_prompt_chars, limits.max_score_chars) + 16_384
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="lstmlm",
+        version=__version__,
+        description="Sample from and score trained LSTM/GRU language models.",
+        lifespan=lifespan,
+    )
+    app.state.models = models
+    app.state.limits = limits
+    app.state.admission = admission
+
+    # --- errors: always {"error": message, "status": code} ---
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        if first.get("type") == "json_invalid":
+            why = (first.get("ctx") or {}).get("error", "")
+            msg = f"request body is not valid JSON{': ' + str(why) if why else ''}"
+        else:
+            where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+            what = first.get("msg", "bad input")
+            msg = f"invalid request: {where + ': ' if where else ''}{what}"
+        brief = [{k: v for k, v in e.items() if k not in ("input", "url")} for e in errs]
+        return _error(422, msg, detail=jsonable_encoder(brief, custom_encoder={Exception: str}))
+
+    app.add_middleware(BodyLimit, max_body=max_body)
+
+    # --- helpers ---
+
+    def get_model(mid: str) -> ServedModel:
+        m = models.get(mid)
+        if m is None:
+            raise ApiError(404, f"unknown model {mid!r}; GET /v1/models lists them")
+        return m
+
+    async def rate_limited(request: Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        wait = rater.allow(client)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"rate limit: {limits.rate:g} requests per minute; retry in {wait:.1f} s",
+                {"Retry-After": str(math.ceil(wait))},
+            )
+
+    async def admit() -> None:
+        try:
+            await admission.acquire()
+        except Busy as e:
+            raise ApiError(503, str(e), {"Retry-After": "5"}) from None
+
+    def prepare(req: GenerateRequest) -> tuple[ServedModel, SampleConfig, tuple[str, ...], int]:
+        m = get_model(req.model)
+        if len(req.prompt) > limits.max_prompt_chars:
+            raise ApiError(
+                413,
+                f"prompt has {len(req.prompt):,} characters; this server accepts at most "
+                f"{limits.max_prompt_chars:,}",
+            )
+        n = req.max_new_tokens
+        if n is None:
+            n = min(DEFAULT_NEW_TOKENS, limits.max_new_tokens_limit)
+        if n > limits.max_new_tokens_limit:
+            raise ApiError(
+                422,
+                f"max_new_tokens is {n}; this server allows at most {limits.max_new_tokens_limit}",
+            )
+        seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+        kw: dict[str, Any] = {
+            "max_new_tokens": n,
+            "temperature": req.temperature,
+            "top_k": req.top_k,
+            "seed": seed,
+        }
+        stop = tuple(s for s in (req.stop or []) if s)
+        for name in OPTIONAL_SAMPLE_FIELDS:
+            value = getattr(req, name)
+            if value is None or (name == "stop" and not stop):
+                continue
+            if name in SAMPLE_FIELDS:
+                kw[name] = stop if name == "stop" else value
+            elif name != "stop":  # stop strings are cut here whatever the sampler does
+                raise ApiError(422, f"{name} is not supported by this lstmlm version")
+        try:
+            cfg = SampleConfig(**kw)
+            cfg.validate()
+        except (ValueError, TypeError) as e:
+            raise ApiError(422, str(e).replace("--", "").replace("-", "_")) from None
+        return m, cfg, stop, seed
+
+    # --- routes ---
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/v1/models", summary="The models this server holds, with their cards")
+    async def list_models() -> dict[str, Any]:
+        return {
+            "models": [m.card for m in models.values()],
+            "sampling": sorted(
+                n for n in OPTIONAL_SAMPLE_FIELDS if n in SAMPLE_FIELDS or n == "stop"
+            ),
+            "limits": {
+                "max_prompt_chars": limits.max_prompt_chars,
+                "max_new_tokens": limits.max_new_tokens_limit,
+                "max_score_chars": limits.max_score_chars,
+            },
+        }
+
+    @app.get("/v1/models/{model_id}/curves", summary="Training curve points of a model")
+    def curves(model_id: str, max_points: Annotated[int, Query(ge=2, le=5000)] = 600) -> Any:
+        m = get_model(model_id)
+        c = read_curves(m.run_dir, max_points)
+        return _finite(
+            {
+                "model": model_id,
+                "level": c.level,
+                "metric": choose_metric([c.level]),
+                "train": [dataclasses.asdict(p) for p in c.train],
+                "valid": [dataclasses.asdict(p) for p in c.valid],
+            }
+        )
+
+    @app.post(
+        "/v1/generate",
+        summary="Sample one continuation",
+        response_model=GenerateResponse,
+        dependencies=[Depends(rate_limited)],
+    )
+    async def generate(req: GenerateRequest) -> GenerateResponse:
+        m, cfg, stop, seed = prepare(req)
+        await admit()
+        try:
+            res = Completion()
+
+            def work() -> None:
+                for _ in stream_completion(m, req.prompt, cfg, stop, result=res):
+                    pass
+
+            await asyncio.get_running_loop().run_in_executor(pool, work)
+        finally:
+            admission.release()
+        _, unknown = encode_prompt(req.prompt, m.vocab, m.level)
+        return GenerateResponse(
+            model=m.id,
+            prompt=req.prompt,
+            text=res.text,
+            tokens=res.tokens,
+            finish_reason=res.finish_reason,
+            seed=seed,
+            unknown=sorted(set(unknown)),
+            seconds=round(res.seconds, 4),
+        )
+
+    async def stream(req: GenerateRequest) -> StreamingResponse:
+        m, cfg, stop, seed = prepare(req)
+        await admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        cancel = threading.Event()
+        res = Completion()
+
+        def put(kind: str, data: dict[str, Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, data))
+            except RuntimeError:  # the loop is gone (server shutting down)
+                cancel.set()
+
+        def work() -> None:
+            try:
+                for piece in stream_completion(m, req.prompt, cfg, stop, cancel, res):
+                    put("token", {"text": piece})
+                put(
+                    "done",
+                    {
+                        "text": res.text,
+                        "tokens": res.tokens,
+                        "finish_reason": res.finish_reason,
+                        "seconds": round(res.seconds, 4),
+                    },
+                )
+            except Exception as e:  # reported to the client, never raised into the pool
+                put("error", {"error": f"generation failed: {e}"})
+
+        # The slot is held until the thread is done, whether or not the client stays.
+        future = loop.run_in_executor(pool, work)
+        future.add_done_callback(lambda _: admission.release())
+        _, unknown = encode_prompt(req.prompt, m.vocab, m.level)
+        start = {"model": m.id, "seed": seed, "unknown": sorted(set(unknown))}
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield _sse("start", start)
+                while True:
+                    kind, data = await queue.get()
+                    yield _sse(kind, data)
+                    if kind in ("done", "error"):
+                        break
+            finally:
+                cancel.set()  # the client left, or we are done: stop sampling
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    stream_doc = (
+        "Server-sent events: `start` {model, seed, unknown}, then `token` {text} pieces, "
+        "then `done` {text, tokens, finish_reason, seconds} (or `error` {error})."
+    )
+
+    @app.post(
+        "/v1/stream",
+        summary="Sample one continuation, streamed (SSE)",
+        description=stream_doc,
+        dependencies=[Depends(rate_limited)],
+        response_class=StreamingResponse,
+    )
+    async def stream_post(req: GenerateRequest) -> StreamingResponse:
+        return await stream(req)
+
+    @app.get(
+        "/v1/generate/stream",
+        summary="Sample one continuation, streamed (SSE), parameters in the query",
+        description=stream_doc,
+        dependencies=[Depends(rate_limited)],
+        response_class=StreamingResponse,
+    )
+    async def stream_get(req: Annotated[GenerateRequest, Query()]) -> StreamingResponse:
+        return await stream(req)
+
+    @app.post(
+        "/v1/score",
+        summary="Perplexity (and bits per character) of a text under a model",
+        response_model=ScoreResponse,
+        dependencies=[Depends(rate_limited)],
+    )
+    async def score(req: ScoreRequest) -> ScoreResponse:
+        m = get_model(req.model)
+        if len(req.text) > limits.max_score_chars:
+            raise ApiError(
+                413,
+                f"text has {len(req.text):,} characters; this server scores at most "
+                f"{limits.max_score_chars:,}",
+            )
+        tokens = tokenize(req.text, m.level)
+        if not tokens:
+            raise ApiError(422, "text has no tokens to score")
+        ids = m.vocab.encode([EOS, *tokens])  # scored as if after a line break
+        unknown = sum(1 for t in tokens if t not in m.vocab)
+        await admit()
+        try:
+            res = await asyncio.get_running_loop().run_in_executor(
+                pool,
+                lambda: evaluate(m.model, torch.tensor(ids, dtype=torch.long), m.level, 1, 100),
+            )
+        finally:
+            admission.release()
+        return ScoreResponse(
+            model=m.id,
+            tokens=res.tokens,
+            loss=_finite(res.loss),
+            ppl=_finite(res.ppl),
+            bpc=_finite(res.bpc),
+            unknown=unknown,
+        )
+
+    return app
+
+
+class BodyLimit:
+    """Refuse a request whose declared body is over `max_body` bytes (413), before reading it."""
+
+    def __init__(self, app: Any, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                    response = _error(413, f"request body is over {self.max_body:,} bytes")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    detail: Any = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": message, "status": status}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(_finite(data))}\n\n"
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

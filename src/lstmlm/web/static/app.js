@@ -1,0 +1,321 @@
+"use strict";
+// The lstmlm page: model cards, a training curve (inline SVG) and streamed sampling.
+
+const $ = (id) => document.getElementById(id);
+let models = [];
+let curveData = null;
+let controller = null;
+
+function fmt(x, digits = 2) {
+  if (x === null || x === undefined) return "—";
+  if (typeof x !== "number") return String(x);
+  return x.toLocaleString(undefined, { maximumFractionDigits: digits });
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 90) return `${fmt(seconds, 1)} s`;
+  if (seconds < 5400) return `${fmt(seconds / 60, 1)} min`;
+  return `${fmt(seconds / 3600, 2)} h`;
+}
+
+function setStatus(text, isError = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.classList.toggle("error", isError);
+}
+
+async function getJSON(url, options) {
+  const r = await fetch(url, options);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+// --- model card ---------------------------------------------------------------
+
+function renderCard(m) {
+  $("card-title").textContent = m.id;
+  const s = m.summary || {};
+  const mc = m.model || {};
+  const arch = mc.rnn
+    ? `${mc.num_layers}×${mc.hidden_size} ${String(mc.rnn).toUpperCase()}, emb ${mc.emb_size}`
+    : "—";
+  const rows = [
+    ["corpus", m.corpus || m.source || "—"],
+    ["level", m.level],
+    ["model", arch],
+    ["parameters", fmt(m.params, 0)],
+    ["vocabulary", fmt(m.vocab_size, 0)],
+  ];
+  if (m.metric === "bpc") {
+    rows.push(["valid bpc", fmt(s.valid_bpc, 4)], ["test bpc", fmt(s.test_bpc, 4)]);
+  } else {
+    rows.push(["valid ppl", fmt(s.valid_ppl)], ["test ppl", fmt(s.test_ppl)]);
+  }
+  rows.push(
+    ["epochs", fmt(s.epochs, 2)],
+    ["training time", duration(s.seconds)],
+    ["speed", s.tokens_per_sec ? `${fmt(s.tokens_per_sec, 0)} tok/s` : "—"],
+  );
+  const dl = $("card");
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    dl.append(dt, dd);
+  }
+}
+
+// --- training curve -------------------------------------------------------------
+
+function niceTicks(lo, hi, count) {
+  const span = hi - lo || 1;
+  const raw = span / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) || raw;
+  const ticks = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9; t += step) ticks.push(+t.toFixed(10));
+  return ticks;
+}
+
+function logTicks(lo, hi) {
+  for (const subs of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 8]]) {
+    const ticks = [];
+    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+      for (const f of subs) {
+        const t = f * Math.pow(10, e);
+        if (t >= lo && t <= hi) ticks.push(t);
+      }
+    }
+    if (ticks.length >= 4) return ticks;
+  }
+  return niceTicks(lo, hi, 4);
+}
+
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function drawCurve() {
+  const box = $("curve");
+  box.replaceChildren();
+  if (!curveData) return;
+  const metric = curveData.metric;
+  const xKey = $("xaxis").value;
+  const value = (loss) => (metric === "bpc" ? loss / Math.LN2 : Math.exp(loss));
+  const series = [
+    { name: "train", cls: "train", pts: curveData.train },
+    { name: "valid", cls: "valid", pts: curveData.valid },
+  ].map((s) => ({
+    ...s,
+    xy: s.pts.filter((p) => p.loss !== null).map((p) => [p[xKey], value(p.loss)]).filter((p) => isFinite(p[1])),
+  }));
+  const all = series.flatMap((s) => s.xy);
+  if (all.length === 0) {
+    box.innerHTML = '<p class="empty">No training records yet.</p>';
+    return;
+  }
+  const W = 400, H = 250, L = 48, R = 12, T = 12, B = 34;
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const x0 = 0, x1 = Math.max(...xs) || 1;
+  const logY = metric === "ppl";
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (y0 === y1) { y0 *= 0.9; y1 *= 1.1; }
+  const fy = logY ? Math.log : (v) => v;
+  const inv = logY ? Math.exp : (v) => v;
+  const pad = (fy(y1) - fy(y0)) * 0.04;  // keep points off the frame
+  [y0, y1] = [inv(fy(y0) - pad), inv(fy(y1) + pad)];
+  const X = (v) => L + ((v - x0) / (x1 - x0)) * (W - L - R);
+  const Y = (v) => T + (1 - (fy(v) - fy(y0)) / (fy(y1) - fy(y0))) * (H - T - B);
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "training curve" });
+  for (const t of logY ? logTicks(y0, y1) : niceTicks(y0, y1, 5)) {
+    svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: Y(t), y2: Y(t) }));
+    svg.append(svgEl("text", { x: L - 5, y: Y(t) + 4, "text-anchor": "end" }, fmt(t, t < 10 ? 2 : 0)));
+  }
+  for (const t of niceTicks(x0, x1, 6)) {
+    svg.append(svgEl("line", { class: "grid", x1: X(t), x2: X(t), y1: T, y2: H - B }));
+    svg.append(svgEl("text", { x: X(t), y: H - B + 14, "text-anchor": "middle" }, fmt(t, 1)));
+  }
+  svg.append(svgEl("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  svg.append(svgEl("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
+  svg.append(svgEl("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, xKey === "epoch" ? "epoch" : "training minutes"));
+  svg.append(svgEl("text", { x: 12, y: (T + H - B) / 2, transform: `rotate(-90 12 ${(T + H - B) / 2})`, "text-anchor": "middle" }, metric === "bpc" ? "bits per char" : "perplexity (log)"));
+  let ly = T + 10;
+  for (const s of series) {
+    if (s.xy.length === 0) continue;
+    const d = s.xy.map((p, i) => `${i ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join("");
+    svg.append(svgEl("path", { class: s.cls, d }));
+    if (s.cls === "valid") for (const p of s.xy) svg.append(svgEl("circle", { class: "dot", cx: X(p[0]), cy: Y(p[1]), r: 3 }));
+    svg.append(svgEl("line", { class: s.cls, x1: W - R - 70, x2: W - R - 52, y1: ly - 4, y2: ly - 4 }));
+    svg.append(svgEl("text", { x: W - R - 48, y: ly }, s.name));
+    ly += 15;
+  }
+  box.append(svg);
+}
+
+async function selectModel() {
+  const m = models.find((x) => x.id === $("model").value);
+  if (!m) return;
+  renderCard(m);
+  curveData = null;
+  drawCurve();
+  try {
+    curveData = await getJSON(`/v1/models/${encodeURIComponent(m.id)}/curves`);
+    drawCurve();
+  } catch (e) {
+    $("curve").textContent = `curve unavailable: ${e.message}`;
+  }
+}
+
+// --- generation -------------------------------------------------------------------
+
+function request() {
+  const body = {
+    model: $("model").value,
+    prompt: $("prompt").value,
+    temperature: parseFloat($("temperature").value),
+    top_k: parseInt($("top_k").value || "0", 10),
+    max_new_tokens: parseInt($("max_new_tokens").value, 10),
+  };
+  const seed = $("seed").value.trim();
+  if (seed !== "") body.seed = parseInt(seed, 10);
+  if (!$("top_p_label").hidden) {
+    const p = parseFloat($("top_p").value);
+    if (p > 0 && p < 1) body.top_p = p;
+  }
+  if (!$("repetition_penalty_label").hidden) {
+    const r = parseFloat($("repetition_penalty").value);
+    if (r > 0 && r !== 1) body.repetition_penalty = r;
+  }
+  if (!$("stop_at_eos_label").hidden && $("stop_at_eos").checked) body.stop_at_eos = true;
+  return body;
+}
+
+function parseEvents(buffer, onEvent) {
+  // Split "event: x\ndata: {...}\n\n" blocks; return what is left over.
+  let idx;
+  while ((idx = buffer.indexOf("\n\n")) >= 0) {
+    const block = buffer.slice(0, idx);
+    buffer = buffer.slice(idx + 2);
+    let event = "message", data = "";
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data += line.slice(5).trim();
+    }
+    onEvent(event, data ? JSON.parse(data) : {});
+  }
+  return buffer;
+}
+
+async function generate() {
+  const body = request();
+  const out = $("output");
+  out.replaceChildren();
+  const promptSpan = document.createElement("span");
+  promptSpan.className = "prompt";
+  promptSpan.textContent = body.prompt;
+  const gen = document.createElement("span");
+  gen.className = "gen";
+  out.append(promptSpan, gen);
+  $("generate").disabled = true;
+  $("stop").disabled = false;
+  setStatus("generating…");
+  controller = new AbortController();
+  let tokens = 0;
+  try {
+    const r = await fetch("/v1/stream", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    if (!r.ok) {
+      const err = await r.json().catch(() => ({}));
+      throw new Error(err.error || `${r.status} ${r.statusText}`);
+    }
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), (event, data) => {
+        if (event === "start") {
+          const unk = data.unknown && data.unknown.length ? ` — not in vocabulary: ${data.unknown.slice(0, 5).join(", ")}` : "";
+          setStatus(`generating (seed ${data.seed})${unk}`);
+          $("seed").placeholder = `random (last: ${data.seed})`;
+        } else if (event === "token") {
+          gen.textContent += data.text;
+          tokens += 1;
+        } else if (event === "done") {
+          gen.textContent = data.text;
+          setStatus(`${data.tokens} tokens in ${fmt(data.seconds, 2)} s (${data.finish_reason})`);
+        } else if (event === "error") {
+          throw new Error(data.error);
+        }
+      });
+    }
+  } catch (e) {
+    if (e.name === "AbortError") setStatus(`stopped after ${tokens} pieces`);
+    else setStatus(e.message, true);
+  } finally {
+    $("generate").disabled = false;
+    $("stop").disabled = true;
+    controller = null;
+  }
+}
+
+async function score() {
+  const text = $("prompt").value;
+  if (!text.trim()) { setStatus("type a text in the prompt box to score it", true); return; }
+  setStatus("scoring…");
+  try {
+    const r = await getJSON("/v1/score", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: $("model").value, text }),
+    });
+    const bpc = r.bpc !== null ? `, ${fmt(r.bpc, 3)} bpc` : "";
+    setStatus(`prompt: ppl ${fmt(r.ppl)}${bpc} over ${r.tokens} tokens (${r.unknown} unknown)`);
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+async function init() {
+  try {
+    const info = await getJSON("/v1/models");
+    models = info.models;
+    for (const m of models) {
+      const o = document.createElement("option");
+      o.value = m.id;
+      o.textContent = `${m.id} (${m.level})`;
+      $("model").append(o);
+    }
+    for (const name of ["top_p", "repetition_penalty", "stop_at_eos"]) {
+      $(`${name}_label`).hidden = !info.sampling.includes(name);
+    }
+    $("max_new_tokens").max = info.limits.max_new_tokens;
+    $("max_new_tokens").value = Math.min(100, info.limits.max_new_tokens);
+    $("prompt").maxLength = info.limits.max_prompt_chars;
+    await selectModel();
+  } catch (e) {
+    setStatus(`cannot load models: ${e.message}`, true);
+  }
+}
+
+$("model").addEventListener("change", selectModel);
+$("xaxis").addEventListener("change", drawCurve);
+$("generate").addEventListener("click", generate);
+$("stop").addEventListener("click", () => controller && controller.abort());
+$("score").addEventListener("click", score);
+$("prompt").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
+});
+init();

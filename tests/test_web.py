@@ -1,0 +1,323 @@
+"""The web server, over real HTTP, and its page in a real (headless) Chromium."""
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed")
+pytest.importorskip("uvicorn", reason="the web extra (uvicorn) is not installed")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+
+import uvicorn  # noqa: E402
+from conftest import write_corpus  # noqa: E402
+
+from helpers import tiny_config  # noqa: E402
+from lstmlm.cli import main  # noqa: E402
+from lstmlm.limits import ServerLimits  # noqa: E402
+from lstmlm.server import create_app, held_back, load_models  # noqa: E402
+from lstmlm.train import start_run  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("web")
+    corpus = write_corpus(tmp / "corpus.txt")
+    run = tmp / "tiny"
+    start_run(tiny_config(corpus, epochs=3, lr=10.0), run)
+    return run
+
+
+@contextmanager
+def serving(app):
+    """Run `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def models(run_dir):
+    return load_models([run_dir])
+
+
+@pytest.fixture(scope="module")
+def base(models):
+    with serving(create_app(models, ServerLimits(rate=0, max_prompt_chars=300))) as url:
+        yield url
+
+
+def gen(base: str, **body) -> httpx.Response:
+    return httpx.post(f"{base}/v1/generate", json={"model": "tiny", **body}, timeout=30)
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+# --- API ---------------------------------------------------------------------------
+
+
+def test_models_lists_the_run_with_its_card(base, run_dir):
+    r = httpx.get(f"{base}/v1/models")
+    assert r.status_code == 200
+    info = r.json()
+    (card,) = info["models"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert card["id"] == "tiny" and card["level"] == "word" and card["metric"] == "ppl"
+    assert card["summary"]["valid_ppl"] == pytest.approx(summary["valid_ppl"])
+    assert card["params"] == summary["params"]
+    assert info["limits"]["max_prompt_chars"] == 300
+    assert "stop" in info["sampling"]
+
+
+def test_curves_come_from_metrics_jsonl(base, run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    c = httpx.get(f"{base}/v1/models/tiny/curves").json()
+    assert [p["epoch"] for p in c["valid"]] == [1, 2, 3]
+    assert [p["loss"] for p in c["valid"]] == pytest.approx([r["valid_loss"] for r in epochs])
+    xs = [p["epoch"] for p in c["train"]]
+    assert len(xs) == sum(r["event"] == "progress" for r in records) and xs == sorted(xs)
+
+
+def test_same_seed_gives_same_text(base):
+    a = gen(base, prompt="the cat", seed=5, max_new_tokens=30).json()
+    b = gen(base, prompt="the cat", seed=5, max_new_tokens=30).json()
+    c = gen(base, prompt="the cat", seed=6, max_new_tokens=30).json()
+    assert a["text"] == b["text"] and a["tokens"] == 30 and a["seed"] == 5
+    assert a["text"] != c["text"]  # 30 tokens from a 25-word vocabulary: a clash is ~impossible
+    assert a["text"].startswith(" ")  # "the cat" + " sees ..." for word level
+    assert a["finish_reason"] == "length" and a["unknown"] == []
+
+
+def test_unseeded_request_reports_its_seed_and_can_be_replayed(base):
+    a = gen(base, prompt="a dog", max_new_tokens=15).json()
+    b = gen(base, prompt="a dog", max_new_tokens=15, seed=a["seed"]).json()
+    assert a["text"] == b["text"]
+
+
+def test_stream_pieces_add_up_to_the_generated_text(base):
+    body = {"model": "tiny", "prompt": "my friend", "seed": 11, "max_new_tokens": 25}
+    with httpx.stream("POST", f"{base}/v1/stream", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r.read().decode())
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("token") >= 10
+    pieces = "".join(d["text"] for k, d in events if k == "token")
+    done = events[-1][1]
+    plain = gen(base, prompt="my friend", seed=11, max_new_tokens=25).json()
+    assert pieces == done["text"] == plain["text"]
+    # The GET variant (for EventSource) streams the same thing.
+    with httpx.stream("GET", f"{base}/v1/generate/stream", params=body, timeout=30) as r:
+        assert sse_events(r.read().decode())[-1][1]["text"] == done["text"]
+
+
+def test_stop_string_ends_the_text_before_it(base):
+    full = gen(base, prompt="the cat", seed=3, max_new_tokens=40).json()["text"]
+    assert "\n" in full
+    cut = gen(base, prompt="the cat", seed=3, max_new_tokens=40, stop=["\n"]).json()
+    assert cut["finish_reason"] == "stop"
+    assert cut["text"] == full[: full.index("\n")]
+    body = {"model": "tiny", "prompt": "the cat", "seed": 3, "max_new_tokens": 40, "stop": ["\n"]}
+    with httpx.stream("POST", f"{base}/v1/stream", json=body, timeout=30) as r:
+        events = sse_events(r.read().decode())
+    assert "".join(d["text"] for k, d in events if k == "token") == cut["text"]
+
+
+def test_held_back_keeps_only_a_possible_stop_start():
+    assert held_back("the park", ("parking",)) == 4
+    assert held_back("the par", ("park", "\n\n")) == 3
+    assert held_back("the dog", ("park",)) == 0
+    assert held_back("x\n", ("\n\n",)) == 1
+    assert held_back("abc", ()) == 0
+
+
+def test_score_prefers_grammatical_text(base):
+    good = "the cat sees the park\na dog likes a ball\n"
+    bad = "park the sees cat the\nball a likes dog a\n"
+    sg = httpx.post(f"{base}/v1/score", json={"model": "tiny", "text": good}).json()
+    sb = httpx.post(f"{base}/v1/score", json={"model": "tiny", "text": bad}).json()
+    assert sg["tokens"] == sb["tokens"] == 12  # 10 words + 2 line ends
+    assert sg["ppl"] < sb["ppl"] and sg["unknown"] == 0 and sg["bpc"] is None
+
+
+def test_oversize_prompt_is_413_with_a_json_error(base):
+    r = gen(base, prompt="the cat " * 100)
+    assert r.status_code == 413
+    assert r.json()["error"].startswith("prompt has 800 characters") and "300" in r.json()["error"]
+
+
+def test_max_new_tokens_over_the_cap_is_422(base):
+    r = gen(base, prompt="the", max_new_tokens=501)
+    assert r.status_code == 422
+    assert "at most 500" in r.json()["error"]
+    r = gen(base, prompt="the", temperature=-1)
+    assert r.status_code == 422 and "temperature" in r.json()["error"]
+
+
+def test_unknown_model_is_404(base):
+    r = httpx.post(f"{base}/v1/generate", json={"model": "../tiny", "prompt": "the"})
+    assert r.status_code == 404 and "unknown model" in r.json()["error"]
+    assert httpx.get(f"{base}/v1/models/nope/curves").status_code == 404
+
+
+def test_malformed_json_and_unknown_fields_are_422(base):
+    headers = {"content-type": "application/json"}
+    r = httpx.post(f"{base}/v1/generate", content=b'{"model": "tiny",', headers=headers)
+    assert r.status_code == 422 and "not valid JSON" in r.json()["error"]
+    r = gen(base, prompt="the", temprature=0.5)  # a typo is an error, not a silent default
+    assert r.status_code == 422 and "temprature" in r.json()["error"]
+
+
+def test_openapi_documents_the_api(base):
+    paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+    for p in ("/v1/models", "/v1/generate", "/v1/stream", "/v1/generate/stream", "/v1/score"):
+        assert p in paths
+    assert httpx.get(f"{base}/docs").status_code == 200
+
+
+def test_rate_limit_is_429_per_client(models):
+    with serving(create_app(models, ServerLimits(rate=6, burst=2))) as url:
+        codes = [gen(url, prompt="the", max_new_tokens=2).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        r = gen(url, prompt="the", max_new_tokens=2)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert "rate limit" in r.json()["error"]
+        assert httpx.get(f"{url}/v1/models").status_code == 200  # reading cards is not limited
+
+
+def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
+    models = load_models([run_dir])
+    decoder = models["tiny"].model.decoder  # every sampling step goes through it
+    entered, gate = threading.Event(), threading.Event()
+    forward = decoder.forward
+
+    def held_forward(*args, **kw):  # the first generation blocks here until we let it go
+        entered.set()
+        assert gate.wait(20)
+        return forward(*args, **kw)
+
+    decoder.forward = held_forward
+    limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
+    with serving(create_app(models, limits)) as url, ThreadPoolExecutor(1) as ex:
+        first = ex.submit(gen, url, prompt="the", max_new_tokens=5)
+        assert entered.wait(10)
+        t0 = time.monotonic()
+        assert httpx.get(f"{url}/v1/models").status_code == 200
+        assert time.monotonic() - t0 < 2  # model work is in the pool, not on the loop
+        busy = gen(url, prompt="the", max_new_tokens=5)
+        assert busy.status_code == 503 and "server busy" in busy.json()["error"]
+        gate.set()
+        assert first.result(timeout=20).status_code == 200
+        assert gen(url, prompt="the", max_new_tokens=5).status_code == 200  # slot released
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
+    models = load_models([run_dir])
+    decoder = models["tiny"].model.decoder  # every sampling step goes through it
+    forward = decoder.forward
+
+    def slow_forward(*args, **kw):  # 500 tokens would take 10 s
+        time.sleep(0.02)
+        return forward(*args, **kw)
+
+    decoder.forward = slow_forward
+    limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
+    with serving(create_app(models, limits)) as url:
+        body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}
+        with httpx.stream("POST", f"{url}/v1/stream", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            assert next(lines) == "event: start"
+        # Gone: sampling stops within a step or two, and the slot is free long before 10 s.
+        deadline = time.monotonic() + 5
+        while (code := gen(url, prompt="the", max_new_tokens=2).status_code) == 503:
+            assert time.monotonic() < deadline, "the abandoned stream kept its slot"
+            time.sleep(0.05)
+        assert code == 200
+
+
+def test_oversize_body_is_413_before_it_is_read(base):
+    big = b"x" * 200_000
+    r = httpx.post(f"{base}/v1/score", content=big, headers={"content-type": "text/plain"})
+    assert r.status_code == 413 and "request body is over" in r.json()["error"]
+
+
+def test_serve_refuses_a_missing_run(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+# --- the page in a browser -----------------------------------------------------------
+
+
+def test_page_streams_text_in_a_real_browser(base, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    shot = tmp_path / "page.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 760})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(base + "/")
+            page.wait_for_selector("#model option[value='tiny']", state="attached")
+            page.wait_for_selector("#curve svg path.valid")  # the training curve is drawn
+            assert "valid ppl" in page.inner_text("#card")
+            page.fill("#prompt", "the cat")
+            page.fill("#seed", "7")
+            page.fill("#max_new_tokens", "40")
+            page.click("#generate")
+            page.wait_for_function(
+                "document.querySelector('#status').textContent.includes('tokens in')",
+                timeout=20_000,
+            )
+            shown = page.text_content("#output .gen")
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    api = gen(base, prompt="the cat", seed=7, max_new_tokens=40, temperature=0.8).json()
+    assert shown and shown == api["text"]
+    assert errors == []
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
