@@ -83,3 +83,41 @@ def test_hidden_sizes_per_layer_and_tied_last_layer():
 def test_bad_awd_config_is_a_value_error(bad):
     with pytest.raises(ValueError):
         LanguageModel(tiny(**bad), 11)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_manual_cells_match_fused_in_the_model(rnn):
+    torch.manual_seed(0)
+    fused = LanguageModel(tiny(rnn=rnn), 11).eval()
+    manual = LanguageModel(tiny(rnn=rnn, cell="manual"), 11).eval()
+    assert fused.state_dict().keys() == manual.state_dict().keys()
+    manual.load_state_dict(fused.state_dict())
+    x = torch.randint(0, 11, (7, 3))
+    assert torch.allclose(fused(x).logits, manual(x).logits, atol=1e-5)
+
+
+def test_manual_cell_under_bf16_autocast_is_close_to_fp32():
+    torch.manual_seed(0)
+    m = LanguageModel(tiny(cell="manual"), 11).eval()
+    x = torch.randint(0, 11, (7, 3))
+    ref = m(x).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x).logits.float()
+    assert (out - ref).abs().max() < 0.05
+
+
+def test_mogrifier_model_runs_and_learns():
+    torch.manual_seed(0)
+    m = LanguageModel(tiny(rnn="mogrifier", mogrifier_rounds=3), 11)
+    opt = torch.optim.Adam(m.parameters(), lr=0.01)
+    x = torch.arange(11).repeat(4).view(-1, 1)  # a repeating sequence
+    losses = []
+    for _ in range(60):
+        out = m(x[:-1])
+        loss = torch.nn.functional.cross_entropy(out.logits.view(-1, 11), x[1:].view(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert len(out.state[0]) == 2  # (h, c)
+    assert losses[-1] < 0.5 * losses[0]

@@ -203,3 +203,16 @@ def test_variable_bptt_scales_the_step_lr(corpus, tmp_path):
         assert t.opt.param_groups[0]["lr"] == pytest.approx(t.st.lr * x.size(0) / 10)
         lengths.add(x.size(0))
     assert len(lengths) > 3 and t.st.lr == 5.0
+
+
+@pytest.mark.parametrize(
+    "rnn,cell", [("lstm", "manual"), ("gru", "manual"), ("mogrifier", "manual")]
+)
+def test_hand_written_layers_train_in_bf16(corpus, tmp_path, rnn, cell):
+    cfg = tiny_config(corpus, epochs=3, precision="bf16")
+    cfg = RunConfig(cfg.data, replace(cfg.model, rnn=rnn, cell=cell, mogrifier_rounds=2), cfg.train)
+    result = start_run(cfg, tmp_path / "run")
+    epochs = [json.loads(line) for line in (tmp_path / "run" / ckpt.METRICS).open()]
+    losses = [r["train_loss"] for r in epochs if r["event"] == "epoch"]
+    assert losses[-1] < losses[0]
+    assert result.valid.ppl < 15

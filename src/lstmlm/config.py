@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LEVELS = ("word", "char", "symbols")
-RNN_KINDS = ("lstm", "gru")
-CELLS = ("fused",)
+RNN_KINDS = ("lstm", "gru", "mogrifier")
+CELLS = ("fused", "manual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
 SCHEDULES = ("plateau", "epoch", "none")
 PRECISIONS = ("fp32", "bf16")
@@ -63,7 +63,14 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     rnn: str = _f("lstm", "recurrent layer type", choices=RNN_KINDS)
-    cell: str = _f("fused", "fused = torch's nn.LSTM/nn.GRU kernels", choices=CELLS)
+    cell: str = _f(
+        "fused",
+        "fused = torch's nn.LSTM/nn.GRU kernels; manual = lstmlm's hand-written layers "
+        "(bf16 matmuls with --precision bf16); mogrifier is always hand-written",
+        choices=CELLS,
+    )
+    mogrifier_rounds: int = _f(5, "Mogrifier LSTM: alternating gating rounds (0 = plain LSTM)")
+    mogrifier_rank: int | None = _f(None, "Mogrifier LSTM: low rank of the Q/R matrices")
     emb_size: int = _f(200, "embedding size")
     hidden_size: int = _f(200, "hidden units per recurrent layer")
     num_layers: int = _f(2, "recurrent layers")
@@ -101,6 +108,9 @@ class ModelConfig:
         for name in ("emb_size", "hidden_size", "num_layers"):
             _positive(name.replace("_", "-"), getattr(self, name))
         _nonnegative("fc-layers", self.fc_layers)
+        _nonnegative("mogrifier-rounds", self.mogrifier_rounds)
+        if self.mogrifier_rank is not None:
+            _positive("mogrifier-rank", self.mogrifier_rank)
         if self.hidden_sizes is not None:
             if len(self.hidden_sizes) == 0:
                 raise ValueError("--hidden-sizes needs at least one size")

@@ -31,7 +31,15 @@ class LanguageModel(nn.Module):
         hidden = list(cfg.layer_sizes)
         self.embedding = nn.Embedding(vocab_size, cfg.emb_size)
         self.rnn = RNNStack(
-            cfg.rnn, cfg.emb_size, hidden, cfg.cell, cfg.dropout, cfg.dropout_h, cfg.wdrop
+            cfg.rnn,
+            cfg.emb_size,
+            hidden,
+            cfg.cell,
+            cfg.dropout,
+            cfg.dropout_h,
+            cfg.wdrop,
+            cfg.mogrifier_rounds,
+            cfg.mogrifier_rank,
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.ModuleList(nn.Linear(hidden[-1], hidden[-1]) for _ in range(cfg.fc_layers))

@@ -17,20 +17,46 @@ import torch
 from torch import Tensor, nn
 
 from .regularize import locked_dropout, weight_dropped_call
+from .rnn_manual import ManualGRU, ManualLSTM, MogrifierLSTM
 
 # Per layer: (h, c) for LSTM, (h,) for GRU; each (1, B, H).
 LayerState = tuple[Tensor, ...]
 State = list[LayerState]
 
 
-def make_layer(kind: str, cell: str, input_size: int, hidden_size: int) -> nn.Module:
-    if cell != "fused":
+def make_layer(
+    kind: str,
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    mogrifier_rounds: int = 5,
+    mogrifier_rank: int | None = None,
+) -> nn.Module:
+    """One recurrent layer with nn.LSTM's call signature and parameter names.
+
+    cell "fused" is torch's nn.LSTM/nn.GRU; "manual" is lstmlm's hand-written layer
+    (whole-window autograd Function, bf16 matmuls under a bf16 autocast). The
+    Mogrifier LSTM exists only as a hand-written layer.
+    """
+    if kind == "mogrifier":
+        return MogrifierLSTM(input_size, hidden_size, mogrifier_rounds, mogrifier_rank)
+    if cell == "fused":
+        if kind == "lstm":
+            return nn.LSTM(input_size, hidden_size)
+        if kind == "gru":
+            return nn.GRU(input_size, hidden_size)
+    elif cell == "manual":
+        if kind == "lstm":
+            return ManualLSTM(input_size, hidden_size)
+        if kind == "gru":
+            return ManualGRU(input_size, hidden_size)
+    else:
         raise ValueError(f"unknown cell implementation {cell!r}")
-    if kind == "lstm":
-        return nn.LSTM(input_size, hidden_size)
-    if kind == "gru":
-        return nn.GRU(input_size, hidden_size)
     raise ValueError(f"unknown rnn kind {kind!r}")
+
+
+def has_cell_state(kind: str) -> bool:
+    return kind in ("lstm", "mogrifier")
 
 
 class RNNStack(nn.Module):
@@ -43,20 +69,23 @@ class RNNStack(nn.Module):
         dropout: float = 0.0,
         dropout_h: float = 0.0,
         wdrop: float = 0.0,
+        mogrifier_rounds: int = 5,
+        mogrifier_rank: int | None = None,
     ):
         super().__init__()
         self.kind = kind
         self.hidden_sizes = list(hidden_sizes)
         sizes = [input_size, *self.hidden_sizes]
         self.layers = nn.ModuleList(
-            make_layer(kind, cell, sizes[i], sizes[i + 1]) for i in range(len(self.hidden_sizes))
+            make_layer(kind, cell, sizes[i], sizes[i + 1], mogrifier_rounds, mogrifier_rank)
+            for i in range(len(self.hidden_sizes))
         )
         self.dropout = nn.Dropout(dropout)
         self.dropout_h = dropout_h  # locked dropout between layers
         self.wdrop = wdrop  # DropConnect on weight_hh_l0
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        n = 2 if self.kind == "lstm" else 1
+        n = 2 if has_cell_state(self.kind) else 1
         return [
             tuple(torch.zeros(1, batch_size, h, device=device) for _ in range(n))
             for h in self.hidden_sizes
@@ -70,9 +99,9 @@ class RNNStack(nn.Module):
             if i > 0:
                 x = self.dropout(x)
                 x = locked_dropout(x, self.dropout_h, self.training)  # (T, B, H_{i-1})
-            hx = state[i] if self.kind == "lstm" else state[i][0]
+            hx = state[i] if has_cell_state(self.kind) else state[i][0]
             x, hx = weight_dropped_call(layer, x, hx, self.wdrop, self.training)  # (T, B, H_i)
-            new_state.append(tuple(hx) if self.kind == "lstm" else (hx,))
+            new_state.append(tuple(hx) if has_cell_state(self.kind) else (hx,))
             outputs.append(x)
         return x, new_state, outputs
 

@@ -1,0 +1,602 @@
+"""Hand-written single-layer LSTM / GRU / Mogrifier-LSTM, drop-in for one-layer nn.LSTM / nn.GRU.
+
+Call them exactly like a single-layer ``nn.LSTM`` / ``nn.GRU`` (time-first):
+``out, hx = layer(x, hx)`` with x (T, B, I) (or unbatched (T, I)), out (T, B, H),
+hx = (h, c) each (1, B, H) for the LSTMs and h (1, B, H) for the GRU; hx may be None.
+Parameters carry nn.LSTM's single-layer names (``weight_ih_l0``, ``weight_hh_l0``,
+``bias_ih_l0``, ``bias_hh_l0``), shapes and initialisation, so state dicts move
+between these layers and ``nn.LSTM(I, H)`` / ``nn.GRU(I, H)`` with ``strict=True``.
+
+Weights are read by attribute at call time, so
+``torch.func.functional_call(layer, {"weight_hh_l0": dropped}, (x, hx))`` applies
+weight drop (DropConnect) without touching the module.
+
+Speed: the input projection of the whole window is one matmul; only the recurrent
+part loops over time. With ``impl="function"`` the recurrence of the whole
+window is a single autograd node (``_LSTMWindow`` / ``_GRUWindow``) whose backward
+is hand-written BPTT, so autograd does no per-step bookkeeping; when no gradient is
+needed the same loop runs without saving anything. ``impl="loop"`` is a plain
+autograd loop over the step functions of ``cells.py``, kept as a reference.
+``precision="bf16"`` runs every matmul in bfloat16 (fp32 accumulation inside the
+kernel, product rounded to bf16) while states, gates and gradients stay in the input
+dtype. The window Functions are differentiable once (no double backward, no
+``torch.func`` transforms such as vmap/grad; ``functional_call`` is fine); use
+``impl="loop"`` where those are needed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from lstmlm.cells import (
+    LSTMState,
+    build_mogrifier,
+    check_sizes,
+    gru_cell,
+    lstm_cell,
+    mogrify,
+    reset_uniform,
+)
+
+IMPLS = ("function", "loop")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+StepLinear = Callable[[Tensor], Tensor]
+
+
+def _check_options(impl: str, precision: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+
+
+# Matmuls go through oneDNN where that is faster on the CPUs this was measured on
+# (AMD EPYC, 2 threads, torch 2.13): the small-batch ones inside the time loop with the
+# weight packed once per window (about 2x faster than ``torch.mm`` for
+# (20, 650) x (650, 2600), fp32 and bf16), and the window-wide fp32 ones (about 1.3x).
+# The ops are PyTorch-internal (the ones inductor uses for CPU linear layers), so they
+# are probed once, and every caller falls back to ``torch.mm`` when they are missing,
+# switched off here, or the tensors are not CPU fp32 / bf16.
+USE_ONEDNN = True
+
+
+@functools.cache
+def _mm_dtype(precision: str, x: Tensor) -> torch.dtype | None:
+    """The layer's own precision, or bf16 when called under a bf16 autocast region."""
+    dtype = PRECISIONS[precision]
+    if dtype is None and torch.is_autocast_enabled(x.device.type):
+        if torch.get_autocast_dtype(x.device.type) == torch.bfloat16:
+            return torch.bfloat16
+    return dtype
+
+
+def _full(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def _onednn_available() -> bool:
+    try:
+        w = torch.linspace(-1.0, 1.0, 24).view(6, 4)
+        a = torch.linspace(0.5, -0.5, 12).view(3, 4)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 3)
+        r = torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+        return bool(torch.allclose(r, a @ w.t(), atol=1e-5))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _onednn_ok(t: Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
+    return USE_ONEDNN and t.device.type == "cpu" and t.dtype in dtypes and _onednn_available()
+
+
+def _matmul_nt(a: Tensor, b: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
+    """``a @ b.T`` for a (M, K), b (N, K), in ``mm_dtype`` when given; result in a's dtype."""
+    if mm_dtype is not None and mm_dtype != a.dtype:
+        return (a.to(mm_dtype) @ b.to(mm_dtype).t()).to(a.dtype)
+    if _onednn_ok(a, (torch.float32,)):
+        return torch.ops.mkldnn._linear_pointwise(
+            a.contiguous(), b.contiguous(), None, "none", [], ""
+        )
+    return a @ b.t()
+
+
+class _Linear(torch.autograd.Function):
+    """``x @ weight.T + bias`` for a whole window, with every matmul routed by ``_matmul_nt``."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        mm_dtype: torch.dtype | None,
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.mm_dtype = mm_dtype
+        return _matmul_nt(x, weight, mm_dtype) + bias  # (N, out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        mm_dtype = ctx.mm_dtype
+        d_x = d_weight = d_bias = None
+        if ctx.needs_input_grad[0]:
+            d_x = _matmul_nt(d_out, weight.t(), mm_dtype)  # (N, in)
+        if ctx.needs_input_grad[1]:
+            d_weight = _matmul_nt(d_out.t(), x.t(), mm_dtype)  # (out, in)
+        if ctx.needs_input_grad[2]:
+            d_bias = d_out.sum(dim=0)
+        return d_x, d_weight, d_bias, None
+
+
+def _step_linear(weight: Tensor, batch: int, mm_dtype: torch.dtype | None) -> StepLinear:
+    """``f(a) = a @ weight.T`` for a (batch, in), weight (out, in); result in the matmul dtype.
+
+    The weight is cast to ``mm_dtype`` (if given) and, when oneDNN is usable, packed once.
+    """
+    w = weight if mm_dtype is None else weight.to(mm_dtype)
+    if _onednn_ok(w, (torch.float32, torch.bfloat16)):
+        packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch)
+
+        def onednn(a: Tensor) -> Tensor:
+            return torch.ops.mkldnn._linear_pointwise(
+                a.to(w.dtype).contiguous(), packed, None, "none", [], ""
+            )
+
+        return onednn
+    w_t = w.t()
+
+    def plain(a: Tensor) -> Tensor:
+        return a.to(w.dtype) @ w_t
+
+    return plain
+
+
+def _project(x: Tensor, weight_ih: Tensor, bias: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
+    """Input projection of a whole window in one matmul: (T, B, I) -> (T, B, G*H)."""
+    T, B, _ = x.shape
+    x2 = x.reshape(T * B, -1)  # (T*B, I)
+    return _Linear.apply(x2, weight_ih, bias, mm_dtype).view(T, B, -1)  # (T, B, G*H)
+
+
+def _split_input(x: Tensor, input_size: int, name: str) -> tuple[Tensor, bool]:
+    """Validate x and return it as (T, B, I) plus whether the caller passed a batch."""
+    if x.dim() not in (2, 3) or x.shape[-1] != input_size:
+        raise ValueError(
+            f"{name} expects input of shape (T, B, {input_size}) or (T, {input_size}), "
+            f"got {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} got an empty sequence (T = 0)")
+    return (x, True) if x.dim() == 3 else (x.unsqueeze(1), False)
+
+
+def _state_in(s: Tensor | None, batched: bool, B: int, H: int, like: Tensor, name: str) -> Tensor:
+    """(1, B, H) (or (1, H) unbatched) state -> (B, H); None -> zeros."""
+    if s is None:
+        return like.new_zeros(B, H)
+    if not batched:
+        s = s.unsqueeze(1)
+    if s.shape != (1, B, H):
+        raise ValueError(f"{name} state must have shape (1, {B}, {H}), got {tuple(s.shape)}")
+    return s[0]
+
+
+def _state_out(s: Tensor, batched: bool) -> Tensor:
+    """(B, H) -> (1, B, H) (or (1, H) unbatched)."""
+    return s.unsqueeze(0) if batched else s
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM
+# ---------------------------------------------------------------------------------------------
+
+
+def _lstm_recurrence(
+    x_proj: Tensor,
+    h: Tensor,
+    c: Tensor,
+    weight_hh: Tensor,
+    mm_dtype: torch.dtype | None,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor, Tensor] | None]:
+    """Forward loop of the LSTM over a window, no autograd.
+
+    x_proj: (T, B, 4H) with both biases folded in; h, c: (B, H); weight_hh: (4H, H).
+    Returns out (T, B, H), h_T, c_T and, when ``save``, what BPTT needs: the activated
+    gates (T, B, 4H) [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)], the cells
+    (T + 1, B, H) starting with c_0, and tanh of the cells (T, B, H).
+    """
+    T, B, G = x_proj.shape
+    H = G // 4
+    rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 4H)
+    out = x_proj.new_empty(T, B, H)
+    gates = x_proj.new_empty(B, G)
+    if save:
+        acts = x_proj.new_empty(T, B, G)
+        cells = x_proj.new_empty(T + 1, B, H)
+        tanh_cs = x_proj.new_empty(T, B, H)
+        cells[0] = c
+    else:
+        a_tmp = x_proj.new_empty(B, G)
+    for t in range(T):
+        torch.add(x_proj[t], rec(h), out=gates)  # (B, 4H)
+        a = acts[t] if save else a_tmp
+        torch.sigmoid(gates, out=a)  # g's slice is overwritten next
+        torch.tanh(gates[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        c = torch.addcmul(f * c, i, g, out=cells[t + 1] if save else None)  # (B, H)
+        h = torch.mul(o, torch.tanh(c, out=tanh_cs[t] if save else None), out=out[t])
+    if not save:
+        return out, h.clone(), c, None
+    return out, h.clone(), c.clone(), (acts, cells, tanh_cs)
+
+
+class _LSTMWindow(torch.autograd.Function):
+    """The LSTM recurrence over a whole window as one autograd node with hand-written BPTT."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_proj: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weight_hh: Tensor,
+        mm_dtype: torch.dtype | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        out, h_T, c_T, saved = _lstm_recurrence(x_proj, h0, c0, weight_hh, mm_dtype, True)
+        ctx.save_for_backward(h0, weight_hh, out, *saved)
+        ctx.mm_dtype = mm_dtype
+        return out, h_T, c_T
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
+        mm_dtype = ctx.mm_dtype
+        T, B, G = acts.shape
+        H = G // 4
+        i, f, g, o = (
+            acts[..., :H],
+            acts[..., H : 2 * H],
+            acts[..., 2 * H : 3 * H],
+            acts[..., 3 * H :],
+        )  # each (T, B, H)
+        # Everything that does not depend on the incoming gradient, for all steps at once:
+        # d gate_pre = dc * coef for i, f, g, and dh * coef for o.
+        coef_ifg = torch.stack(
+            (g * i * (1 - i), cells[:-1] * f * (1 - f), i * (1 - g * g)), dim=2
+        )  # (T, B, 3, H)
+        coef_o = tanh_c * o * (1 - o)  # (T, B, H)
+        dc_from_h = o * (1 - tanh_c * tanh_c)  # (T, B, H)
+        rec_t = _step_linear(weight_hh.t(), B, mm_dtype)  # d_gates (B, 4H) -> (B, H)
+
+        d_gates = acts.new_empty(T, B, G)  # pre-activation gate grads == grad of x_proj
+        d_gates4 = d_gates.view(T, B, 4, H)
+        dh = d_hT.clone()
+        dc = d_cT.clone()
+        for t in range(T - 1, -1, -1):
+            dh += d_out[t]
+            dc.addcmul_(dh, dc_from_h[t])
+            torch.mul(dc.unsqueeze(1), coef_ifg[t], out=d_gates4[t, :, :3])
+            torch.mul(dh, coef_o[t], out=d_gates4[t, :, 3])
+            dc = dc * f[t]
+            dh = rec_t(d_gates[t]).to(dh.dtype)  # (B, H)
+
+        d_weight_hh = None
+        if ctx.needs_input_grad[3]:
+            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
+            d_weight_hh = _matmul_nt(
+                d_gates.view(T * B, G).t(), h_prev.view(T * B, H).t(), mm_dtype
+            )
+        return d_gates, dh, dc, d_weight_hh, None
+
+
+class ManualLSTM(nn.Module):
+    """Single-layer LSTM, drop-in for ``nn.LSTM(input_size, hidden_size)``.
+
+    impl: ``"function"`` (one autograd node per window, hand-written BPTT) or
+    ``"loop"`` (plain autograd loop). precision: ``"fp32"`` (matmuls in the input
+    dtype) or ``"bf16"`` (bfloat16 matmuls, state and gradients in the input dtype).
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        _check_options(impl, precision)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = 1
+        self.impl = impl
+        self.precision = precision
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_uniform(self, self.hidden_size)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``nn.LSTM``."""
+
+    def forward(self, x: Tensor, hx: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        mm_dtype = _mm_dtype(self.precision, x)
+        with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
+            return self._forward(_full(x), hx, mm_dtype)
+
+    def _forward(
+        self, x: Tensor, hx: LSTMState | None, mm_dtype: torch.dtype | None
+    ) -> tuple[Tensor, LSTMState]:
+        x, batched = _split_input(x, self.input_size, "ManualLSTM")
+        T, B, _ = x.shape
+        H = self.hidden_size
+        h0_in, c0_in = (None, None) if hx is None else hx
+        h0 = _state_in(h0_in, batched, B, H, x, "ManualLSTM h")
+        c0 = _state_in(c0_in, batched, B, H, x, "ManualLSTM c")
+        weight_hh = self.weight_hh_l0
+        bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,), folded into the projection
+        x_proj = _project(x, self.weight_ih_l0, bias, mm_dtype)  # (T, B, 4H)
+
+        if self.impl == "loop":
+            h, c = h0, c0
+            outs = []
+            for t in range(T):
+                h, c = lstm_cell(x_proj[t], h, c, weight_hh, None, mm_dtype)
+                outs.append(h)
+            out = torch.stack(outs)  # (T, B, H)
+        elif _needs_grad(x_proj, h0, c0, weight_hh):
+            out, h, c = _LSTMWindow.apply(x_proj, h0, c0, weight_hh, mm_dtype)
+        else:
+            with torch.no_grad():
+                out, h, c, _ = _lstm_recurrence(x_proj, h0, c0, weight_hh, mm_dtype, False)
+        if not batched:
+            out = out.squeeze(1)  # (T, H)
+        return out, (_state_out(h, batched), _state_out(c, batched))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, impl={self.impl!r}, "
+            f"precision={self.precision!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------------------
+
+
+def _gru_recurrence(
+    x_proj: Tensor,
+    h: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor,
+    mm_dtype: torch.dtype | None,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Forward loop of the GRU over a window, no autograd.
+
+    x_proj: (T, B, 3H) including b_ih; h: (B, H); weight_hh: (3H, H); bias_hh: (3H,).
+    Returns out (T, B, H), h_T and, when ``save``, the activations (T, B, 3H)
+    [r, z, n] and ``W_hn h + b_hn`` (T, B, H).
+    """
+    T, B, G = x_proj.shape
+    H = G // 3
+    rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 3H)
+    out = x_proj.new_empty(T, B, H)
+    acts = x_proj.new_empty(T, B, G) if save else None
+    h_ns = x_proj.new_empty(T, B, H) if save else None
+    h_proj = x_proj.new_empty(B, G)
+    a_tmp = x_proj.new_empty(B, G)
+    for t in range(T):
+        torch.add(bias_hh, rec(h), out=h_proj)  # (B, 3H)
+        a = acts[t] if acts is not None else a_tmp
+        x_t = x_proj[t]
+        torch.add(x_t[:, : 2 * H], h_proj[:, : 2 * H], out=a[:, : 2 * H])
+        a[:, : 2 * H].sigmoid_()
+        r, z, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        h_n = h_proj[:, 2 * H :]
+        if h_ns is not None:
+            h_ns[t] = h_n
+        torch.addcmul(x_t[:, 2 * H :], r, h_n, out=n)
+        n.tanh_()
+        h = torch.addcmul(n, z, h - n, out=out[t])  # (1 - z) n + z h
+    return out, out[-1].clone(), acts, h_ns
+
+
+class _GRUWindow(torch.autograd.Function):
+    """The GRU recurrence over a whole window as one autograd node with hand-written BPTT."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_proj: Tensor,
+        h0: Tensor,
+        weight_hh: Tensor,
+        bias_hh: Tensor,
+        mm_dtype: torch.dtype | None,
+    ) -> tuple[Tensor, Tensor]:
+        out, h_T, acts, h_ns = _gru_recurrence(x_proj, h0, weight_hh, bias_hh, mm_dtype, True)
+        ctx.save_for_backward(h0, weight_hh, out, acts, h_ns)
+        ctx.mm_dtype = mm_dtype
+        return out, h_T
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        h0, weight_hh, out, acts, h_ns = ctx.saved_tensors
+        mm_dtype = ctx.mm_dtype
+        T, B, G = acts.shape
+        H = G // 3
+        r, z, n = acts[..., :H], acts[..., H : 2 * H], acts[..., 2 * H :]
+        h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
+        # Gradient-independent factors for all steps at once.
+        coef_n = (1 - z) * (1 - n * n)  # dh -> d n_pre
+        coef_z = (h_prev - n) * z * (1 - z)  # dh -> d z_pre
+        coef_r = h_ns * r * (1 - r)  # d n_pre -> d r_pre
+        rec_t = _step_linear(weight_hh.t(), B, mm_dtype)  # d_hp (B, 3H) -> (B, H)
+
+        d_x = acts.new_empty(T, B, G)  # grad of x_proj: [d r_pre, d z_pre, d n_pre]
+        d_hp = acts.new_empty(T, B, G)  # grad of W_hh h + b_hh: [d r_pre, d z_pre, r * d n_pre]
+        dh = d_hT.clone()
+        for t in range(T - 1, -1, -1):
+            dh += d_out[t]
+            dn = torch.mul(dh, coef_n[t], out=d_x[t, :, 2 * H :])
+            torch.mul(dh, coef_z[t], out=d_hp[t, :, H : 2 * H])
+            torch.mul(dn, coef_r[t], out=d_hp[t, :, :H])
+            torch.mul(dn, r[t], out=d_hp[t, :, 2 * H :])
+            dh = torch.addcmul(rec_t(d_hp[t]).to(dh.dtype), dh, z[t])  # (B, H)
+        d_x[..., : 2 * H] = d_hp[..., : 2 * H]
+
+        d_weight_hh = d_bias_hh = None
+        if ctx.needs_input_grad[2]:
+            d_weight_hh = _matmul_nt(d_hp.view(T * B, G).t(), h_prev.view(T * B, H).t(), mm_dtype)
+        if ctx.needs_input_grad[3]:
+            d_bias_hh = d_hp.sum(dim=(0, 1))
+        return d_x, dh, d_weight_hh, d_bias_hh, None
+
+
+class ManualGRU(nn.Module):
+    """Single-layer GRU, drop-in for ``nn.GRU(input_size, hidden_size)``.
+
+    ``impl`` and ``precision`` as for ``ManualLSTM``.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        _check_options(impl, precision)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = 1
+        self.impl = impl
+        self.precision = precision
+        self.weight_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_uniform(self, self.hidden_size)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``nn.GRU``."""
+
+    def forward(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mm_dtype = _mm_dtype(self.precision, x)
+        with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
+            return self._forward(_full(x), hx, mm_dtype)
+
+    def _forward(
+        self, x: Tensor, hx: Tensor | None, mm_dtype: torch.dtype | None
+    ) -> tuple[Tensor, Tensor]:
+        x, batched = _split_input(x, self.input_size, "ManualGRU")
+        T, B, _ = x.shape
+        h0 = _state_in(hx, batched, B, self.hidden_size, x, "ManualGRU h")
+        weight_hh, bias_hh = self.weight_hh_l0, self.bias_hh_l0
+        x_proj = _project(x, self.weight_ih_l0, self.bias_ih_l0, mm_dtype)  # (T, B, 3H)
+
+        if self.impl == "loop":
+            h = h0
+            outs = []
+            for t in range(T):
+                h = gru_cell(x_proj[t], h, weight_hh, bias_hh, mm_dtype)
+                outs.append(h)
+            out = torch.stack(outs)  # (T, B, H)
+        elif _needs_grad(x_proj, h0, weight_hh, bias_hh):
+            out, h = _GRUWindow.apply(x_proj, h0, weight_hh, bias_hh, mm_dtype)
+        else:
+            with torch.no_grad():
+                out, h, _, _ = _gru_recurrence(x_proj, h0, weight_hh, bias_hh, mm_dtype, False)
+        if not batched:
+            out = out.squeeze(1)  # (T, H)
+        return out, _state_out(h, batched)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, impl={self.impl!r}, "
+            f"precision={self.precision!r}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Mogrifier LSTM
+# ---------------------------------------------------------------------------------------------
+
+
+class MogrifierLSTM(nn.Module):
+    """Single-layer Mogrifier LSTM (Melis et al. 2020), called like ``nn.LSTM``.
+
+    LSTM parameters are named as in ``nn.LSTM`` (``weight_ih_l0``, ...); mogrifier
+    matrices are ``mog_q.{j}`` / ``mog_r.{j}`` (see ``lstmlm.cells``), so the state
+    dict loads into ``nn.LSTM`` only with ``strict=False``. ``rounds=0`` is a plain
+    LSTM. x changes every step, so there is no window-wide input projection; each
+    step does one matmul of ``[x, h]`` against ``[W_ih, W_hh]``. Plain autograd loop.
+    """
+
+    def __init__(
+        self, input_size: int, hidden_size: int, rounds: int = 5, rank: int | None = None
+    ) -> None:
+        super().__init__()
+        check_sizes(input_size=input_size, hidden_size=hidden_size)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = 1
+        self.rounds = rounds
+        self.rank = rank
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.mog_q, self.mog_r = build_mogrifier(input_size, hidden_size, rounds, rank)
+        reset_uniform(self, hidden_size)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``nn.LSTM``."""
+
+    def forward(self, x: Tensor, hx: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
+        x, batched = _split_input(x, self.input_size, "MogrifierLSTM")
+        T, B, _ = x.shape
+        H = self.hidden_size
+        h0_in, c0_in = (None, None) if hx is None else hx
+        h = _state_in(h0_in, batched, B, H, x, "MogrifierLSTM h")
+        c = _state_in(c0_in, batched, B, H, x, "MogrifierLSTM c")
+        w_cat = torch.cat((self.weight_ih_l0, self.weight_hh_l0), dim=1).t()  # (I + H, 4H)
+        bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
+        outs = []
+        for t in range(T):
+            x_t, h = mogrify(x[t], h, self.mog_q, self.mog_r)  # (B, I), (B, H)
+            gates = torch.addmm(bias, torch.cat((x_t, h), dim=1), w_cat)  # (B, 4H)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        out = torch.stack(outs)  # (T, B, H)
+        if not batched:
+            out = out.squeeze(1)
+        return out, (_state_out(h, batched), _state_out(c, batched))
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, rounds={self.rounds}, rank={self.rank}"
