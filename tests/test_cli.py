@@ -162,6 +162,14 @@ def test_presets_listed():
         (lambda d: ["--train", write_corpus(d / "c.txt"), "--dropout", "1.5"], ["dropout"]),
         (lambda d: ["--corpus", "no-such-corpus"], ["no-such-corpus"]),
         (lambda d: ["--corpus", "ptb", "--data-dir", d, "--bogus-flag"], ["bogus-flag"]),
+        (lambda d: ["--train", write_corpus(d / "c.txt"), "--emb-size", "0"], ["emb-size"]),
+        (lambda d: ["--train", write_corpus(d / "c.txt"), "--bptt", "-5"], ["bptt"]),
+        (lambda d: ["--train", write_corpus(d / "c.txt"), "--max-minutes", "0"], ["max-minutes"]),
+        (lambda d: ["--train", write_corpus(d / "c.txt"), "--epochs", "0"], ["epochs"]),
+        (
+            lambda d: ["--train", write_corpus(d / "c.txt", n_lines=20), "--batch-size", "5000"],
+            ["too few for batch size 5000"],
+        ),
     ],
 )
 def test_bad_train_input_is_one_line_and_exit_2(tmp_path, make, fragments):

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from .config import RunConfig
+from .distributed import resolve_device
 from .model import LanguageModel
 from .vocab import Vocab
 
@@ -38,23 +39,50 @@ BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 _META_KEY = "lstmlm"
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .NAME.<random>.tmp
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """The OSError of a failed write, naming the file and saying the old one is intact."""
+    why = e.strerror or str(e) or type(e).__name__
+    return OSError(
+        e.errno, f"cannot write it ({why}); the previous version (if any) is unchanged", str(path)
+    )
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files left by writers killed mid-write (`.NAME.*.tmp` of run files)."""
+    names = (CONFIG, VOCAB, LAST, BEST, SUMMARY)
+    stale = [
+        p
+        for p in Path(folder).glob(f".*{TMP_SUFFIX}")
+        if any(p.name.startswith(f".{n}.") for n in names)
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -198,7 +226,11 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
 def load_run(
     run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
 ) -> tuple[LanguageModel, Vocab, RunInfo]:
-    """Rebuild the model of a run folder with its best (or last) weights, in eval mode."""
+    """Rebuild the model of a run folder with its best (or last) weights, in eval mode.
+
+    `device`: "cpu", "cuda", "cuda:N", "auto" (cuda when available) or a torch.device.
+    """
+    device = resolve_device(device)  # ValueError for cuda without a GPU, before any reading
     run_dir = Path(run_dir)
     info, vocab = read_run_files(run_dir)
     path = run_dir / (BEST if which == "best" else LAST)

@@ -84,10 +84,13 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import train
+    from . import distributed, train
 
-    reporter = ProgressReporter(quiet=args.quiet)
-    if getattr(args, "tensorboard", None) is not None:  # --tensorboard [DIR]
+    if args.nproc is not None and args.nproc != 1:
+        return launch_train(args)
+    main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and prints
+    reporter = ProgressReporter(quiet=args.quiet or not main_rank)
+    if getattr(args, "tensorboard", None) is not None and main_rank:  # --tensorboard [DIR]
         from .tb import TensorBoardSink, tee
 
         tb_dir = args.tensorboard or Path(args.resume or args.out or ".") / "tensorboard"
@@ -99,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "--resume continues a run with its own config; drop the data/model "
                 "flags and --preset"
             )
-        result = train.resume_run(args.resume, o["train"], on_event=reporter)
+        result = train.resume_run(args.resume, o["train"], on_event=reporter if main_rank else None)
         run_dir = Path(args.resume)
     else:
         if not args.out:
@@ -108,10 +111,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         given_level = "data.level" in vars(args)
         level = cfg.data.level if (given_level or cfg.data.corpus is None) else None
         result = train.start_run(
-            cfg, args.out, overwrite=args.overwrite, level=level, on_event=reporter
+            cfg,
+            args.out,
+            overwrite=args.overwrite,
+            level=level,
+            on_event=reporter if main_rank else None,
         )
         run_dir = Path(args.out)
     reporter.close()
+    distributed.shutdown()
+    if not main_rank:
+        return 0
     summary = json.loads((run_dir / "summary.json").read_text())
     if args.json:
         print(json.dumps(summary))
@@ -120,6 +130,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_result("test", result.test.ppl, result.test.bpc))
         print(f"run saved in {run_dir}")
     return 0
+
+
+def launch_train(args: argparse.Namespace) -> int:
+    """`lstmlm train --nproc N ...`: run the same command in N processes through torchrun."""
+    from . import checkpoint, distributed
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if distributed.env_world_size() > 1:
+        raise ValueError("--nproc starts its own processes; drop it when running under torchrun")
+    # Check here, so that a mistake is one line rather than a report from every process.
+    if args.resume:
+        checkpoint.read_run_files(args.resume)
+    elif not args.out:
+        raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
+    else:
+        build_config(args)
+    return distributed.launch(args.nproc, without_option(args.argv, "--nproc"))
+
+
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """argv less `FLAG VALUE` and `FLAG=VALUE`."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -164,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--cache and --dynamic do not combine; pick one")
     if args.per_token and (args.cache or args.search or args.dynamic):
         raise ValueError("--per-token works with plain evaluation only")
-    model, vocab, info = checkpoint.load_run(args.run, args.which)
+    model, vocab, info = checkpoint.load_run(args.run, args.which, args.device)
     datasets: list[Any] = []
 
     def dataset() -> Any:
@@ -316,7 +358,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--stream prints one sample; drop --num-samples")
     if len(args.prompt) > 10_000:
         raise ValueError("--prompt is longer than 10,000 characters")
-    model, vocab, info = checkpoint.load_run(args.run, args.which)
+    model, vocab, info = checkpoint.load_run(args.run, args.which, args.device)
     _, unknown = encode_prompt(args.prompt, vocab, info.level)
     if unknown:
         shown = ", ".join(sorted(set(unknown))[:10])
@@ -350,7 +392,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     for name, p in PRESETS.items():
-        print(f"{name:14s} {p.description}")
+        print(f"{name:17s} {p.description}")
     return 0
 
 
@@ -407,6 +449,67 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     out = plot_runs(args.runs, args.output, metric=args.metric, title=args.title)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    if args.list:
+        for name, c in compare.COMPARISONS.items():
+            print(f"{name:18s} {c.description}")
+            print(f"{'':18s} variants: {'; '.join(compare.variant_spec(v) for v in c.variants)}")
+        return 0
+    if not args.out:
+        raise ValueError("give --out REPORT_DIR")
+    comparison = compare.get_comparison(args.preset) if args.preset else None
+    extra = [compare.parse_variant(s) for s in args.variant or ()]
+    o = explicit_overrides(args)
+    common = {**o["data"], **o["model"], **o["train"]}
+    base, configs = compare.plan(comparison, extra, common, args.base_preset)
+    given_level = "data.level" in vars(args)
+    level = base.data.level if (given_level or base.data.corpus is None) else None
+    command = " ".join(
+        ["lstmlm compare"]
+        + ([f"--preset {args.preset}"] if args.preset else [])
+        + ([f"--base-preset {args.base_preset}"] if args.base_preset else [])
+        + [f"--variant {compare.variant_spec(v)}" for v in extra]
+        + compare.overrides_to_flags(common)
+        + [f"--out {args.out}"]
+    )
+    reporter = ProgressReporter(quiet=args.quiet)
+
+    def on_event(kind: str, d: dict[str, Any]) -> None:
+        if kind == "variant":
+            reporter.close()
+            if not args.quiet:
+                what = "reusing finished run" if d["reused"] else "training"
+                print(
+                    f"=== variant {d['index']}/{d['total']}: {d['name']} ({d['label']}), "
+                    f"{what} in {d['run_dir']} ===",
+                    file=sys.stderr,
+                )
+        else:
+            reporter(kind, d)
+
+    result = compare.run_comparison(
+        base,
+        configs,
+        args.out,
+        name=args.preset,
+        description=comparison.description if comparison else "",
+        command=command,
+        level=level,
+        overwrite=args.overwrite,
+        reuse=args.reuse,
+        on_event=on_event,
+    )
+    reporter.close()
+    if args.json:
+        print(json.dumps(json.loads(result.results.read_text("utf-8"))))
+    else:
+        print(compare.format_table(result.variants, result.level), end="")
+        print(f"report in {result.report}" + (f", plot {result.plot}" if result.plot else ""))
     return 0
 
 
@@ -511,6 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print a final JSON summary line")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes (DistributedDataParallel: gloo on CPU, nccl on GPUs) by "
+        "re-running this command through torchrun; --batch-size is per process",
+    )
+    t.add_argument(
         "--tensorboard",
         nargs="?",
         const="",
@@ -531,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=10)
     e.add_argument("--bptt", type=int, default=100)
     e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument(
@@ -603,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--stream", action="store_true", help="print tokens as they are made")
     g.add_argument("--which", choices=("best", "last"), default="best")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     g.set_defaults(func=cmd_generate)
 
     ft = sub.add_parser(
@@ -667,11 +779,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--title", help="figure title")
     pl.set_defaults(func=cmd_plot)
+
+    cp = sub.add_parser(
+        "compare",
+        help="train several variants on one corpus under one budget; write a report",
+        description="Train each variant (a comparison preset's, and --variant ones) into "
+        "OUT/runs/NAME, then write OUT/report.md, OUT/results.json and OUT/valid_ppl.png. "
+        "Config flags apply to every variant.",
+    )
+    cp.add_argument("--preset", help="comparison preset (see --list)")
+    cp.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:FLAG=VALUE,...",
+        help="an extra variant: a name and config overrides, e.g. gru2:rnn=gru,hidden-size=300 "
+        "(tuples join values with '+'); repeat for several",
+    )
+    cp.add_argument(
+        "--base-preset", help="run preset the shared config starts from (see `lstmlm presets`)"
+    )
+    cp.add_argument("--out", help="report folder to write")
+    cp.add_argument("--overwrite", action="store_true", help="retrain variants already in --out")
+    cp.add_argument(
+        "--reuse", action="store_true", help="keep finished runs of the same config in --out"
+    )
+    cp.add_argument("--list", action="store_true", help="list the comparison presets and exit")
+    cp.add_argument("--json", action="store_true", help="print results.json as one line")
+    cp.add_argument("--quiet", action="store_true", help="no progress output")
+    add_config_flags(cp)
+    cp.set_defaults(func=cmd_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # train --nproc re-runs it
     try:
         return args.func(args)
     except ValueError as e:

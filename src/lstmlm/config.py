@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
 SCHEDULES = ("plateau", "epoch", "none")
 PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -179,6 +181,11 @@ class TrainConfig:
     precision: str = _f(
         "fp32", "bf16 runs matmuls in bfloat16 autocast (CPU and GPU)", choices=PRECISIONS
     )
+    device: str = _f(
+        "auto",
+        "where to train: auto (cuda when available, else cpu), cpu, cuda or cuda:N; under "
+        "torchrun / --nproc, cuda means each process's cuda:LOCAL_RANK",
+    )
     seed: int = _f(1111, "random seed (weights, dropout, sampling)")
     log_every: int = _f(50, "update the progress figures every this many steps")
     checkpoint_minutes: float = _f(
@@ -189,6 +196,14 @@ class TrainConfig:
         (0.2, 0.5, 1.0), "temperatures for the end-of-epoch samples"
     )
     sample_length: int = _f(100, "tokens per end-of-epoch sample")
+    nan_patience: int = _f(
+        3,
+        "a step whose loss or gradient norm is NaN/inf is skipped; after this many in a "
+        "row, reload the last checkpoint and halve the lr",
+    )
+    nan_max_restores: int = _f(
+        3, "after this many such reloads, stop with an error (0 = stop at the first)"
+    )
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -207,6 +222,7 @@ class TrainConfig:
             "log_every",
             "sample_length",
             "nonmono",
+            "nan_patience",
         ):
             _positive(name.replace("_", "-"), getattr(self, name))
         if self.max_steps is not None:
@@ -216,6 +232,9 @@ class TrainConfig:
         if not (self.lr_decay >= 1):
             raise ValueError(f"--lr-decay must be >= 1 (it divides the lr), got {self.lr_decay}")
         _nonnegative("decay-after", self.decay_after)
+        if not DEVICE_RE.match(str(self.device)):
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _nonnegative("nan-max-restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
             raise ValueError("--checkpoint-minutes must be >= 0")
         if any(not (t >= 0) for t in self.sample_temperatures):

@@ -107,7 +107,19 @@ def plot_runs(
     """Draw train (line) and valid (markers) curves of `runs` against epochs and minutes."""
     if not runs:
         raise ValueError("give at least one run folder")
-    curves = [read_curves(r) for r in runs]
+    return plot_curves([read_curves(r) for r in runs], out, metric, title, dpi)
+
+
+def plot_curves(
+    curves: list[Curves],
+    out: str | Path,
+    metric: str = "auto",
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path:
+    """`plot_runs` on curves already read (and perhaps renamed or extended by the caller)."""
+    if not curves:
+        raise ValueError("give at least one curve")
     metric = choose_metric([c.level for c in curves], metric)
     try:
         import matplotlib

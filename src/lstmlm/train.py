@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import checkpoint as ckpt
+from . import distributed, guard
 from .asgd import averaged_weights, is_averaging, make_asgd, validation_stalled
 from .batching import batchify, num_windows, window
 from .config import RunConfig, TrainConfig, replace
 from .dataset import Dataset, load_dataset
-from .evaluate import EvalResult, autocast, evaluate
+from .evaluate import EvalResult, autocast
 from .generate import SampleConfig, generate
+from .guard import NonFiniteGuard, Snapshot, take_snapshot
 from .model import LanguageModel, LMOutput
 from .regularize import (
     activation_regularization,
@@ -55,6 +57,7 @@ class TrainerState:
     epoch_steps: int = 0
     averaging: bool = False  # ntasgd: switched to averaged SGD
     val_history: list[float] = field(default_factory=list)  # epoch-end validation losses
+    world_size: int = 1  # training processes; a resume needs the same number
 
 
 @dataclass
@@ -134,14 +137,29 @@ class Trainer:
         self.tc = cfg.train
         self.data = data
         self.on_event = on_event or (lambda kind, d: None)
+        # Several processes (see distributed.py): rank r trains on columns [r*B, (r+1)*B) of
+        # world*B; only rank 0 writes. One process: world 1, rank 0, self.net is self.model.
+        self.world, self.rank = distributed.world(), distributed.rank()
+        self.is_main = self.rank == 0
+        self.device = distributed.resolve_device(self.tc.device, distributed.local_rank())
         torch.manual_seed(self.tc.seed)
-        self.model = LanguageModel(cfg.model, len(data.vocab))
+        self.model = LanguageModel(cfg.model, len(data.vocab)).to(self.device)
+        if self.world > 1:  # same initial weights everywhere, different dropout masks
+            torch.manual_seed(self.tc.seed + 7919 * (self.rank + 1))
+        self.net = distributed.wrap(self.model, self.device)  # DDP when world > 1
         self.opt = make_optimizer(self.model, self.tc)
-        self.train_data = batchify(data.train, self.tc.batch_size)  # (L, B)
-        self.st = TrainerState(lr=self.tc.lr)
+        columns = batchify(data.train, self.tc.batch_size * self.world)  # (L, world*B)
+        self.train_data = distributed.shard_columns(columns, self.rank, self.world).to(
+            self.device
+        )  # (L, B)
+        self.st = TrainerState(lr=self.tc.lr, world_size=self.world)
         self.hidden: State = self.model.init_state(self.tc.batch_size)
         # Variable BPTT draws from its own generator, checkpointed with the run.
         self.bptt_gen = torch.Generator().manual_seed(self.tc.seed)
+        self.guard = NonFiniteGuard(self.tc.nan_patience, self.tc.nan_max_restores)
+        self.step_ok = True  # False after a non-finite step (skipped, see guard.py)
+        self.bad_step: dict[str, Any] = {}  # its loss and gradient norm
+        self.start_snapshot: Snapshot | None = None  # restore point before the first checkpoint
 
     # --- checkpoints -------------------------------------------------------------
 
@@ -149,17 +167,46 @@ class Trainer:
         tensors = ckpt.model_tensors(self.model, "model.")
         opt_tensors, opt_meta = ckpt.optimizer_tensors(self.opt)
         tensors.update(opt_tensors)
-        for i, layer in enumerate(self.hidden):
-            for j, t in enumerate(layer):
-                tensors[f"hidden.{i}.{j}"] = t
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.bptt"] = self.bptt_gen.get_state()
+        tensors.update(self._rank_tensors())  # collective when world > 1
+        tensors["rng.bptt"] = self.bptt_gen.get_state()  # the same on every rank
         meta = {"trainer": asdict(self.st), "optimizer": opt_meta}
-        ckpt.save_tensors(self.run_dir / ckpt.LAST, tensors, meta)
+        if self.is_main:
+            ckpt.save_tensors(self.run_dir / ckpt.LAST, tensors, meta)
+        distributed.barrier()  # the other ranks wait until rank 0's checkpoint is on disk
+
+    def _rank_tensors(self) -> dict[str, Tensor]:
+        """Hidden state and RNG state: hidden.{i}.{j}, rng.torch (rng.cuda on a GPU).
+
+        With several processes, every rank's, gathered: hidden.{rank}.{i}.{j}, rng.torch.{rank}.
+        """
+        own = {
+            f"hidden.{i}.{j}": t for i, layer in enumerate(self.hidden) for j, t in enumerate(layer)
+        }
+        own["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            own["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world == 1:
+            return own
+        return {
+            _rank_key(key, r): g
+            for key, t in own.items()
+            for r, g in enumerate(distributed.all_gather(t))
+        }
 
     def load_last(self) -> None:
         path = self.run_dir / ckpt.LAST
         tensors, meta = ckpt.load_tensors(path)
+        saved_world = meta.get("trainer", {}).get("world_size", 1)
+        if saved_world != self.world:
+            raise ValueError(
+                f"{path}: this run was trained by {saved_world} process(es); resume it with "
+                f"the same number (now {self.world}: use --nproc {saved_world}, or torchrun "
+                f"with {saved_world} processes in all)"
+            )
+
+        def own(key: str) -> Tensor:  # this rank's entry
+            return tensors[key if self.world == 1 else _rank_key(key, self.rank)]
+
         try:
             ckpt.load_model_tensors(self.model, tensors, "model.", source=str(path))
             self.st = TrainerState(**meta["trainer"])
@@ -170,19 +217,28 @@ class Trainer:
             ckpt.load_optimizer(self.opt, tensors, meta["optimizer"])
             n = len(self.hidden[0])
             self.hidden = [
-                tuple(tensors[f"hidden.{i}.{j}"] for j in range(n)) for i in range(len(self.hidden))
+                tuple(own(f"hidden.{i}.{j}").to(self.device) for j in range(n))
+                for i in range(len(self.hidden))
             ]
-            torch.set_rng_state(tensors["rng.torch"])
+            torch.set_rng_state(own("rng.torch"))
+            cuda_key = "rng.cuda" if self.world == 1 else _rank_key("rng.cuda", self.rank)
+            if self.device.type == "cuda" and cuda_key in tensors:  # absent: saved on a CPU
+                torch.cuda.set_rng_state(tensors[cuda_key], self.device)
             if "rng.bptt" in tensors:
                 self.bptt_gen.set_state(tensors["rng.bptt"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: cannot resume from this checkpoint ({e})") from None
+            why = str(e).removeprefix(f"{path}: ")  # load_model_tensors names the file too
+            raise ValueError(f"{path}: cannot resume from this checkpoint ({why})") from None
 
     def save_best(self, loss: float) -> None:
         meta = {"epoch": self.st.best_epoch, "valid_loss": loss}
-        ckpt.save_tensors(self.run_dir / ckpt.BEST, ckpt.model_tensors(self.model, "model."), meta)
+        if self.is_main:
+            tensors = ckpt.model_tensors(self.model, "model.")
+            ckpt.save_tensors(self.run_dir / ckpt.BEST, tensors, meta)
 
     def log(self, kind: str, record: dict[str, Any]) -> None:
+        if not self.is_main:  # only rank 0 writes metrics and reports
+            return
         record = {"event": kind, **record}
         with open(self.run_dir / ckpt.METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -191,7 +247,7 @@ class Trainer:
     # --- the loop -------------------------------------------------------------
 
     def validate(self) -> EvalResult:
-        return evaluate(
+        return distributed.evaluate(  # plain evaluate() for one process
             self.model,
             self.data.valid,
             self.data.level,
@@ -217,8 +273,8 @@ class Trainer:
 
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
         self.hidden = detach_state(self.hidden)
-        with autocast(self.tc.precision):
-            out = self.model(x, self.hidden)
+        with autocast(self.tc.precision, self.device.type):
+            out = self.net(x, self.hidden)  # DDP averages the gradients when world > 1
         self.hidden = out.state
         loss = F.cross_entropy(out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1))
         reg = regularization(out, self.tc)
@@ -226,14 +282,19 @@ class Trainer:
         scaled = total * x.size(0) if self.tc.loss_reduction == "sum" else total
         self.opt.zero_grad(set_to_none=True)
         scaled.backward()
-        if self.tc.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip)
-        self.opt.step()
+        norm = guard.grad_norm(self.model.parameters(), self.tc.clip)  # clips when clip > 0
+        self.step_ok = guard.step_is_finite(total, norm)
+        if self.step_ok:
+            self.opt.step()
+        else:
+            self.bad_step = guard.describe(total, norm)
         return loss.detach()
 
     def run(self) -> TrainResult:
         tc, st = self.tc, self.st
         self.set_lr(st.lr)
+        if not (self.run_dir / ckpt.LAST).exists():
+            self.start_snapshot = take_snapshot(self)
         steps_per_epoch = num_windows(self.train_data, tc.bptt)
         budget = tc.max_minutes * 60 if tc.max_minutes is not None else math.inf
         stopped = "epochs"
@@ -244,17 +305,25 @@ class Trainer:
                 "epoch_start",
                 {"epoch": st.epoch + 1, "steps": steps_per_epoch, "done": st.offset // tc.bptt},
             )
-            running = torch.zeros(())
+            running = torch.zeros((), device=self.device)
             run_steps, run_tokens, t_run = 0, 0, time.monotonic()
             while st.offset < self.train_data.size(0) - 1:
                 t0 = time.monotonic()
                 x, y = self.next_window()
-                running += self.train_step(x, y)
+                loss = self.train_step(x, y)
+                if not self.step_ok:  # NaN/inf: nothing learned from this window
+                    if self.nonfinite_step(x.size(0)):  # restored the last good state
+                        st = self.st
+                        running.zero_()
+                        run_steps, run_tokens, t_run = 0, 0, time.monotonic()
+                    continue
+                self.guard.record(True)
+                running += loss
                 st.offset += x.size(0)
                 st.step += 1
-                st.tokens += y.numel()
+                st.tokens += y.numel() * self.world  # all ranks' tokens
                 run_steps += 1
-                run_tokens += y.numel()
+                run_tokens += y.numel() * self.world
                 st.elapsed += time.monotonic() - t0
                 if run_steps % tc.log_every == 0:
                     loss = running.item()
@@ -276,16 +345,20 @@ class Trainer:
                     )
                     running.zero_()
                     run_steps, run_tokens, t_run = 0, 0, time.monotonic()
-                if st.elapsed >= budget:
+                # Clocks differ between ranks; all must stop / checkpoint together (one
+                # small all-reduce per step when world > 1).
+                time_up, ckpt_due = distributed.any_of(
+                    st.elapsed >= budget,
+                    tc.checkpoint_minutes > 0
+                    and time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60,
+                )
+                if time_up:
                     stopped = "time"
                     break
                 if tc.max_steps is not None and st.step >= tc.max_steps:
                     stopped = "steps"
                     break
-                if (
-                    tc.checkpoint_minutes > 0
-                    and time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60
-                ):
+                if ckpt_due:
                     self._flush_running(running, run_steps)
                     running.zero_()
                     run_steps = 0
@@ -299,6 +372,43 @@ class Trainer:
                 break
             last_ckpt = time.monotonic()
         return self.finish(stopped, steps_per_epoch)
+
+    def nonfinite_step(self, window: int) -> bool:
+        """After a skipped step: log it; maybe restore (True) or raise (diverged)."""
+        st = self.st
+        action = self.guard.record(False)
+        self.log(
+            "nonfinite",
+            {
+                "epoch": st.epoch + 1,
+                "step": st.step + 1,
+                "lr": st.lr,
+                **self.bad_step,
+                "in_a_row": self.guard.streak or self.guard.patience,
+            },
+        )
+        if any(not bool(torch.isfinite(t).all()) for layer in self.hidden for t in layer):
+            self.hidden = self.model.init_state(self.tc.batch_size)
+        if action == "skip":
+            st.offset += window
+            st.step += 1
+            return False
+        last = self.run_dir / ckpt.LAST
+        if action == "diverged" or not (last.exists() or self.start_snapshot is not None):
+            self.log("diverged", {"step": st.step, "lr": st.lr, "restores": self.guard.restores})
+            raise ValueError(guard.diverged_message(self.guard, st.lr, last))
+        lr, elapsed = st.lr, st.elapsed
+        if last.exists():
+            self.load_last()
+        else:
+            guard.restore_snapshot(self, self.start_snapshot)
+        self.st.elapsed = elapsed  # the time budget counts the lost steps too
+        self.set_lr(min(self.st.lr, lr) / 2)
+        self.log(
+            "nonfinite_restore",
+            {"step": self.st.step, "lr": self.st.lr, "restores": self.guard.restores},
+        )
+        return True
 
     def _flush_running(self, running: Tensor, run_steps: int) -> None:
         if run_steps:
@@ -335,7 +445,7 @@ class Trainer:
         self.hidden = self.model.init_state(tc.batch_size)
         self.save_last()
         self.log("epoch", record)
-        if tc.sample_every_epoch:
+        if tc.sample_every_epoch and self.is_main:
             with averaged_weights(self.model, self.opt):
                 self.sample(epoch)
         return stalled
@@ -366,7 +476,8 @@ class Trainer:
     def finish(self, stopped: str, steps_per_epoch: int) -> TrainResult:
         st = self.st
         epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
-        if stopped in ("time", "steps") or not (self.run_dir / ckpt.BEST).exists():
+        no_best = not (self.run_dir / ckpt.BEST).exists()
+        if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view
             # Stopped mid-epoch: save where we are first (so --resume continues exactly), then
             # let the current (averaged, after an ASGD switch) weights compete for best.
             self.save_last()
@@ -375,12 +486,14 @@ class Trainer:
                 if v.loss < st.best_loss:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.save_best(v.loss)
-        best, _ = ckpt.load_tensors(self.run_dir / ckpt.BEST)
-        ckpt.load_model_tensors(self.model, best, "model.")
+        if self.is_main:
+            best, _ = ckpt.load_tensors(self.run_dir / ckpt.BEST)
+            ckpt.load_model_tensors(self.model, best, "model.")
+        distributed.broadcast_module(self.model)  # the others need not see the run folder
         self.on_event("final_eval", {})
         valid, test = (
             self.validate(),
-            evaluate(
+            distributed.evaluate(
                 self.model,
                 self.data.test,
                 self.data.level,
@@ -397,9 +510,17 @@ class Trainer:
             "best_epoch": st.best_epoch,
             "params": self.model.num_parameters(),
         }
-        ckpt.atomic_write(self.run_dir / ckpt.SUMMARY, json.dumps(summary, indent=2))
+        if self.is_main:
+            ckpt.atomic_write(self.run_dir / ckpt.SUMMARY, json.dumps(summary, indent=2))
         self.log("final", summary)
         return result
+
+
+def _rank_key(key: str, rank: int) -> str:
+    """hidden.{i}.{j} -> hidden.{rank}.{i}.{j}; rng.torch -> rng.torch.{rank}."""
+    if key.startswith("hidden."):
+        return f"hidden.{rank}.{key.removeprefix('hidden.')}"
+    return f"{key}.{rank}"
 
 
 def _exp(x: float) -> float:
@@ -419,16 +540,21 @@ def start_run(
 ) -> TrainResult:
     """Train a new model into `out_dir` (refuses to replace an existing run)."""
     cfg.validate()
+    distributed.init(cfg.train.device)  # joins torchrun's process group; no-op for one process
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
     data = load_dataset(cfg.data, level=level)  # read before touching the output folder
-    if cfg.train.batch_size * 2 > data.train.numel():
+    world = distributed.world()
+    if cfg.train.batch_size * world * 2 > data.train.numel():
+        procs = f" x {world} processes" if world > 1 else ""
         raise ValueError(
             f"training text has {data.train.numel()} tokens, too few for batch "
-            f"size {cfg.train.batch_size}"
+            f"size {cfg.train.batch_size}{procs}"
         )
-    _make_out_dir(out, overwrite)
-    ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
+    distributed.barrier()  # every rank has checked the folder before rank 0 fills it
+    if distributed.is_main():
+        _make_out_dir(out, overwrite)
+        ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
     trainer = Trainer(out, cfg, data, on_event)
     trainer.log(
         "start",
@@ -451,6 +577,14 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise ValueError(
             f"{out}: already holds a run; use --resume {out} to continue it or "
             "--overwrite to replace it"
+        )
+    # Any other folder is fine (its files are left alone), unless a run would replace one.
+    ours = (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY)
+    taken = [n for n in ours if (out / n).exists()] if out.is_dir() and not overwrite else []
+    if taken:
+        raise ValueError(
+            f"{out}: holds {taken[0]}, which a run would replace; choose another --out "
+            "or add --overwrite"
         )
 
 
@@ -499,11 +633,14 @@ def finetune_run(
             changes[name] = value
     base = info.config
     cfg = RunConfig(base.data, base.model, replace(base.train, **changes), base.preset).validate()
+    distributed.init(cfg.train.device)
     _check_out_dir(out, overwrite)
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
     tensors, _ = ckpt.load_tensors(best)
-    _make_out_dir(out, overwrite)
-    ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
+    distributed.barrier()
+    if distributed.is_main():
+        _make_out_dir(out, overwrite)
+        ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
     trainer = Trainer(out, cfg, data, on_event)
     ckpt.load_model_tensors(trainer.model, tensors, "model.", source=str(best))
     v = trainer.validate()
@@ -525,7 +662,14 @@ def finetune_run(
     return trainer.run()
 
 
-RESUME_OVERRIDES = ("epochs", "max_minutes", "max_steps", "log_every", "checkpoint_minutes")
+RESUME_OVERRIDES = (
+    "epochs",
+    "max_minutes",
+    "max_steps",
+    "log_every",
+    "checkpoint_minutes",
+    "device",
+)
 
 
 def resume_run(
@@ -536,6 +680,7 @@ def resume_run(
     info, vocab = ckpt.read_run_files(run)
     if not (run / ckpt.LAST).exists():
         raise ValueError(f"{run}: nothing to resume (no {ckpt.LAST})")
+    ckpt.remove_stale_temps(run)  # left by a process killed while writing a checkpoint
     cfg = info.config
     if overrides:
         bad = set(overrides) - set(RESUME_OVERRIDES)
@@ -546,10 +691,11 @@ def resume_run(
             )
         cfg = RunConfig(cfg.data, cfg.model, replace(cfg.train, **overrides), cfg.preset)
         cfg.validate()
+    distributed.init(cfg.train.device)
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
     trainer = Trainer(run, cfg, data, on_event)
     trainer.load_last()
-    if overrides:
+    if overrides and distributed.is_main():
         ckpt.write_run_files(run, cfg, vocab, data.level, data.source)
     trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
     return trainer.run()
