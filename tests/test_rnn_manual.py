@@ -317,3 +317,21 @@ def test_bad_inputs_raise_value_error(kind: str) -> None:
     bad = torch.zeros(2, B, H)  # two layers' worth of state for a one-layer module
     with pytest.raises(ValueError, match="state"):
         layer(torch.randn(T, B, IN), (bad, bad) if kind == "lstm" else bad)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_layer_keeps_no_reference_to_its_inputs(kind: str) -> None:
+    # A cache keyed on the input tensor once kept every window's input (and its autograd
+    # graph) alive: memory grew by megabytes per training step.
+    import gc
+    import weakref
+
+    layer = KINDS[kind][0](IN, H)
+    x = torch.randn(T, B, IN, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = layer(x)
+    out.float().sum().backward()
+    ref = weakref.ref(x)
+    del x, out, state
+    gc.collect()
+    assert ref() is None

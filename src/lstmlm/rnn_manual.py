@@ -65,7 +65,6 @@ def _check_options(impl: str, precision: str) -> None:
 USE_ONEDNN = True
 
 
-@functools.cache
 def _mm_dtype(precision: str, x: Tensor) -> torch.dtype | None:
     """The layer's own precision, or bf16 when called under a bf16 autocast region."""
     dtype = PRECISIONS[precision]
@@ -79,6 +78,7 @@ def _full(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
+@functools.cache  # probed once per process
 def _onednn_available() -> bool:
     try:
         w = torch.linspace(-1.0, 1.0, 24).view(6, 4)
