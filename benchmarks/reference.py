@@ -140,6 +140,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-batch-size", type=int, default=10)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seconds", type=float, default=None, help="wall-clock training budget")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
     p.add_argument("--seed", type=int, default=1111)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -166,6 +167,7 @@ def main(argv=None):
     lr, best_val_loss, best_state = args.lr, None, None
     n_windows = len(range(0, train_data.size(0) - 1, args.bptt))
     train_seconds, train_tokens, epochs_done, out_of_time = 0.0, 0, 0.0, False
+    steps = 0
     budget = math.inf if args.seconds is None else args.seconds  # training time only
     ebs = args.eval_batch_size
 
@@ -174,7 +176,7 @@ def main(argv=None):
         hidden = model.init_hidden(args.batch_size)
         total_loss, t0 = 0.0, time.perf_counter()
         for batch, i in enumerate(range(0, train_data.size(0) - 1, args.bptt)):
-            if train_seconds + time.perf_counter() - t0 >= budget:
+            if train_seconds + time.perf_counter() - t0 >= budget or steps == args.max_steps:
                 out_of_time = True
                 epochs_done += batch / n_windows
                 break
@@ -189,6 +191,7 @@ def main(argv=None):
                 p.data.add_(p.grad, alpha=-lr)
             total_loss += loss.item()
             train_tokens += targets.numel()
+            steps += 1
         else:
             epochs_done += 1.0
         train_seconds += time.perf_counter() - t0
@@ -223,6 +226,7 @@ def main(argv=None):
         "train_tokens_per_sec": train_tokens / train_seconds if train_seconds > 0 else 0.0,
         "eval_tokens_per_sec": (val_data.numel() - args.eval_batch_size) / eval_seconds,
         "epochs_completed": round(epochs_done, 4),
+        "steps": steps,
         "train_seconds": train_seconds,
         "valid_ppl": math.exp(best_val_loss),
         "valid_ppl_of": valid_ppl_of,

@@ -86,3 +86,92 @@ def test_per_token_is_plain_only(run, tmp_path, capsys):
     argv = ["evaluate", str(run), "--cache", "--per-token", str(tmp_path / "x.jsonl")]
     assert main(argv) == 2
     assert "plain evaluation only" in capsys.readouterr().err
+
+
+# --- fast evaluation: bf16, the other cell, the run's defaults, flag checks ---
+
+
+def _sentences(vocab, repeat=8):
+    return torch.tensor(
+        vocab.encode(("the cat sees the park <eos> she likes a book " * repeat).split())
+    )
+
+
+def test_bf16_evaluation_is_close_to_fp32_and_deterministic(run):
+    model, vocab, _ = checkpoint.load_run(run)
+    ids = _sentences(vocab)
+    fp32 = evaluate(model, ids, "word", batch_size=4, bptt=9)
+    bf16 = evaluate(model, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    assert bf16.tokens == fp32.tokens
+    assert bf16.loss == pytest.approx(fp32.loss, rel=1e-2)  # bf16 matmuls, fp32 softmax
+    assert bf16 == evaluate(model, ids, "word", batch_size=4, bptt=9, precision="bf16")
+
+
+def test_fused_run_evaluates_with_the_manual_layer(run):
+    fused, vocab, _ = checkpoint.load_run(run)
+    manual, _, info = checkpoint.load_run(run, cell="manual")
+    assert info.config.model.cell == "manual"
+    assert type(manual.rnn.layers[0]).__name__ == "ManualLSTM"
+    ids = _sentences(vocab)
+    a = evaluate(fused, ids, "word", batch_size=4, bptt=9)
+    b = evaluate(manual, ids, "word", batch_size=4, bptt=9)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5)  # same weights, same math in fp32
+    c = evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    assert c.loss == pytest.approx(a.loss, rel=1e-2)  # bf16 matmuls, fp32 state and softmax
+    assert c == evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
+
+
+def test_load_run_rejects_an_unknown_cell(run):
+    with pytest.raises(ValueError, match="--cell must be one of"):
+        checkpoint.load_run(run, cell="cudnn")
+
+
+def test_evaluate_batch_size_defaults_to_the_config_default():
+    import inspect
+
+    from lstmlm.config import TrainConfig
+
+    default = inspect.signature(evaluate).parameters["batch_size"].default
+    assert default == TrainConfig().eval_batch_size > 10
+
+
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval-bf16")
+    cfg = tiny_config(write_corpus(d / "corpus.txt"), epochs=1, lr=10.0, precision="bf16")
+    start_run(cfg, d / "run")
+    return d / "run"
+
+
+def test_cli_defaults_to_the_runs_batch_and_precision_and_reproduces_its_summary(bf16_run, capsys):
+    summary = json.loads((bf16_run / checkpoint.SUMMARY).read_text())
+    assert main(["evaluate", str(bf16_run), "--split", "valid", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ppl"] == pytest.approx(summary["valid_ppl"], rel=1e-6)
+    assert (
+        main(["evaluate", str(bf16_run), "--split", "valid", "--precision", "fp32", "--json"]) == 0
+    )
+    fp32 = json.loads(capsys.readouterr().out)
+    assert fp32["ppl"] != d["ppl"]
+    assert fp32["ppl"] == pytest.approx(d["ppl"], rel=1e-2)
+
+
+def test_cli_manual_bf16_is_close_to_fp32(run, capsys):
+    assert main(["evaluate", str(run), "--json"]) == 0
+    fp32 = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--json", "--cell", "manual", "--precision", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)
+    assert bf16["tokens"] == fp32["tokens"]
+    assert bf16["ppl"] == pytest.approx(fp32["ppl"], rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--bptt", "-3"], "--bptt must be a positive integer"),
+    ],
+)
+def test_cli_rejects_bad_batch_and_window(run, capsys, flags, message):
+    assert main(["evaluate", str(run), *flags]) == 2
+    assert message in capsys.readouterr().err

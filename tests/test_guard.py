@@ -1,5 +1,6 @@
 """Non-finite steps: skipped without touching the weights, restored, or a clean stop."""
 
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from helpers import tiny_config, write_corpus
 from lstmlm import checkpoint as ckpt
 from lstmlm.dataset import load_dataset
 from lstmlm.guard import NonFiniteGuard, step_is_finite
-from lstmlm.model import LanguageModel, LMOutput
+from lstmlm.model import LanguageModel
 from lstmlm.train import Trainer, start_run
 
 
@@ -34,7 +35,7 @@ def test_step_is_finite(loss, norm, ok):
 
 
 def _poison_forward(monkeypatch, bad_steps):
-    """NaN logits on the chosen 1-based training forward calls (eval calls are untouched).
+    """NaN loss on the chosen 1-based training forward calls (eval calls are untouched).
 
     `bad_steps` is a set of call numbers or a predicate on the call number.
     """
@@ -42,14 +43,14 @@ def _poison_forward(monkeypatch, bad_steps):
     real = LanguageModel.forward
     calls = {"n": 0}
 
-    def forward(self, tokens, state=None):
-        out = real(self, tokens, state)
+    def forward(self, tokens, state=None, targets=None):
+        out = real(self, tokens, state, targets)
         if not self.training:
             return out
         calls["n"] += 1
         if is_bad(calls["n"]):
-            logits = out.logits * math.nan  # keeps the graph: gradients are NaN too
-            return LMOutput(logits, out.state, out.hiddens, out.dropped)
+            loss = out.loss * math.nan  # keeps the graph: gradients are NaN too
+            return dataclasses.replace(out, loss=loss)
         return out
 
     monkeypatch.setattr(LanguageModel, "forward", forward)

@@ -15,6 +15,7 @@ file, never a torn one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -27,7 +28,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from .config import RunConfig
+from .config import CELLS, RunConfig, replace
 from .distributed import resolve_device
 from .model import LanguageModel
 from .vocab import Vocab
@@ -224,15 +225,26 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
 
 
 def load_run(
-    run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"
+    run_dir: str | Path,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+    cell: str | None = None,
 ) -> tuple[LanguageModel, Vocab, RunInfo]:
     """Rebuild the model of a run folder with its best (or last) weights, in eval mode.
 
     `device`: "cpu", "cuda", "cuda:N", "auto" (cuda when available) or a torch.device.
+    `cell`: build the recurrent layers as "fused" or "manual" instead of the run's own
+    (their parameters are named alike, so either loads the other's weights; "manual"
+    runs its matmuls in bf16 under a bf16 autocast, where nn.LSTM stays fp32).
     """
     device = resolve_device(device)  # ValueError for cuda without a GPU, before any reading
     run_dir = Path(run_dir)
     info, vocab = read_run_files(run_dir)
+    if cell is not None and cell not in CELLS:
+        raise ValueError(f"--cell must be one of {', '.join(CELLS)}, got {cell!r}")
+    if cell is not None and cell != info.config.model.cell:
+        run_cfg = dataclasses.replace(info.config, model=replace(info.config.model, cell=cell))
+        info = dataclasses.replace(info, config=run_cfg)
     path = run_dir / (BEST if which == "best" else LAST)
     if which == "best" and not path.exists():
         path = run_dir / LAST

@@ -17,9 +17,11 @@ LEVELS = ("word", "char", "symbols")
 RNN_KINDS = ("lstm", "gru", "mogrifier")
 CELLS = ("fused", "manual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
-SCHEDULES = ("plateau", "epoch", "none")
+SCHEDULES = ("plateau", "epoch", "cosine", "none")
 PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
+SOFTMAXES = ("full", "adaptive")
+EVAL_BATCH_SIZE = 32  # benchmarks/bench_eval.py: vs 10, +0.02% valid ppl, bf16 1.1x faster
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -96,6 +98,23 @@ class ModelConfig:
         "projection when emb-size != hidden-size)",
     )
     fc_layers: int = _f(0, "fully-connected ReLU layers between the RNN and the decoder")
+    softmax: str = _f(
+        "full",
+        "output layer: full = one softmax over the vocabulary; adaptive = adaptive softmax "
+        "(Grave et al. 2017) for big vocabularies, split at --cutoffs: trains on the fast "
+        "per-cluster loss, evaluates the exact log-probabilities of the whole vocabulary "
+        "(cannot be combined with --tie-weights)",
+        choices=SOFTMAXES,
+    )
+    cutoffs: tuple[int, ...] = _f(
+        (2000, 10000),
+        "adaptive softmax: token ids (= frequency ranks) where the shortlist and each tail "
+        "cluster end; increasing, and all below the vocabulary size, else training stops "
+        "with an error naming it (none is dropped silently)",
+    )
+    div_value: float = _f(
+        4.0, "adaptive softmax: tail cluster i sees the features projected to D / div^i units"
+    )
     init_range: float | None = _f(
         0.1,
         "initialize embedding/decoder (and, with --init-all, every weight) uniformly in [-r, r]",
@@ -120,6 +139,19 @@ class ModelConfig:
                 _positive("hidden-sizes", h)
         for name in ("dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop"):
             _probability(name.replace("_", "-"), getattr(self, name))
+        if self.softmax not in SOFTMAXES:
+            raise ValueError(
+                f"--softmax must be one of {', '.join(SOFTMAXES)}, got {self.softmax!r}"
+            )
+        if self.softmax == "adaptive":
+            if self.tie_weights:
+                raise ValueError(
+                    "--tie-weights works only with --softmax full (the adaptive softmax "
+                    "has no vocabulary-by-embedding matrix to share); add --no-tie-weights"
+                )
+            validate_cutoffs(self.cutoffs)
+            if not (math.isfinite(self.div_value) and self.div_value >= 1):
+                raise ValueError(f"--div-value must be >= 1, got {self.div_value}")
         if self.init_range is not None and not (0 < self.init_range < 10):
             raise ValueError(f"--init-range must be in (0, 10), got {self.init_range}")
 
@@ -165,7 +197,11 @@ class TrainConfig:
         "random window lengths: N(bptt, 5) (N(bptt/2, 5) with prob 0.05), in "
         "[5, bptt+20], lr scaled by length/bptt",
     )
-    eval_batch_size: int = _f(10, "evaluation batch size")
+    eval_batch_size: int = _f(
+        EVAL_BATCH_SIZE,
+        "evaluation batch size (parallel columns): larger is faster on CPU, and each column "
+        "starts from a zero state, so the ppl moves slightly with it (pytorch/examples uses 10)",
+    )
     epochs: int = _f(40, "maximum number of epochs")
     max_minutes: float | None = _f(None, "stop training after this many minutes, then evaluate")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (smoke tests)")
@@ -173,11 +209,15 @@ class TrainConfig:
         "plateau",
         "plateau: divide lr by --lr-decay when validation does not "
         "improve; epoch: divide by --lr-decay every epoch after "
-        "--decay-after",
+        "--decay-after; cosine: anneal from --lr to --lr-final x --lr over the run (its "
+        "first limit of --max-minutes, --max-steps, --epochs), the best use of a fixed budget",
         choices=SCHEDULES,
     )
     lr_decay: float = _f(4.0, "divide the learning rate by this when the schedule says so")
     decay_after: int = _f(0, "with --lr-schedule epoch: first epoch whose end decays the lr")
+    lr_final: float = _f(
+        0.02, "with --lr-schedule cosine: the lr at the end of the run, as a fraction of --lr"
+    )
     precision: str = _f(
         "fp32", "bf16 runs matmuls in bfloat16 autocast (CPU and GPU)", choices=PRECISIONS
     )
@@ -232,6 +272,8 @@ class TrainConfig:
         if not (self.lr_decay >= 1):
             raise ValueError(f"--lr-decay must be >= 1 (it divides the lr), got {self.lr_decay}")
         _nonnegative("decay-after", self.decay_after)
+        if not (0 <= self.lr_final <= 1):
+            raise ValueError(f"--lr-final must be in [0, 1], got {self.lr_final}")
         if not DEVICE_RE.match(str(self.device)):
             raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _nonnegative("nan-max-restores", self.nan_max_restores)
@@ -286,6 +328,15 @@ def replace(cfg: Any, **changes: Any) -> Any:
     if bad:
         raise ValueError(f"unknown {type(cfg).__name__} fields: {', '.join(sorted(bad))}")
     return dataclasses.replace(cfg, **changes)
+
+
+def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
+    """Adaptive softmax cutoffs: one or more positive, strictly increasing integers."""
+    shown = " ".join(str(c) for c in cutoffs)
+    if len(cutoffs) == 0 or any(not isinstance(c, int) or c <= 0 for c in cutoffs):
+        raise ValueError(f"--cutoffs must be one or more positive integers, got {shown!r}")
+    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+        raise ValueError(f"--cutoffs must be strictly increasing, got {shown}")
 
 
 def _positive(name: str, value: int) -> None:

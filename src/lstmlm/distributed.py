@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .config import DEVICE_RE
+from .config import DEVICE_RE, EVAL_BATCH_SIZE
 
 if TYPE_CHECKING:
     from .evaluate import EvalResult
@@ -225,7 +225,7 @@ def evaluate(
     model: nn.Module,
     ids: Tensor,
     level: str,
-    batch_size: int = 10,
+    batch_size: int = EVAL_BATCH_SIZE,
     bptt: int = 70,
     precision: str = "fp32",
 ) -> EvalResult:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .batching import batchify, windows
@@ -60,9 +59,8 @@ class DynamicResult:
 
 
 def _segment_loss(model: LanguageModel, x: Tensor, y: Tensor, state):
-    out = model(x, state)
-    loss = F.cross_entropy(out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1))
-    return loss, out.state
+    out = model(x, state, y)  # mean NLL; the adaptive softmax skips the (T, B, V) scores
+    return out.loss, out.state
 
 
 def gradient_stats(

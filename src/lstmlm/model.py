@@ -10,14 +10,20 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .regularize import embedding_dropout, locked_dropout
 from .rnn import RNNStack, State
+from .softmax import AdaptiveSoftmax, FullSoftmax, make_head
 
 
 @dataclass
 class LMOutput:
-    logits: Tensor  # (T, B, V)
+    # (T, B, V) scores whose log_softmax is the exact log-probabilities: logits for the
+    # full softmax, the log-probabilities themselves for the adaptive one. None when
+    # forward was given targets (training computes `loss` and never builds (T, B, V)).
+    logits: Tensor | None
     state: State
     hiddens: list[Tensor]  # each layer's output (T, B, H_i), before dropout
     dropped: Tensor | None = None  # last layer's output after dropout (T, B, H_last), for AR
+    features: Tensor | None = None  # the decoder's input (T, B, D)
+    loss: Tensor | None = None  # mean NLL per target token (fp32), when given targets
 
 
 class LanguageModel(nn.Module):
@@ -48,7 +54,10 @@ class LanguageModel(nn.Module):
         if cfg.tie_weights and out_size != cfg.emb_size:
             self.proj = nn.Linear(out_size, cfg.emb_size)
             out_size = cfg.emb_size
-        self.decoder = nn.Linear(out_size, vocab_size)
+        # Output head (softmax.py): FullSoftmax is an nn.Linear, so `decoder.weight` ties.
+        self.decoder: FullSoftmax | AdaptiveSoftmax = make_head(
+            cfg.softmax, out_size, vocab_size, cfg.cutoffs, cfg.div_value
+        )
         if cfg.tie_weights:
             self.decoder.weight = self.embedding.weight
         self._init_weights()
@@ -68,14 +77,24 @@ class LanguageModel(nn.Module):
         else:
             nn.init.uniform_(self.embedding.weight, -r, r)
             if not self.cfg.tie_weights:
-                nn.init.uniform_(self.decoder.weight, -r, r)
-        nn.init.zeros_(self.decoder.bias)
+                for name, p in self.decoder.named_parameters():
+                    if name.endswith("weight"):
+                        nn.init.uniform_(p, -r, r)
+        for name, p in self.decoder.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
 
     def init_state(self, batch_size: int) -> State:
         return self.rnn.init_state(batch_size, self.embedding.weight.device)
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> LMOutput:
-        """tokens (T, B) -> logits (T, B, V)."""
+    def forward(
+        self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None
+    ) -> LMOutput:
+        """tokens (T, B) -> logits (T, B, V); with targets (T, B), the mean NLL instead.
+
+        Training passes targets so the loss is computed inside forward (DDP sees every
+        parameter used there) and the adaptive softmax never builds (T, B, V).
+        """
         if state is None:
             state = self.init_state(tokens.size(1))
         cfg = self.cfg
@@ -88,7 +107,18 @@ class LanguageModel(nn.Module):
             out = self.drop(torch.relu(fc(out)))
         if self.proj is not None:
             out = self.proj(out)  # (T, B, E)
-        return LMOutput(self.decoder(out), state, hiddens, dropped)
+        if targets is not None:
+            loss = self.loss(out, targets)  # ()
+            return LMOutput(None, state, hiddens, dropped, out, loss)
+        return LMOutput(self.decoder(out), state, hiddens, dropped, out)  # (T, B, V)
+
+    def log_probs(self, features: Tensor) -> Tensor:
+        """Decoder input (..., D) -> exact log-probabilities over the vocabulary (..., V), fp32."""
+        return self.decoder.log_probs(features)
+
+    def loss(self, features: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        """Decoder input (..., D), targets (...) -> NLL, fp32 (mean | sum | none)."""
+        return self.decoder.loss(features, targets, reduction)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import checkpoint as ckpt
@@ -35,6 +34,7 @@ from .regularize import (
     temporal_activation_regularization,
 )
 from .rnn import State, detach_state
+from .schedule import cosine_factor, run_progress
 
 EventFn = Callable[[str, dict[str, Any]], None]
 EVAL_BPTT = 100  # evaluation carries state across windows: the length only sets the chunking
@@ -263,20 +263,32 @@ class Trainer:
             g["lr"] = lr * scale
 
     def next_window(self) -> tuple[Tensor, Tensor]:
-        """The next training window; with variable BPTT also scales this step's lr."""
-        tc = self.tc
+        """The next training window; sets this step's lr for variable BPTT and `cosine`."""
+        tc, st = self.tc, self.st
         if not tc.variable_bptt:
-            return window(self.train_data, self.st.offset, tc.bptt)
-        x, y = window(self.train_data, self.st.offset, sample_bptt(tc.bptt, self.bptt_gen))
-        self.set_lr(self.st.lr, x.size(0) / tc.bptt)
+            x, y = window(self.train_data, st.offset, tc.bptt)
+            scale = 1.0
+        else:
+            x, y = window(self.train_data, st.offset, sample_bptt(tc.bptt, self.bptt_gen))
+            scale = x.size(0) / tc.bptt
+        if tc.lr_schedule == "cosine":  # st.lr stays the peak; the optimizer gets the curve
+            epochs_done = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
+            progress = run_progress(
+                st.elapsed, st.step, epochs_done, tc.max_minutes, tc.max_steps, tc.epochs
+            )
+            scale *= cosine_factor(progress, tc.lr_final)
+        if tc.variable_bptt or tc.lr_schedule == "cosine":
+            self.set_lr(st.lr, scale)
         return x, y
 
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
         self.hidden = detach_state(self.hidden)
         with autocast(self.tc.precision, self.device.type):
-            out = self.net(x, self.hidden)  # DDP averages the gradients when world > 1
+            # The loss is computed inside forward (mean NLL per token, fp32): DDP sees every
+            # parameter used, and the adaptive softmax never builds (T, B, V).
+            out = self.net(x, self.hidden, y)  # DDP averages the gradients when world > 1
         self.hidden = out.state
-        loss = F.cross_entropy(out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1))
+        loss = out.loss
         reg = regularization(out, self.tc)
         total = loss if reg is None else loss + reg
         scaled = total * x.size(0) if self.tc.loss_reduction == "sum" else total
@@ -338,7 +350,9 @@ class Trainer:
                             "steps": steps_per_epoch,
                             "train_loss": loss / run_steps,
                             "train_ppl": _exp(loss / run_steps),
-                            "lr": st.lr,
+                            "lr": self.opt.param_groups[0]["lr"]
+                            if tc.lr_schedule == "cosine"
+                            else st.lr,
                             "tokens_per_sec": run_tokens / (time.monotonic() - t_run),
                             "elapsed": st.elapsed,
                         },

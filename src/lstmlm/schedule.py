@@ -1,0 +1,34 @@
+"""Learning-rate schedules that follow the run's progress rather than validation.
+
+`cosine` anneals the lr from its peak to `final` x peak over the whole run, where the
+run's length is whichever of its limits comes first: `--max-minutes` of training time,
+`--max-steps`, or `--epochs`. Under a time budget the schedule follows the clock, so two
+runs with the same seed take slightly different steps (a resume still continues it:
+the elapsed time is part of the saved trainer state).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def run_progress(
+    elapsed: float,
+    step: int,
+    epochs_done: float,
+    max_minutes: float | None,
+    max_steps: int | None,
+    epochs: int,
+) -> float:
+    """Fraction of the run done, in [0, 1]: the largest fraction of any of its limits."""
+    fractions = [epochs_done / epochs]
+    if max_minutes is not None:
+        fractions.append(elapsed / (max_minutes * 60))
+    if max_steps is not None:
+        fractions.append(step / max_steps)
+    return min(1.0, max(0.0, *fractions))
+
+
+def cosine_factor(progress: float, final: float) -> float:
+    """lr multiplier: 1 at progress 0, `final` at progress 1, half a cosine between."""
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,52 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstmlm.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
+
+N, D, V = ROWS_PER_BLOCK * 2 + 5, 12, 37  # more than one block, the last one partial
+
+
+def _inputs(dtype=torch.float64, bias=True):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, D, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(V, D, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(V, generator=g, dtype=dtype, requires_grad=True) if bias else None
+    y = torch.randint(0, V, (N,), generator=g)
+    return x, w, b, y
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_linear_then_cross_entropy(reduction, bias):
+    x, w, b, y = _inputs(bias=bias)
+    ours = linear_cross_entropy(x, w, b, y, reduction)
+    theirs = F.cross_entropy(F.linear(x, w, b), y, reduction=reduction)
+    # The node computes its softmax in fp32 whatever the input dtype.
+    assert torch.allclose(ours.double(), theirs, atol=1e-5, rtol=1e-5)
+    weights = torch.linspace(0.5, 2.0, N, dtype=torch.float64) if reduction == "none" else 1.0
+    params = [x, w] + ([b] if bias else [])
+    g_ours = torch.autograd.grad((ours * weights).sum(), params)
+    g_theirs = torch.autograd.grad((theirs * weights).sum(), params)
+    for a, c in zip(g_ours, g_theirs, strict=True):
+        assert torch.allclose(a, c, atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_matmuls_stay_close_to_fp32():
+    x, w, b, y = _inputs(torch.float32)
+    ours = linear_cross_entropy(x, w, b, y, mm_dtype=torch.bfloat16)
+    theirs = F.cross_entropy(F.linear(x, w, b), y)
+    assert abs(ours.item() - theirs.item()) < 0.05 * theirs.item()
+    gx, gw = torch.autograd.grad(ours, [x, w])
+    tx, tw = torch.autograd.grad(theirs, [x, w])
+    assert gx.dtype == x.dtype and gw.dtype == w.dtype
+    assert torch.nn.functional.cosine_similarity(gx.flatten(), tx.flatten(), dim=0) > 0.99
+    assert torch.nn.functional.cosine_similarity(gw.flatten(), tw.flatten(), dim=0) > 0.99
+
+
+def test_bad_shapes_and_reduction_are_value_errors():
+    x, w, b, y = _inputs()
+    with pytest.raises(ValueError, match="targets"):
+        linear_cross_entropy(x, w, b, y[:-1])
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(x, w, b, y, "avg")
