@@ -15,6 +15,7 @@ the full softmax, `torch.multinomial`. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -59,12 +60,13 @@ def naive_generate(model: NaiveLM, prompt: list[int], n: int, seed: int) -> tupl
 
 
 def lstmlm_generate(
-    model: LanguageModel, prompt: list[int], n: int, seed: int
+    model: LanguageModel, prompt: list[int], n: int, seed: int, precision: str = "fp32"
 ) -> tuple[list[int], float]:
     t0 = time.perf_counter()
     out: list[int] = []
     first = 0.0
-    for i, tok in enumerate(sample_ids(model, prompt, SampleConfig(n, seed=seed))):
+    cfg = SampleConfig(n, seed=seed, precision=precision)
+    for i, tok in enumerate(sample_ids(model, prompt, cfg)):
         out.append(int(tok[0]))
         if i == 0:
             first = time.perf_counter() - t0
@@ -107,9 +109,11 @@ def main() -> None:
     lm = LanguageModel(cfg, args.vocab).eval()
     naive = NaiveLM(args.vocab, args.size, args.layers).eval()
     prompt = torch.randint(2, args.vocab, (args.prompt_len,)).tolist()
-    # interleave so both paths see the same machine load
+    # back to back in one process, so all paths see the same machine
     res_naive = measure(naive_generate, naive, prompt, args.tokens, args.repeats)
     res_lstmlm = measure(lstmlm_generate, lm, prompt, args.tokens, args.repeats)
+    bf16 = functools.partial(lstmlm_generate, precision="bf16")
+    res_bf16 = measure(bf16, lm, prompt, args.tokens, args.repeats)
     print(
         json.dumps(
             {
@@ -123,7 +127,9 @@ def main() -> None:
                 "cpu": platform.processor() or platform.machine(),
                 "lstmlm": res_lstmlm,
                 "naive": res_naive,
+                "lstmlm_bf16": res_bf16,
                 "speedup": round(res_lstmlm["tokens_per_sec"] / res_naive["tokens_per_sec"], 3),
+                "speedup_bf16": round(res_bf16["tokens_per_sec"] / res_naive["tokens_per_sec"], 3),
             }
         )
     )

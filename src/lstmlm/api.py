@@ -56,6 +56,7 @@ class TextModel:
         min_new_tokens: int,
         seed: int | None,
         num_samples: int,
+        precision: str = "fp32",
     ) -> SampleConfig:
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         cfg = SampleConfig(
@@ -70,6 +71,7 @@ class TextModel:
             stop=stops,
             stop_at_eos=stop_at_eos,
             min_new_tokens=min_new_tokens,
+            precision=precision,
         )
         cfg.validate()
         return cfg
@@ -99,12 +101,13 @@ class TextModel:
         top_k_decay: float = 1.0,
         stop_at_eos: bool = False,
         min_new_tokens: int = 0,
+        precision: str = "fp32",
     ) -> list[str]:
         """`num_samples` continuations of `prompt` (prompt not included), made in parallel."""
         self._check_prompt(prompt)
         cfg = self._config(
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
-            stop, stop_at_eos, min_new_tokens, seed, num_samples,
+            stop, stop_at_eos, min_new_tokens, seed, num_samples, precision,
         )  # fmt: skip
         return _generate(self.model, self.vocab, self.level, prompt, cfg)
 
@@ -122,12 +125,13 @@ class TextModel:
         top_k_decay: float = 1.0,
         stop_at_eos: bool = False,
         min_new_tokens: int = 0,
+        precision: str = "fp32",
     ) -> Iterator[str]:
         """One continuation, yielded as text pieces as the tokens are made."""
         self._check_prompt(prompt)
         cfg = self._config(
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
-            stop, stop_at_eos, min_new_tokens, seed, 1,
+            stop, stop_at_eos, min_new_tokens, seed, 1, precision,
         )  # fmt: skip
         return _stream(self.model, self.vocab, self.level, prompt, cfg)
 

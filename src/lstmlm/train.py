@@ -527,6 +527,9 @@ class Trainer:
         if self.is_main:
             ckpt.atomic_write(self.run_dir / ckpt.SUMMARY, json.dumps(summary, indent=2))
         self.log("final", summary)
+        # No rank leaves while rank 0 still writes: one that went on to resume this run
+        # would delete rank 0's temporary files as stale, one that exited would abort it.
+        distributed.barrier()
         return result
 
 
@@ -694,7 +697,8 @@ def resume_run(
     info, vocab = ckpt.read_run_files(run)
     if not (run / ckpt.LAST).exists():
         raise ValueError(f"{run}: nothing to resume (no {ckpt.LAST})")
-    ckpt.remove_stale_temps(run)  # left by a process killed while writing a checkpoint
+    if distributed.is_main():  # only rank 0 writes, so only it may clean up
+        ckpt.remove_stale_temps(run)  # left by a process killed while writing a checkpoint
     cfg = info.config
     if overrides:
         bad = set(overrides) - set(RESUME_OVERRIDES)
