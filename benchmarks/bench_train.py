@@ -16,7 +16,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, SHARED, lstmlm_cmd, machine, run_json
+from common import (
+    REFERENCE_RECIPE,
+    ROOT,
+    SHARED,
+    lstmlm_cmd,
+    machine,
+    run_json,
+    split_passthrough,
+)
 
 # The reference presets, spelled as lstmlm flags (same loss, lr, clip, schedule, init).
 CONFIGS = {
@@ -46,36 +54,10 @@ CONFIGS = {
         "35",
     ],
 }
-COMMON = [
-    "--batch-size",
-    "20",
-    "--lr",
-    "20",
-    "--clip",
-    "0.25",
-    "--loss-reduction",
-    "mean",
-    "--lr-schedule",
-    "plateau",
-    "--lr-decay",
-    "4",
-    "--init-range",
-    "0.1",
-    "--optimizer",
-    "sgd",
-    "--eval-batch-size",
-    "10",
-    "--seed",
-    "1111",
-]
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    argv, extra = split_passthrough(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=CONFIGS, default="medium")
     p.add_argument("--corpus", choices=("ptb", "wikitext-2"), default="ptb")
@@ -124,7 +106,7 @@ def main() -> None:
                 str(args.seconds / 60),
                 "--epochs",
                 "1000",
-                *COMMON,
+                *REFERENCE_RECIPE,
                 *CONFIGS[args.config],
                 *extra,
             )

@@ -29,7 +29,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, SHARED, lstmlm_cmd, machine, run_json
+from common import (
+    REFERENCE_RECIPE,
+    ROOT,
+    SHARED,
+    lstmlm_cmd,
+    machine,
+    run_json,
+    split_passthrough,
+)
 
 # The model sizes, untied, spelled for each side.
 REFERENCE = {
@@ -44,10 +52,6 @@ LSTMLM = {
     "medium": ["--emb-size", "650", "--hidden-size", "650", "--num-layers", "2",
                "--dropout", "0.5", "--bptt", "35"],
 }  # fmt: skip
-# The reference loop's recipe, spelled as lstmlm flags (as in bench_train.py).
-RECIPE = ["--batch-size", "20", "--lr", "20", "--clip", "0.25", "--loss-reduction", "mean",
-          "--lr-schedule", "plateau", "--lr-decay", "4", "--init-range", "0.1",
-          "--optimizer", "sgd", "--eval-batch-size", "10", "--seed", "1111"]  # fmt: skip
 FAST = ["--softmax", "adaptive", "--cutoffs", "2000", "10000", "--precision", "bf16",
         "--cell", "manual"]  # fmt: skip
 
@@ -67,11 +71,7 @@ def data_folder(src: Path, tmp: Path, valid_lines: int | None) -> Path:
 
 
 def main() -> None:
-    argv = sys.argv[1:]
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1 :]
+    argv, extra = split_passthrough(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=sorted(LSTMLM), default="medium")
     p.add_argument("--data", type=Path, default=SHARED / "wikitext-2")
@@ -139,7 +139,7 @@ def main() -> None:
                 str(args.steps),
                 "--epochs",
                 "1000",
-                *RECIPE,
+                *REFERENCE_RECIPE,
                 *LSTMLM[args.config],
                 *flags,
             )

@@ -49,3 +49,20 @@ def run_json(cmd: list[str]) -> tuple[dict[str, Any], float]:
 
 def lstmlm_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "lstmlm", *args]
+
+
+# reference.py's recipe (SGD lr 20 on the per-token mean, clip 0.25, lr/4 on a plateau,
+# uniform 0.1 init, 10 evaluation columns, seed 1111), spelled as lstmlm flags.
+REFERENCE_RECIPE = [
+    "--batch-size", "20", "--lr", "20", "--clip", "0.25", "--loss-reduction", "mean",
+    "--lr-schedule", "plateau", "--lr-decay", "4", "--init-range", "0.1",
+    "--optimizer", "sgd", "--eval-batch-size", "10", "--seed", "1111",
+]  # fmt: skip
+
+
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split `ARGS -- FLAGS` into (ARGS, FLAGS): the flags after `--` go to lstmlm."""
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1 :]
