@@ -19,18 +19,19 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import safetensors
-import safetensors.torch
 import torch
 from torch import Tensor
 
 from .config import CELLS, RunConfig, replace
 from .distributed import resolve_device
 from .model import LanguageModel
+from .tensorfile import write_safetensors
 from .vocab import Vocab
 
 CONFIG = "config.json"
@@ -43,7 +44,8 @@ _META_KEY = "lstmlm"
 TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .NAME.<random>.tmp
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
+def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with `data` (or what the callable writes to the open file), atomically."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
@@ -53,7 +55,10 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -101,8 +106,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    blob = safetensors.torch.save(tensors, metadata={_META_KEY: json.dumps(meta)})
-    atomic_write(path, blob)
+    metadata = {_META_KEY: json.dumps(meta)}
+    atomic_write(path, lambda f: write_safetensors(f, tensors, metadata))  # streamed, no blob
 
 
 def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

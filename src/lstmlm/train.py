@@ -432,6 +432,7 @@ class Trainer:
     def end_epoch(self, steps_per_epoch: int) -> bool:
         """Validate, keep the best, schedule; True when asgd fine-tuning has stalled."""
         st, tc = self.st, self.tc
+        self.opt.zero_grad(set_to_none=True)  # the last step's grads: not needed, not kept
         with averaged_weights(self.model, self.opt):
             v = self.validate()
         epoch = st.epoch + 1
@@ -489,6 +490,9 @@ class Trainer:
 
     def finish(self, stopped: str, steps_per_epoch: int) -> TrainResult:
         st = self.st
+        # Free the last step's gradients (a model's worth of memory) before checkpointing and
+        # evaluating: otherwise they are held through the end and set the run's peak RSS.
+        self.opt.zero_grad(set_to_none=True)
         epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
         no_best = not (self.run_dir / ckpt.BEST).exists()
         if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view

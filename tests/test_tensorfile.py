@@ -1,0 +1,69 @@
+import io
+import json
+import tracemalloc
+
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+
+from lstmlm.tensorfile import write_safetensors
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "w": torch.randn(7, 5, generator=g),
+        "bf": torch.randn(3, 4, generator=g).to(torch.bfloat16),
+        "ids": torch.arange(11, dtype=torch.int64),
+        "flag": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(3.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 4),
+        "bytes": torch.arange(5, dtype=torch.uint8),
+        "view": torch.arange(20.0).reshape(4, 5)[1:3].contiguous(),
+    }
+
+
+def test_file_reads_back_with_safetensors(tmp_path):
+    tensors = _tensors()
+    path = tmp_path / "x.safetensors"
+    with open(path, "wb") as f:
+        write_safetensors(f, tensors, {"k": json.dumps({"a": 1})})
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["k"]) == {"a": 1}
+        assert set(f.keys()) == set(tensors)
+        for k, t in tensors.items():
+            got = f.get_tensor(k)
+            assert got.dtype == t.dtype and got.shape == t.shape
+            assert torch.equal(got, t)
+
+
+def test_same_tensors_as_the_library_writer():
+    tensors = _tensors()
+    buf = io.BytesIO()
+    write_safetensors(buf, tensors, {"m": "x"})
+    ours = safetensors.torch.load(buf.getvalue())
+    theirs = safetensors.torch.load(safetensors.torch.save(tensors, metadata={"m": "x"}))
+    assert set(ours) == set(theirs)
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k])
+
+
+def test_streams_without_a_copy_of_the_data(tmp_path):
+    big = {"a": torch.zeros(4_000_000), "b": torch.ones(2_000_000)}  # 24 MB
+    tracemalloc.start()
+    try:
+        with open(tmp_path / "big.safetensors", "wb") as f:
+            write_safetensors(f, big, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # Python-side allocations only: no bytes copy of the 24 MB
+    assert (tmp_path / "big.safetensors").stat().st_size > 24_000_000
+
+
+def test_refuses_what_it_cannot_write():
+    with pytest.raises(ValueError, match="contiguous"):
+        write_safetensors(io.BytesIO(), {"t": torch.zeros(4, 4).t()}, {})
+    with pytest.raises(ValueError, match="dtype"):
+        write_safetensors(io.BytesIO(), {"c": torch.zeros(2, dtype=torch.complex64)}, {})
