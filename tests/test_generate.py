@@ -205,6 +205,8 @@ def test_bad_options_are_value_errors(kw):
         dict(rnn="lstm", num_layers=2),
         dict(rnn="gru", num_layers=2, fc_layers=1),
         dict(rnn="lstm", num_layers=1, tie_weights=True, emb_size=6),  # adds a projection
+        dict(rnn="lstm", num_layers=2, cell="manual"),  # lstmlm's hand-written layers
+        dict(rnn="gru", num_layers=2, cell="manual"),
     ],
 )
 def test_fast_step_equals_forward(kw):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstmlm.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
+from lstmlm.linear_ce import ROWS_PER_BLOCK, ROWS_PER_EVAL_BLOCK, linear_cross_entropy
 
 N, D, V = ROWS_PER_BLOCK * 2 + 5, 12, 37  # more than one block, the last one partial
 
@@ -50,3 +50,36 @@ def test_bad_shapes_and_reduction_are_value_errors():
         linear_cross_entropy(x, w, b, y[:-1])
     with pytest.raises(ValueError, match="reduction"):
         linear_cross_entropy(x, w, b, y, "avg")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mm_dtype", [None, torch.bfloat16])
+def test_forward_only_path_gives_the_training_path_numbers(bias, mm_dtype):
+    g = torch.Generator().manual_seed(1)
+    n = ROWS_PER_EVAL_BLOCK * 2 + 3  # more than one block, the last one partial
+    x, w = torch.randn(n, D, generator=g), torch.randn(V, D, generator=g)
+    b = torch.randn(V, generator=g) if bias else None
+    y = torch.randint(0, V, (n,), generator=g)
+    with torch.inference_mode():
+        fast = linear_cross_entropy(x, w, b, y, "none", mm_dtype)
+    with torch.enable_grad():
+        trained = linear_cross_entropy(x.requires_grad_(), w, b, y, "none", mm_dtype)
+    assert trained.requires_grad and not fast.requires_grad
+    assert torch.allclose(fast, trained.detach(), atol=1e-5, rtol=1e-5)
+    if mm_dtype is None:
+        plain = F.cross_entropy(F.linear(x.detach(), w, b), y, reduction="none")
+        assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_an_underflowing_target_gives_a_finite_loss_and_the_exact_gradient():
+    x = torch.tensor([[1.0]], requires_grad=True)
+    w = torch.tensor([[200.0], [-200.0]], requires_grad=True)  # p(target 1) = e^-400
+    y = torch.tensor([1])
+    loss = linear_cross_entropy(x, w, None, y)
+    assert torch.isfinite(loss) and loss.item() > 80  # capped near -log(fp32 tiny) = 87.3
+    loss.backward()
+    x2, w2 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    F.cross_entropy(F.linear(x2, w2), y).backward()
+    assert torch.allclose(x.grad.double(), x2.grad) and torch.allclose(w.grad.double(), w2.grad)
+    with torch.inference_mode():  # evaluation is exact
+        assert linear_cross_entropy(x, w, None, y).item() == pytest.approx(400.0, rel=1e-5)

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .model import LanguageModel
 from .rnn import State
+from .rnn_manual import ManualGRU, ManualLSTM
 from .tokenize import tokenize_prompt
 from .vocab import EOS, Vocab
 
@@ -175,8 +176,9 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
     for a 650-unit layer here, whatever its length), which a token-by-token loop pays on
     every token. For the layouts it knows (single-layer unidirectional fused layers with
     biases, eval mode) this runs the same weights through `torch.lstm_cell`/`gru_cell`
-    instead; anything else falls back to `model.forward`. Equal to `model.forward` to
-    float rounding (tests/test_generate.py checks it).
+    instead (also for lstmlm's hand-written LSTM/GRU layers, `--cell manual`, which use
+    the same weights and equations); anything else falls back to `model.forward`. Equal
+    to `model.forward` to float rounding (tests/test_generate.py checks it).
     """
 
     def slow(tok: Tensor, state: State) -> tuple[Tensor, State]:
@@ -207,7 +209,7 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
         new: State = []
         for layer, st in zip(layers, state, strict=True):
             w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
-            if type(layer) is nn.LSTM:
+            if type(layer) in _LSTMS:
                 h, c = torch.lstm_cell(x, (st[0][0], st[1][0]), *w)  # (B, H) each
                 new.append((h.unsqueeze(0), c.unsqueeze(0)))
             else:
@@ -223,7 +225,16 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
     return fast
 
 
+# Layers the one-step path runs with torch.lstm_cell / gru_cell. The hand-written ones have
+# nn.LSTM's / nn.GRU's parameter names, gate order and equations (tests/test_rnn_manual.py),
+# so the same cell computes them, in fp32 whatever precision they were trained in.
+_LSTMS = (nn.LSTM, ManualLSTM)
+_GRUS = (nn.GRU, ManualGRU)
+
+
 def _plain_layer(layer: nn.Module) -> bool:
+    if type(layer) in (ManualLSTM, ManualGRU):
+        return True  # always single-layer, unidirectional, time-first, with biases
     return (
         type(layer) in (nn.LSTM, nn.GRU)
         and layer.num_layers == 1

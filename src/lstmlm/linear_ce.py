@@ -3,13 +3,18 @@
 `F.cross_entropy(linear(x).float(), y)` walks the (N, V) scores many times: a cast to
 fp32, log_softmax, a zero-filled gradient, the scatter of the targets, log_softmax's
 backward and a cast back for the matmuls. Here the forward takes each block of rows
-once through max / exp / sum while it is in cache and leaves behind what the backward
+through one fused softmax while it is in cache and leaves behind what the backward
 needs, the gradient of the scores `softmax - onehot` (in the matmul dtype), in the
-scores' own buffer; the backward is then just the two matmuls (and a sum for the bias),
-scaled by the incoming gradient. Softmax arithmetic is fp32 whatever the matmul dtype.
+scores' own buffer; the backward is then just the two matmuls (and a vector-matrix
+product for the bias), with the incoming per-row gradient applied to the small
+operands. Softmax arithmetic is fp32 whatever the matmul dtype.
 
 Memory: one (N, V) buffer in the matmul dtype (the scores, then their gradient), the
 same as the plain path's autocast output, without its fp32 copies.
+
+When no gradient is wanted (evaluation, `torch.inference_mode`), `_nll_only` runs
+instead: the matmul too goes block by block, each block's scores are reduced to
+logsumexp - target score while they are in cache, and nothing of size (N, V) is kept.
 """
 
 from __future__ import annotations
@@ -19,6 +24,28 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache through the five passes
+# A target whose probability underflows fp32 (below 1.2e-38) counts as 87.3 nats in the
+# training loss (its gradient stays exact); evaluation's forward-only path is exact.
+_TINY = torch.finfo(torch.float32).tiny
+ROWS_PER_EVAL_BLOCK = 128  # the forward-only path: big enough a matmul, still in cache
+
+
+def _nll_only(
+    x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, mm_dtype: torch.dtype
+) -> Tensor:
+    """The forward of _LinearCrossEntropy without what its backward needs: NLL (N,) fp32."""
+    xm, wm = x.to(mm_dtype), weight.to(mm_dtype)
+    bm = bias.to(mm_dtype) if bias is not None else None
+    nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
+    for start in range(0, x.size(0), ROWS_PER_EVAL_BLOCK):
+        rows = slice(start, start + ROWS_PER_EVAL_BLOCK)
+        s = xm[rows] @ wm.t()  # (n, V) in mm_dtype
+        if bm is not None:
+            s += bm
+        s = s.float()
+        y = targets[rows].unsqueeze(1)  # (n, 1)
+        nll[rows] = torch.logsumexp(s, dim=1) - s.gather(1, y).squeeze(1)
+    return nll
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -39,15 +66,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, x.size(0), ROWS_PER_BLOCK):
             block = scores[start : start + ROWS_PER_BLOCK]  # (n, V), a view
             y = targets[start : start + ROWS_PER_BLOCK].unsqueeze(1)  # (n, 1)
-            s = block.float()  # (n, V)
-            s -= s.amax(dim=1, keepdim=True)
-            picked = s.gather(1, y).squeeze(1)  # (n,) shifted score of the target
-            s.exp_()
-            total = s.sum(dim=1, keepdim=True)  # (n, 1)
-            nll[start : start + y.size(0)] = total.squeeze(1).log() - picked
-            s /= total  # softmax
-            s.scatter_add_(1, y, s.new_full(y.shape, -1.0))  # softmax - onehot
-            block.copy_(s)
+            p = torch.softmax(block, dim=1, dtype=torch.float32)  # (n, V), one fused op
+            picked = p.gather(1, y).squeeze(1)  # (n,) probability of the target
+            nll[start : start + y.size(0)] = -picked.clamp_min(_TINY).log()
+            p.scatter_add_(1, y, p.new_full(y.shape, -1.0))  # softmax - onehot
+            block.copy_(p)
         ctx.save_for_backward(xm, wm, scores)
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight.dtype)
@@ -59,11 +82,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, d_nll: Tensor
     ) -> tuple[Tensor | None, ...]:
         xm, wm, grad = ctx.saved_tensors  # grad: d nll_i / d scores_i, (N, V)
-        g = grad * d_nll.to(grad.dtype).unsqueeze(1)  # (N, V)
+        # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
+        # instead, so no second (N, V) buffer is written.
         x_dtype, w_dtype = ctx.dtypes
-        d_x = (g @ wm).to(x_dtype) if ctx.needs_input_grad[0] else None  # (N, D)
-        d_w = (g.t() @ xm).to(w_dtype) if ctx.needs_input_grad[1] else None  # (V, D)
-        d_b = g.sum(dim=0, dtype=torch.float32).to(w_dtype) if ctx.has_bias else None  # (V,)
+        d = d_nll.unsqueeze(1)  # (N, 1) fp32
+        d_x = ((grad @ wm).float() * d).to(x_dtype) if ctx.needs_input_grad[0] else None
+        d_w = None
+        if ctx.needs_input_grad[1]:
+            d_w = (grad.t() @ (xm.float() * d).to(grad.dtype)).to(w_dtype)  # (V, D)
+        d_b = None
+        if ctx.has_bias:
+            d_b = (d.t().to(grad.dtype) @ grad).squeeze(0).to(w_dtype)  # (V,)
         return d_x, d_w, d_b, None, None
 
 
@@ -81,9 +110,17 @@ def linear_cross_entropy(
     (fp32 softmax; the matmuls in `mm_dtype`, default x's dtype). reduction: mean | sum | none.
     """
     if x.dim() != 2 or targets.shape != x.shape[:1]:
-        raise ValueError(f"expected x (N, D) and targets (N,), got {tuple(x.shape)}, "
-                         f"{tuple(targets.shape)}")
-    nll = _LinearCrossEntropy.apply(x, weight, bias, targets, mm_dtype or x.dtype)  # (N,)
+        raise ValueError(
+            f"expected x (N, D) and targets (N,), got {tuple(x.shape)}, {tuple(targets.shape)}"
+        )
+    mm_dtype = mm_dtype or x.dtype
+    grads = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias)
+    )
+    if grads:
+        nll = _LinearCrossEntropy.apply(x, weight, bias, targets, mm_dtype)  # (N,)
+    else:
+        nll = _nll_only(x, weight, bias, targets, mm_dtype)  # (N,)
     if reduction == "mean":
         return nll.mean()
     if reduction == "sum":
