@@ -118,10 +118,10 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "ptb-10min",
             "the best PTB recipe found for a 10-minute budget on a 2-core CPU: Zaremba's "
-            "small model (2x200 LSTM, untied, no dropout, bptt 20, batch 20, SGD lr 20 on the "
-            "mean loss = lr 1 summed, clip 0.25) with bf16 matmuls in the hand-written LSTM "
-            "and the lr annealed by a cosine over the run's budget; use with --max-minutes "
-            "(what was tried: benchmarks/RESULTS.md)",
+            "small model (2x200 LSTM, bptt 20, batch 20, SGD lr 20 on the mean loss = lr 1 "
+            "summed, clip 0.25) with tied embedding and decoder and dropout 0.1, bf16 "
+            "matmuls in the hand-written LSTM and the lr annealed by a cosine over the run's "
+            "budget; use with --max-minutes (what was tried: benchmarks/RESULTS.md)",
             data=dict(level="word"),
             model=dict(
                 rnn="lstm",
@@ -129,7 +129,8 @@ PRESETS: dict[str, Preset] = {
                 emb_size=200,
                 hidden_size=200,
                 num_layers=2,
-                dropout=0.0,
+                dropout=0.1,
+                tie_weights=True,
                 init_range=0.1,
                 init_all=False,  # as measured (torch init for the LSTM, like the reference)
             ),
