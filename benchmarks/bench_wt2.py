@@ -52,7 +52,8 @@ LSTMLM = {
     "medium": ["--emb-size", "650", "--hidden-size", "650", "--num-layers", "2",
                "--dropout", "0.5", "--bptt", "35"],
 }  # fmt: skip
-FAST = ["--softmax", "adaptive", "--cutoffs", "2000", "10000", "--precision", "bf16",
+FAST = ["--softmax", "adaptive", "--cutoffs", "2000", "10000", "--div-value", "2",
+        "--precision", "bf16",
         "--cell", "manual"]  # fmt: skip
 
 

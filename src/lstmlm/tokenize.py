@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from .vocab import EOS
 
@@ -24,18 +24,20 @@ def lines(text: str) -> list[str]:
 
 
 def tokenize(text: str, level: str) -> list[str]:
-    out: list[str] = []
-    if level == "char":
-        for line in lines(text):
-            out.extend(line)
-            out.append(EOS)
-    elif level in ("word", "symbols"):
-        for line in lines(text):
-            out.extend(line.split())
-            out.append(EOS)
-    else:
+    return list(iter_tokens(text, level))
+
+
+def iter_tokens(text: str, level: str) -> Iterator[str]:
+    """The tokens of `tokenize`, one line at a time: a corpus is never a list of strings."""
+    if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; use one of {', '.join(LEVELS)}")
-    return out
+    return _iter_tokens(text, level)
+
+
+def _iter_tokens(text: str, level: str) -> Iterator[str]:
+    for line in lines(text):
+        yield from line if level == "char" else line.split()
+        yield EOS
 
 
 def tokenize_prompt(text: str, level: str) -> list[str]:
