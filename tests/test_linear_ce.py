@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstmlm.linear_ce import ROWS_PER_BLOCK, ROWS_PER_EVAL_BLOCK, linear_cross_entropy
+from lstmlm.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
 
 N, D, V = ROWS_PER_BLOCK * 2 + 5, 12, 37  # more than one block, the last one partial
 
@@ -56,7 +56,7 @@ def test_bad_shapes_and_reduction_are_value_errors():
 @pytest.mark.parametrize("mm_dtype", [None, torch.bfloat16])
 def test_forward_only_path_gives_the_training_path_numbers(bias, mm_dtype):
     g = torch.Generator().manual_seed(1)
-    n = ROWS_PER_EVAL_BLOCK * 2 + 3  # more than one block, the last one partial
+    n = ROWS_PER_BLOCK * 2 + 3  # more than one block, the last one partial
     x, w = torch.randn(n, D, generator=g), torch.randn(V, D, generator=g)
     b = torch.randn(V, generator=g) if bias else None
     y = torch.randint(0, V, (n,), generator=g)

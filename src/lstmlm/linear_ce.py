@@ -13,35 +13,38 @@ Memory: one (N, V) buffer in the matmul dtype (the scores, then their gradient),
 same as the plain path's autocast output, without its fp32 copies.
 
 When no gradient is wanted (evaluation, `torch.inference_mode`), `_nll_only` runs
-instead: the matmul too goes block by block, each block's scores are reduced to
-logsumexp - target score while they are in cache, and nothing of size (N, V) is kept.
+instead: one matmul, then per block of rows an fp32 cross-entropy while the block is in
+cache, and no softmax gradient. Measured against alternatives for (350 | 3200, 650) x
+(650, 10k): block-wise matmuls with `torch.logsumexp` were 1.2-1.4x slower, the plain
+`F.cross_entropy(linear(x).float())` the same at 350 rows and 1.6x slower at 3200 in bf16.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache through the five passes
-ROWS_PER_EVAL_BLOCK = 128  # the forward-only path: big enough a matmul, still in cache
+
+
+def _scores(xm: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
+    """xm (N, D) @ wm.T (+ bias, added before the one rounding to the matmul dtype): (N, V)."""
+    if bias is None:
+        return xm @ wm.t()
+    return torch.addmm(bias.to(wm.dtype), xm, wm.t())
 
 
 def _nll_only(
     x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, mm_dtype: torch.dtype
 ) -> Tensor:
     """The forward of _LinearCrossEntropy without what its backward needs: NLL (N,) fp32."""
-    xm, wm = x.to(mm_dtype), weight.to(mm_dtype)
-    bm = bias.to(mm_dtype) if bias is not None else None
+    scores = _scores(x.to(mm_dtype), weight.to(mm_dtype), bias)  # (N, V) in mm_dtype
     nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
-    for start in range(0, x.size(0), ROWS_PER_EVAL_BLOCK):
-        rows = slice(start, start + ROWS_PER_EVAL_BLOCK)
-        s = xm[rows] @ wm.t()  # (n, V) in mm_dtype
-        if bm is not None:
-            s += bm
-        s = s.float()
-        y = targets[rows].unsqueeze(1)  # (n, 1)
-        nll[rows] = torch.logsumexp(s, dim=1) - s.gather(1, y).squeeze(1)
+    for start in range(0, x.size(0), ROWS_PER_BLOCK):
+        rows = slice(start, start + ROWS_PER_BLOCK)
+        nll[rows] = F.cross_entropy(scores[rows].float(), targets[rows], reduction="none")
     return nll
 
 
@@ -56,9 +59,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         mm_dtype: torch.dtype,
     ) -> Tensor:
         xm, wm = x.to(mm_dtype), weight.to(mm_dtype)
-        scores = xm @ wm.t()  # (N, V) in mm_dtype; becomes the gradient below
-        if bias is not None:
-            scores += bias.to(mm_dtype)
+        scores = _scores(xm, wm, bias)  # (N, V) in mm_dtype; becomes the gradient below
         nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
         for start in range(0, x.size(0), ROWS_PER_BLOCK):
             block = scores[start : start + ROWS_PER_BLOCK]  # (n, V), a view
