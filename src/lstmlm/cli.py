@@ -204,11 +204,10 @@ def format_result(split: str, ppl: float, bpc: float | None) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
     from . import checkpoint, evaluate
+    from .dataset import encode_ids
     from .readers import read_text
-    from .tokenize import tokenize
 
     if args.cache and args.dynamic:
         raise ValueError("--cache and --dynamic do not combine; pick one")
@@ -232,8 +231,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return datasets[0]
 
     if args.file:
-        tokens = tokenize(read_text(args.file, lowercase=info.config.data.lowercase), info.level)
-        ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+        text = read_text(args.file, lowercase=info.config.data.lowercase)
+        ids = encode_ids(vocab, text, info.level)
         split = args.file
     else:
         ids = getattr(dataset(), args.split)

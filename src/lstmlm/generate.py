@@ -229,7 +229,6 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
 # nn.LSTM's / nn.GRU's parameter names, gate order and equations (tests/test_rnn_manual.py),
 # so the same cell computes them, in fp32 whatever precision they were trained in.
 _LSTMS = (nn.LSTM, ManualLSTM)
-_GRUS = (nn.GRU, ManualGRU)
 
 
 def _plain_layer(layer: nn.Module) -> bool:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache through the five passes
+ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
 
 
 def _scores(xm: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:

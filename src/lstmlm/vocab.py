@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -44,8 +44,12 @@ class Vocab:
         return token in self.stoi
 
     def encode(self, tokens: Iterable[str]) -> list[int]:
+        return list(self.iter_ids(tokens))
+
+    def iter_ids(self, tokens: Iterable[str]) -> Iterator[int]:
+        """The ids of `tokens` one at a time (unknown ones are `<unk>`)."""
         get, unk = self.stoi.get, self.unk_id
-        return [get(t, unk) for t in tokens]
+        return (get(t, unk) for t in tokens)
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         itos = self.itos
