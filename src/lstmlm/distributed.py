@@ -117,6 +117,9 @@ def init(device: str = "auto") -> torch.device:
 
 def shutdown() -> None:
     if dist.is_initialized():
+        # All ranks leave together: a rank that tears down its gloo connections while a
+        # peer still works (rank 0 writing its files) can abort the peer at exit.
+        dist.barrier()
         dist.destroy_process_group()
 
 
