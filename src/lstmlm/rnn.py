@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .regularize import locked_dropout, weight_dropped_call
+from .regularize import dropout, locked_dropout, weight_dropped_call
 from .rnn_manual import ManualGRU, ManualLSTM, MogrifierLSTM
 
 # Per layer: (h, c) for LSTM, (h,) for GRU; each (1, B, H).
@@ -80,7 +80,7 @@ class RNNStack(nn.Module):
             make_layer(kind, cell, sizes[i], sizes[i + 1], mogrifier_rounds, mogrifier_rank)
             for i in range(len(self.hidden_sizes))
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout  # standard dropout between layers
         self.dropout_h = dropout_h  # locked dropout between layers
         self.wdrop = wdrop  # DropConnect on weight_hh_l0
 
@@ -97,7 +97,7 @@ class RNNStack(nn.Module):
         outputs: list[Tensor] = []
         for i, layer in enumerate(self.layers):
             if i > 0:
-                x = self.dropout(x)
+                x = dropout(x, self.dropout, self.training)
                 x = locked_dropout(x, self.dropout_h, self.training)  # (T, B, H_{i-1})
             hx = state[i] if has_cell_state(self.kind) else state[i][0]
             x, hx = weight_dropped_call(layer, x, hx, self.wdrop, self.training)  # (T, B, H_i)
