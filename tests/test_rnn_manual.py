@@ -189,6 +189,21 @@ def test_bf16_precision_is_close_to_fp32() -> None:
         _assert_all_close(grads[0], grads[1], 5e-2)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_bf16_inference_path_is_close_to_fp32_and_returns_fp32(kind: str) -> None:
+    # Without gradients the LSTM runs torch's fused kernel (bf16 under autocast there).
+    torch.manual_seed(5)
+    layer = KINDS[kind][0](IN, H, precision="bf16")
+    x = torch.randn(T, B, IN)
+    hx = _state(kind, 1, torch.float32, grad=False)
+    out_ref, s_ref = layer(x, hx)  # the training path (saves for BPTT)
+    for context in (torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        with torch.no_grad(), context:
+            out, s = layer(x, hx)
+        assert out.dtype == torch.float32 and all(t.dtype == torch.float32 for t in _flat(s))
+        _assert_all_close([out, *_flat(s)], [out_ref, *_flat(s_ref)], 3e-2)
+
+
 def test_onednn_path_matches_plain_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(5)
     x = torch.randn(T, B, IN, requires_grad=True)
