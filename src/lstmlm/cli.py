@@ -93,9 +93,11 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed, train
+    from .allocator import keep_freed_memory
 
     if args.nproc is not None and args.nproc != 1:
         return launch_train(args)
+    keep_freed_memory()  # no page faults for buffers freed and re-made every step
     main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and prints
     reporter = ProgressReporter(quiet=args.quiet or not main_rank)
     if getattr(args, "tensorboard", None) is not None and main_rank:  # --tensorboard [DIR]
