@@ -24,13 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
-import time
-from collections.abc import Callable
 
 import torch
-from common import ROOT, SHARED, machine, run_json
+from common import SHARED, machine, median_seconds, reference_cmd, run_json
 
 from lstmlm.rnn_manual import _step_linear
 
@@ -38,21 +34,10 @@ H, V = 650, 10_000
 G = 4 * H  # LSTM gates
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _mm(m: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> float:
     """Seconds for one (m, k) @ (k, n) product."""
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    return _median_seconds(lambda: a @ b, repeats)
+    return median_seconds(lambda: a @ b, repeats)
 
 
 def _recurrent(batch: int, steps: int, dtype: torch.dtype, repeats: int) -> float:
@@ -64,7 +49,7 @@ def _recurrent(batch: int, steps: int, dtype: torch.dtype, repeats: int) -> floa
         for _ in range(steps):
             rec(h)
 
-    return _median_seconds(run, max(3, repeats // 3))
+    return median_seconds(run, max(3, repeats // 3))
 
 
 def floor_seconds(dtype: torch.dtype, repeats: int) -> dict[str, float]:
@@ -100,17 +85,9 @@ def main() -> None:
     results["matmul_floor_bf16"] = {k: round(v, 4) for k, v in bf16.items()}
     results["matmul_floor_fp32"] = {k: round(v, 4) for k, v in fp32.items()}
     if not args.skip_reference:
+        data = str(SHARED / args.corpus)
         ref, _ = run_json(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "reference.py"),
-                "--preset",
-                "medium",
-                "--data",
-                str(SHARED / args.corpus),
-                "--seconds",
-                str(args.seconds),
-            ]
+            reference_cmd("--preset", "medium", "--data", data, "--seconds", str(args.seconds))
         )
         train, evaluation = ref["train_tokens_per_sec"], ref["eval_tokens_per_sec"]
         results["reference"] = {"train_tokens_per_sec": train, "eval_tokens_per_sec": evaluation}

@@ -17,27 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import machine
+from common import machine, median_seconds
 
 from lstmlm.regularize import dropout
 from lstmlm.rnn_manual import ManualLSTM
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(1e3 * statistics.median(times), 3)
+    return round(1e3 * median_seconds(fn, repeats), 3)
 
 
 def dropout_timings(repeats: int) -> dict[str, float]:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, SHARED, lstmlm_cmd, machine, run_json
+from common import SHARED, lstmlm_cmd, machine, reference_cmd, run_json
 
 
 def main() -> None:
@@ -40,17 +39,9 @@ def main() -> None:
     }
     ref_valid = None
     if not args.skip_reference:
+        data = str(SHARED / args.corpus)
         ref, rss = run_json(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "reference.py"),
-                "--preset",
-                "small",
-                "--data",
-                str(SHARED / args.corpus),
-                "--seconds",
-                str(args.seconds),
-            ]
+            reference_cmd("--preset", "small", "--data", data, "--seconds", str(args.seconds))
         )
         ref_valid = ref["valid_ppl"]
         results["reference_small"] = {

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,23 @@ def run_json(cmd: list[str]) -> tuple[dict[str, Any], float]:
 
 def lstmlm_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "lstmlm", *args]
+
+
+def reference_cmd(*args: str) -> list[str]:
+    """Command line of benchmarks/reference.py (the plain loop) with `args`."""
+    return [sys.executable, str(ROOT / "benchmarks" / "reference.py"), *args]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn, after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 # reference.py's recipe (SGD lr 20 on the per-token mean, clip 0.25, lr/4 on a plateau,
