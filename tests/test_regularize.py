@@ -49,6 +49,11 @@ def test_dropout_mask_drops_the_asked_fraction_for_any_shape(p):
     assert big.mean().item() == pytest.approx(1.0, abs=0.01)
 
 
+def test_dropout_mask_near_one_keeps_a_finite_scale():
+    m = dropout_mask(torch.empty(1000), 1 - 1e-9)  # rounds to 65535 / 65536 dropped
+    assert torch.isfinite(m).all() and set(m.unique().tolist()) <= {0.0, 65536.0}
+
+
 def test_dropout_scales_kept_elements_and_is_the_identity_in_eval():
     torch.manual_seed(2)
     x = torch.randn(5, 4, 30, requires_grad=True)

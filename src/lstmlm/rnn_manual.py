@@ -247,9 +247,10 @@ def _lstm_inference(
     """x (T, B, I), h0, c0 (B, H) -> out (T, B, H), h_T, c_T through torch's fused LSTM kernel.
 
     Without gradients nothing needs saving, so the time loop can be torch's own (oneDNN
-    on CPU, in bf16 under a bf16 autocast). Measured on AMD EPYC (2 threads, torch 2.13)
-    against this module's loop in bf16: 55 vs 98 ms for (T, B, H) = (100, 32, 650) and
-    3 vs 8 ms for (70, 10, 200). Results come back in x's dtype.
+    on CPU, in bf16 under a bf16 autocast). ``benchmarks/bench_ops.py`` on AMD EPYC
+    (2 threads, torch 2.13), bf16: 63 ms against the training path's 119 for
+    (T, B, H) = (100, 32, 650), 3.3 against 9.7 for (70, 10, 200). Results come back in
+    x's dtype.
     weights: [weight_ih, weight_hh, bias_ih, bias_hh].
     """
     state = (h0.unsqueeze(0), c0.unsqueeze(0))  # (1, B, H) each
