@@ -104,6 +104,18 @@ def test_fast_loss_and_full_log_probs_give_the_same_gradients():
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_fast_loss_with_row_selections_past_one_padding_bucket():
+    # 150 rows: each tail's selection spans several ROW_BUCKETs and is padded.
+    m = adaptive().eval()
+    torch.manual_seed(3)
+    x, y = torch.randint(0, V, (50, 3)), torch.randint(0, V, (50, 3))
+    with torch.no_grad():
+        full = m(x)
+        each = m.loss(full.features, y, "none")
+    nll = F.nll_loss(full.logits.view(-1, V), y.view(-1), reduction="none")  # (150,)
+    assert torch.allclose(each, nll, atol=1e-5)
+
+
 def test_every_parameter_gets_a_gradient_even_with_empty_clusters():
     m = adaptive().train()
     x = torch.randint(0, V, (5, 2))

@@ -83,6 +83,9 @@ def check_cutoffs(cutoffs: Sequence[int], vocab_size: int) -> None:
         )
 
 
+ROW_BUCKET = 64  # tail row selections are padded to a multiple of this
+
+
 class AdaptiveSoftmax(nn.Module):
     """Adaptive softmax head; `head(x)` gives exact log-probabilities (..., V), fp32.
 
@@ -146,12 +149,18 @@ class AdaptiveSoftmax(nn.Module):
         logp = head.gather(1, head_idx.unsqueeze(1)).squeeze(1)  # (N,)
         for i, tail in enumerate(self.tails):
             rows = (cluster == i + 1).nonzero().squeeze(1)  # (M,)
+            m = rows.numel()
+            # Pad the selection to a multiple of ROW_BUCKET rows (repeats of row 0, dropped
+            # again below): the buffers of the tail then come in a few sizes that the
+            # allocator can reuse instead of a new size every step.
+            padded = torch.cat((rows, rows.new_zeros(-m % ROW_BUCKET)))  # (M',)
             # Run even when M = 0: every parameter then gets a (zero) gradient each step,
             # which DistributedDataParallel (find_unused_parameters off) relies on.
-            scores = tail(x.index_select(0, rows)).float()  # (M, n_i)
-            local = targets.index_select(0, rows) - self.bounds[i]  # (M,)
+            scores = tail(x.index_select(0, padded)).float()  # (M', n_i)
+            local = targets.index_select(0, padded) - self.bounds[i]  # (M',)
+            local.clamp_(0, scores.size(1) - 1)  # the padding rows' targets are elsewhere
             picked = F.log_softmax(scores, dim=-1).gather(1, local.unsqueeze(1)).squeeze(1)
-            logp = logp.index_add(0, rows, picked)
+            logp = logp.index_add(0, rows, picked[:m])
         return -logp
 
     def loss(self, x: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
