@@ -206,7 +206,6 @@ def format_result(split: str, ppl: float, bpc: float | None) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-
     from . import checkpoint, evaluate
     from .dataset import encode_ids
     from .readers import read_text
