@@ -14,7 +14,10 @@ weight drop (DropConnect) without touching the module.
 Speed: the input projection of the whole window is one matmul; only the recurrent
 part loops over time. With ``impl="function"`` the recurrence of the whole
 window is a single autograd node (``_LSTMWindow`` / ``_GRUWindow``) whose backward
-is hand-written BPTT, so autograd does no per-step bookkeeping. When no gradient is
+is hand-written BPTT, so autograd does no per-step bookkeeping. For the LSTM on CPU fp32
+tensors, each step's elementwise work (gates, cell, their gradients) is one call into the
+C kernels of ``native.py`` (``_LSTMWindowNative``), built on first use; without a C
+compiler the same loop runs on torch ops (``_LSTMWindow``). When no gradient is
 needed, the GRU runs the same loop without saving anything and the LSTM hands the
 window to torch's fused kernel (``torch.lstm``; oneDNN on CPU), which is faster there
 and has nothing to save either. ``impl="loop"`` is a plain
@@ -36,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from lstmlm import native
 from lstmlm.cells import (
     LSTMState,
     build_mogrifier,
@@ -99,7 +103,7 @@ def _onednn_ok(t: Tensor, dtypes: tuple[torch.dtype, ...]) -> bool:
 
 def _matmul_nt(a: Tensor, b: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
     """``a @ b.T`` for a (M, K), b (N, K), in ``mm_dtype`` when given; result in a's dtype."""
-    if mm_dtype is not None and mm_dtype != a.dtype:
+    if mm_dtype is not None and (a.dtype != mm_dtype or b.dtype != mm_dtype):
         return (a.to(mm_dtype) @ b.to(mm_dtype).t()).to(a.dtype)
     if _onednn_ok(a, (torch.float32,)):
         return torch.ops.mkldnn._linear_pointwise(
@@ -109,22 +113,31 @@ def _matmul_nt(a: Tensor, b: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
 
 
 class _Linear(torch.autograd.Function):
-    """``x @ weight.T + bias`` for a whole window, with every matmul routed by ``_matmul_nt``."""
+    """``x @ weight.T (+ bias)`` for a whole window, every matmul routed by ``_matmul_nt``.
+
+    The result is in x's dtype, or with ``keep_mm_dtype`` in the matmul dtype as the
+    matmul left it (no bias then: the caller adds it later, in fp32).
+    """
 
     @staticmethod
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: Tensor,
         weight: Tensor,
-        bias: Tensor,
+        bias: Tensor | None,
         mm_dtype: torch.dtype | None,
+        keep_mm_dtype: bool = False,
     ) -> Tensor:
         # Cast once: the backward reuses the matmul-dtype copies (half the bytes saved).
         xm = x if mm_dtype is None else x.to(mm_dtype)  # (N, in)
         wm = weight if mm_dtype is None else weight.to(mm_dtype)  # (out, in)
         ctx.save_for_backward(xm, wm)
         ctx.dtypes = (x.dtype, weight.dtype)
-        return _matmul_nt(xm, wm, None).to(x.dtype) + bias  # (N, out)
+        y = _matmul_nt(xm, wm, None)  # (N, out)
+        if keep_mm_dtype:
+            return y
+        y = y.to(x.dtype)
+        return y if bias is None else y + bias
 
     @staticmethod
     @once_differentiable
@@ -141,7 +154,7 @@ class _Linear(torch.autograd.Function):
             d_weight = _matmul_nt(dm.t(), xm.t(), None).to(w_dtype)  # (out, in)
         if ctx.needs_input_grad[2]:
             d_bias = d_out.sum(dim=0)
-        return d_x, d_weight, d_bias, None
+        return d_x, d_weight, d_bias, None, None
 
 
 def _step_linear(weight: Tensor, batch: int, mm_dtype: torch.dtype | None) -> StepLinear:
@@ -167,11 +180,18 @@ def _step_linear(weight: Tensor, batch: int, mm_dtype: torch.dtype | None) -> St
     return plain
 
 
-def _project(x: Tensor, weight_ih: Tensor, bias: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
+def _project(
+    x: Tensor,
+    weight_ih: Tensor,
+    bias: Tensor | None,
+    mm_dtype: torch.dtype | None,
+    keep_mm_dtype: bool = False,
+) -> Tensor:
     """Input projection of a whole window in one matmul: (T, B, I) -> (T, B, G*H)."""
     T, B, _ = x.shape
     x2 = x.reshape(T * B, -1)  # (T*B, I)
-    return _Linear.apply(x2, weight_ih, bias, mm_dtype).view(T, B, -1)  # (T, B, G*H)
+    y = _Linear.apply(x2, weight_ih, bias, mm_dtype, keep_mm_dtype)  # (T*B, G*H)
+    return y.view(T, B, -1)
 
 
 def _split_input(x: Tensor, input_size: int, name: str) -> tuple[Tensor, bool]:
@@ -325,6 +345,91 @@ class _LSTMWindow(torch.autograd.Function):
         return d_gates, dh, dc, d_weight_hh, None
 
 
+class _LSTMWindowNative(torch.autograd.Function):
+    """``_LSTMWindow`` with each step's elementwise work in one call to the C kernels.
+
+    x_proj (T, B, 4H) holds only ``x @ W_ih.T``, in the matmul dtype (bf16 or fp32); the
+    kernel adds bias (4H,) in fp32. With bf16 matmuls the kernels also write the bf16
+    copies the next matmul reads (h forward, the gate gradients backward) and read the
+    matmul's bf16 results as they are, so the loop has no casts. The gradient of x_proj
+    comes back in its dtype, ready for the projection's backward matmuls.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_proj: Tensor,
+        bias: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weight_hh: Tensor,
+        mm_dtype: torch.dtype | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        k = native.lstm_kernels()
+        T, B, G = x_proj.shape
+        H = G // 4
+        x_proj = x_proj.contiguous()
+        rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 4H)
+        bf16 = x_proj.dtype == torch.bfloat16
+        out = h0.new_empty(T, B, H)
+        acts = h0.new_empty(T, B, G)  # [sigmoid i, sigmoid f, tanh g, sigmoid o]
+        cells = h0.new_empty(T + 1, B, H)  # c_0 .. c_T
+        tanh_c = h0.new_empty(T, B, H)
+        cells[0] = c0
+        h_mm = x_proj.new_empty(2, B, H) if bf16 else None  # bf16 h for the next matmul
+        bias = bias.contiguous()
+        xp, a, cs, tc, o = (t.data_ptr() for t in (x_proj, acts, cells, tanh_c, out))
+        step_x, step_g, step_h = B * G * x_proj.element_size(), B * G * 4, B * H * 4  # bytes
+        h_in = h0.contiguous()
+        for t in range(T):
+            r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, 4H)
+            h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
+            k.forward_step(
+                B, H, xp + t * step_x, r.data_ptr(), int(bf16), bias.data_ptr(),
+                cs + t * step_h, a + t * step_g, cs + (t + 1) * step_h, tc + t * step_h,
+                o + t * step_h, h_next.data_ptr() if bf16 else None,
+            )  # fmt: skip
+            h_in = h_next
+        ctx.save_for_backward(h0, weight_hh, out, acts, cells, tanh_c)
+        ctx.mm_dtype, ctx.x_dtype = mm_dtype, x_proj.dtype
+        return out, out[-1].clone(), cells[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        k = native.lstm_kernels()
+        h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
+        T, B, G = acts.shape
+        H = G // 4
+        rec_t = _step_linear(weight_hh.t(), B, ctx.mm_dtype)  # d_gates (B, 4H) -> (B, H)
+        d_gates = acts.new_empty(T, B, G, dtype=ctx.x_dtype)  # == grad of x_proj
+        bf16 = d_gates.dtype == torch.bfloat16
+        d_bias = acts.new_zeros(G)  # fp32 sum of the gate gradients over T and B
+        d_out = d_out.contiguous().clone()  # (T, B, H)
+        d_out[-1] += d_hT  # the last step's d h_T comes in beside its output's gradient
+        dh = d_out.new_zeros(B, H, dtype=d_gates.dtype)  # d_gates_{t+1} W_hh; none at T
+        dc = d_cT.contiguous().clone()  # (B, H), updated in place step by step
+        dg, do, a, cs, tc = (t.data_ptr() for t in (d_gates, d_out, acts, cells, tanh_c))
+        step_d, step_g, step_h = B * G * d_gates.element_size(), B * G * 4, B * H * 4
+        for t in range(T - 1, -1, -1):
+            k.backward_step(
+                B, H, dh.data_ptr(), int(bf16), do + t * step_h, a + t * step_g,
+                cs + t * step_h, tc + t * step_h, dc.data_ptr(), dg + t * step_d,
+                d_bias.data_ptr(),
+            )  # fmt: skip
+            dh = rec_t(d_gates[t]).to(d_gates.dtype).contiguous()  # (B, H)
+
+        d_weight_hh = None
+        if ctx.needs_input_grad[4]:
+            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
+            d_weight_hh = _matmul_nt(
+                d_gates.view(T * B, G).t(), h_prev.view(T * B, H).t(), ctx.mm_dtype
+            ).to(weight_hh.dtype)
+        return d_gates, d_bias, dh.to(h0.dtype), dc, d_weight_hh, None
+
+
 class ManualLSTM(nn.Module):
     """Single-layer LSTM, drop-in for ``nn.LSTM(input_size, hidden_size)``.
 
@@ -374,6 +479,11 @@ class ManualLSTM(nn.Module):
         weight_hh = self.weight_hh_l0
         if self.impl == "function" and not _needs_grad(x, h0, c0, *weights):
             out, h, c = _lstm_inference(x, h0, c0, weights, mm_dtype)
+        elif self.impl == "function" and native.usable(x, h0, c0, weight_hh):
+            # The C kernels add the bias and read the projection in the matmul dtype.
+            x_proj = _project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 4H)
+            bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
+            out, h, c = _LSTMWindowNative.apply(x_proj, bias, h0, c0, weight_hh, mm_dtype)
         else:
             bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,), folded into the projection
             x_proj = _project(x, self.weight_ih_l0, bias, mm_dtype)  # (T, B, 4H)

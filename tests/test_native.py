@@ -1,0 +1,106 @@
+"""The C kernels of kernels/lstm_step.c: build, cache, fallback, and the LSTM's two paths."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import lstmlm.native as native
+from lstmlm.rnn_manual import ManualLSTM
+
+needs_cc = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
+)
+
+
+@pytest.fixture
+def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """An empty kernel cache and no kernels loaded yet in this process."""
+    monkeypatch.setenv(native.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.delenv(native.ENV_SWITCH, raising=False)
+    native.lstm_kernels.cache_clear()
+    yield tmp_path / "cache"
+    native.lstm_kernels.cache_clear()
+
+
+@needs_cc
+def test_builds_once_into_the_cache_and_agrees_with_torch(fresh: Path) -> None:
+    assert native.lstm_kernels() is not None  # built, then checked against torch
+    (built,) = fresh.glob("lstm_step-*.so")
+    stamp = built.stat().st_mtime_ns
+    native.lstm_kernels.cache_clear()
+    assert native.lstm_kernels() is not None
+    assert [p.name for p in fresh.iterdir()] == [built.name]  # no leftovers from the build
+    assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
+
+
+def test_switch_off_and_missing_compiler_fall_back(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    assert native.lstm_kernels() is None
+    native.lstm_kernels.cache_clear()
+    monkeypatch.delenv(native.ENV_SWITCH)
+    monkeypatch.setenv("CC", str(fresh.parent / "no-such-cc"))
+    assert native.lstm_kernels() is None
+    assert not native.usable(torch.zeros(1))
+    layer = ManualLSTM(3, 4)  # still trains, on torch ops
+    out, _ = layer(torch.randn(2, 1, 3))
+    out.sum().backward()
+    assert layer.weight_hh_l0.grad is not None
+
+
+def test_a_compiler_error_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failing = fresh.parent / "cc"
+    failing.write_text('#!/bin/sh\n[ "$1" = --version ] && echo fake 1.0 && exit 0\nexit 1\n')
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    assert native.lstm_kernels() is None
+
+
+def _run(layer: ManualLSTM, x, h0, c0):
+    out, (h, c) = layer(x, (h0, c0))
+    w = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * w).sum() + (h**2).sum() + (c**3).sum()
+    grads = torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])
+    return [out, h, c, *grads]
+
+
+@needs_cc
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("T,B,n_in,H", [(5, 3, 4, 7), (3, 2, 9, 40)])
+def test_native_and_torch_paths_agree(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, precision: str, T: int, B: int, n_in: int, H: int
+) -> None:
+    torch.manual_seed(0)
+    layer = ManualLSTM(n_in, H, precision=precision)
+    x = torch.randn(T, B, n_in, requires_grad=True)
+    h0, c0 = (torch.randn(1, B, H, requires_grad=True) for _ in range(2))
+    assert native.usable(x)
+    fast = _run(layer, x, h0, c0)
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    native.lstm_kernels.cache_clear()
+    assert not native.usable(x)
+    plain = _run(layer, x, h0, c0)
+    # fp32: the same arithmetic in another order. bf16: the native path rounds the input
+    # projection to bf16 before adding the bias (the torch path after), so a few bf16 ulps.
+    tol = 1e-5 if precision == "fp32" else 3e-2
+    for a, b in zip(fast, plain, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item())
+
+
+@needs_cc
+def test_non_finite_values_propagate(fresh: Path) -> None:
+    """The trainer's guard must see a NaN that enters the recurrence (no clamp hides it)."""
+    layer = ManualLSTM(3, 5)
+    x = torch.randn(4, 2, 3)
+    x[1, 0, 0] = float("nan")
+    out, _ = layer(x.requires_grad_())
+    assert torch.isnan(out[1:, 0]).all()
+    assert torch.isfinite(out[0]).all() and torch.isfinite(out[:, 1]).all()
+    out.sum().backward()
+    assert torch.isnan(layer.weight_ih_l0.grad).any()
