@@ -121,3 +121,18 @@ def test_mogrifier_model_runs_and_learns():
         losses.append(loss.item())
     assert len(out.state[0]) == 2  # (h, c)
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_last_logits_equal_the_last_row_of_forward(softmax):
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_size=8, hidden_size=8, num_layers=2, softmax=softmax, cutoffs=(10,))
+    m = LanguageModel(cfg, 30).eval()
+    x = torch.randint(0, 30, (5, 3))
+    with torch.no_grad():
+        full = m(x)
+        last, state = m.last_logits(x)
+    assert last.shape == (3, 30)
+    assert torch.allclose(last, full.logits[-1], atol=1e-6)
+    for a, b in zip(state, full.state, strict=True):
+        assert all(torch.equal(s, t) for s, t in zip(a, b, strict=True))

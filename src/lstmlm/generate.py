@@ -281,9 +281,11 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
     b = cfg.num_samples
     # Feed the prompt once with batch 1, then copy its state to the B samples.
     x = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(1)  # (T, 1)
-    out = model(x, model.init_state(1))
-    state: State = [tuple(t.expand(-1, b, -1).contiguous() for t in layer) for layer in out.state]
-    logits = out.logits[-1].expand(b, -1)  # (B, V)
+    last, prompt_state = model.last_logits(x, model.init_state(1))  # (1, V)
+    state: State = [
+        tuple(t.expand(-1, b, -1).contiguous() for t in layer) for layer in prompt_state
+    ]
+    logits = last.expand(b, -1)  # (B, V)
     v = logits.size(-1)
     seen = (
         torch.zeros(b, v, dtype=torch.bool, device=device) if cfg.repetition_penalty != 1 else None

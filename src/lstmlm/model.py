@@ -96,6 +96,24 @@ class LanguageModel(nn.Module):
         """
         if state is None:
             state = self.init_state(tokens.size(1))
+        out, state, hiddens, dropped = self._features(tokens, state)  # out (T, B, D)
+        if targets is not None:
+            loss = self.loss(out, targets)  # ()
+            return LMOutput(None, state, hiddens, dropped, out, loss)
+        return LMOutput(self.decoder(out), state, hiddens, dropped, out)  # (T, B, V)
+
+    def last_logits(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """tokens (T, B) -> the scores after the last token only (B, V), and the state.
+
+        What a sampler needs from its prompt: the decoder runs on one position, not T.
+        """
+        if state is None:
+            state = self.init_state(tokens.size(1))
+        out, state, _, _ = self._features(tokens, state)  # (T, B, D)
+        return self.decoder(out[-1:])[0], state  # (B, V)
+
+    def _features(self, tokens: Tensor, state: State) -> tuple[Tensor, State, list[Tensor], Tensor]:
+        """tokens (T, B) -> decoder input (T, B, D), state, each layer's output, dropped."""
         cfg = self.cfg
         x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)  # (T, B, E)
         x = locked_dropout(dropout(x, cfg.dropout, self.training), cfg.dropout_i, self.training)
@@ -107,10 +125,7 @@ class LanguageModel(nn.Module):
             out = dropout(torch.relu(fc(out)), cfg.dropout, self.training)
         if self.proj is not None:
             out = self.proj(out)  # (T, B, E)
-        if targets is not None:
-            loss = self.loss(out, targets)  # ()
-            return LMOutput(None, state, hiddens, dropped, out, loss)
-        return LMOutput(self.decoder(out), state, hiddens, dropped, out)  # (T, B, V)
+        return out, state, hiddens, dropped
 
     def log_probs(self, features: Tensor) -> Tensor:
         """Decoder input (..., D) -> exact log-probabilities over the vocabulary (..., V), fp32."""
