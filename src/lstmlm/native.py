@@ -136,6 +136,9 @@ def _build() -> Path:
             raise OSError(f"{cc} failed: {result.stderr.strip()[-500:]}")
         os.replace(built, target)
     log.info("built native LSTM kernels: %s", target)
+    for old in target.parent.glob("lstm_step-*.so"):  # builds of older sources or CPUs
+        if old != target:
+            old.unlink(missing_ok=True)  # a process that loaded it keeps its mapping
     return target
 
 
