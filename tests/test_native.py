@@ -1,4 +1,4 @@
-"""The C kernels of kernels/lstm_step.c: build, cache, fallback, and the LSTM's two paths."""
+"""The C step kernels (kernels/*.c): build, cache, fallback, and the LSTM's and GRU's two paths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lstmlm.native as native
-from lstmlm.rnn_manual import ManualLSTM
+from lstmlm.rnn_manual import ManualGRU, ManualLSTM
 
 needs_cc = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
@@ -21,20 +21,22 @@ def fresh(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """An empty kernel cache and no kernels loaded yet in this process."""
     monkeypatch.setenv(native.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.delenv(native.ENV_SWITCH, raising=False)
-    native.lstm_kernels.cache_clear()
+    native.step_kernels.cache_clear()
     yield tmp_path / "cache"
-    native.lstm_kernels.cache_clear()
+    native.step_kernels.cache_clear()
 
 
 @needs_cc
 def test_builds_once_into_the_cache_and_agrees_with_torch(fresh: Path) -> None:
     fresh.mkdir(parents=True)
-    (fresh / "lstm_step-0000000000000000.so").write_bytes(b"an older build")
-    assert native.lstm_kernels() is not None  # built, then checked against torch
-    (built,) = fresh.glob("lstm_step-*.so")
+    (fresh / "rnn_steps-0000000000000000.so").write_bytes(b"an older build")
+    (fresh / "lstm_step-0000000000000000.so").write_bytes(b"a build before the GRU's kernels")
+    assert native.step_kernels() is not None  # built, then checked against torch
+    (built,) = fresh.glob("*.so")
+    assert built.name.startswith(native.LIBRARY)
     stamp = built.stat().st_mtime_ns
-    native.lstm_kernels.cache_clear()
-    assert native.lstm_kernels() is not None
+    native.step_kernels.cache_clear()
+    assert native.step_kernels() is not None
     assert [p.name for p in fresh.iterdir()] == [built.name]  # no leftovers from the build
     assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
 
@@ -43,16 +45,16 @@ def test_switch_off_and_missing_compiler_fall_back(
     fresh: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(native.ENV_SWITCH, "0")
-    assert native.lstm_kernels() is None
-    native.lstm_kernels.cache_clear()
+    assert native.step_kernels() is None
+    native.step_kernels.cache_clear()
     monkeypatch.delenv(native.ENV_SWITCH)
     monkeypatch.setenv("CC", str(fresh.parent / "no-such-cc"))
-    assert native.lstm_kernels() is None
+    assert native.step_kernels() is None
     assert not native.usable(torch.zeros(1))
-    layer = ManualLSTM(3, 4)  # still trains, on torch ops
-    out, _ = layer(torch.randn(2, 1, 3))
-    out.sum().backward()
-    assert layer.weight_hh_l0.grad is not None
+    for layer in (ManualLSTM(3, 4), ManualGRU(3, 4)):  # still train, on torch ops
+        out, _ = layer(torch.randn(2, 1, 3))
+        out.sum().backward()
+        assert layer.weight_hh_l0.grad is not None
 
 
 def test_a_compiler_error_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +62,7 @@ def test_a_compiler_error_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatc
     failing.write_text('#!/bin/sh\n[ "$1" = --version ] && echo fake 1.0 && exit 0\nexit 1\n')
     failing.chmod(0o755)
     monkeypatch.setenv("CC", str(failing))
-    assert native.lstm_kernels() is None
+    assert native.step_kernels() is None
 
 
 def _run(layer: ManualLSTM, x, h0, c0):
@@ -84,7 +86,7 @@ def test_native_and_torch_paths_agree(
     assert native.usable(x)
     fast = _run(layer, x, h0, c0)
     monkeypatch.setenv(native.ENV_SWITCH, "0")
-    native.lstm_kernels.cache_clear()
+    native.step_kernels.cache_clear()
     assert not native.usable(x)
     plain = _run(layer, x, h0, c0)
     # fp32: the same arithmetic in another order. bf16: the native path rounds the input
@@ -99,6 +101,51 @@ def test_native_and_torch_paths_agree(
 def test_non_finite_values_propagate(fresh: Path) -> None:
     """The trainer's guard must see a NaN that enters the recurrence (no clamp hides it)."""
     layer = ManualLSTM(3, 5)
+    x = torch.randn(4, 2, 3)
+    x[1, 0, 0] = float("nan")
+    out, _ = layer(x.requires_grad_())
+    assert torch.isnan(out[1:, 0]).all()
+    assert torch.isfinite(out[0]).all() and torch.isfinite(out[:, 1]).all()
+    out.sum().backward()
+    assert torch.isnan(layer.weight_ih_l0.grad).any()
+
+
+def _run_gru(layer: ManualGRU, x, h0):
+    out, h = layer(x, h0)
+    w = torch.linspace(-1, 1, out.numel()).view_as(out)
+    loss = (out * w).sum() + (h**2).sum()
+    grads = torch.autograd.grad(loss, [x, h0, *layer.parameters()])
+    return [out, h, *grads]
+
+
+@needs_cc
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("T,B,n_in,H", [(5, 3, 4, 7), (3, 2, 9, 40)])
+def test_gru_native_and_torch_paths_agree(
+    fresh: Path, monkeypatch: pytest.MonkeyPatch, precision: str, T: int, B: int, n_in: int, H: int
+) -> None:
+    torch.manual_seed(0)
+    layer = ManualGRU(n_in, H, precision=precision)
+    x = torch.randn(T, B, n_in, requires_grad=True)
+    h0 = torch.randn(1, B, H, requires_grad=True)
+    assert native.usable(x)
+    fast = _run_gru(layer, x, h0)
+    with torch.no_grad():  # the kernel without saving anything: the same forward
+        out, h = layer(x, h0)
+    assert torch.equal(out, fast[0]) and torch.equal(h, fast[1])
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    native.step_kernels.cache_clear()
+    assert not native.usable(x)
+    plain = _run_gru(layer, x, h0)
+    tol = 1e-5 if precision == "fp32" else 3e-2  # bf16: rounding before the bias, as above
+    for a, b in zip(fast, plain, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item())
+
+
+@needs_cc
+def test_gru_non_finite_values_propagate(fresh: Path) -> None:
+    layer = ManualGRU(3, 5)
     x = torch.randn(4, 2, 3)
     x[1, 0, 0] = float("nan")
     out, _ = layer(x.requires_grad_())

@@ -13,14 +13,14 @@ weight drop (DropConnect) without touching the module.
 
 Speed: the input projection of the whole window is one matmul; only the recurrent
 part loops over time. With ``impl="function"`` the recurrence of the whole
-window is a single autograd node (``_LSTMWindow`` / ``_GRUWindow``) whose backward
-is hand-written BPTT, so autograd does no per-step bookkeeping. For the LSTM on CPU fp32
-tensors, each step's elementwise work (gates, cell, their gradients) is one call into the
-C kernels of ``native.py`` (``_LSTMWindowNative``), built on first use; without a C
-compiler the same loop runs on torch ops (``_LSTMWindow``). When no gradient is
-needed, the GRU runs the same loop without saving anything and the LSTM hands the
-window to torch's fused kernel (``torch.lstm``; oneDNN on CPU), which is faster there
-and has nothing to save either. ``impl="loop"`` is a plain
+window is a single autograd node whose backward is hand-written BPTT, so autograd does
+no per-step bookkeeping. On CPU fp32 tensors each step's elementwise work (gates, state,
+their gradients) is one call into the C kernels of ``native.py``
+(``_LSTMWindowNative`` / ``_GRUWindowNative``), built on first use; without a C
+compiler the same loop runs on torch ops (``_LSTMWindow`` / ``_GRUWindow``). When no
+gradient is needed, the GRU runs the same loop without saving anything and the LSTM
+hands the window to torch's fused kernel (``torch.lstm``; oneDNN on CPU), which is
+faster there and has nothing to save either. ``impl="loop"`` is a plain
 autograd loop over the step functions of ``cells.py``, kept as a reference.
 ``precision="bf16"`` runs every matmul in bfloat16 (fp32 accumulation inside the
 kernel, product rounded to bf16) while states, gates and gradients stay in the input
@@ -365,7 +365,7 @@ class _LSTMWindowNative(torch.autograd.Function):
         weight_hh: Tensor,
         mm_dtype: torch.dtype | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        k = native.lstm_kernels()
+        k = native.step_kernels()
         T, B, G = x_proj.shape
         H = G // 4
         x_proj = x_proj.contiguous()
@@ -384,7 +384,7 @@ class _LSTMWindowNative(torch.autograd.Function):
         for t in range(T):
             r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, 4H)
             h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
-            k.forward_step(
+            k.lstm_forward_step(
                 B, H, xp + t * step_x, r.data_ptr(), int(bf16), bias.data_ptr(),
                 cs + t * step_h, a + t * step_g, cs + (t + 1) * step_h, tc + t * step_h,
                 o + t * step_h, h_next.data_ptr() if bf16 else None,
@@ -399,7 +399,7 @@ class _LSTMWindowNative(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor
     ) -> tuple[Tensor | None, ...]:
-        k = native.lstm_kernels()
+        k = native.step_kernels()
         h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
         T, B, G = acts.shape
         H = G // 4
@@ -414,7 +414,7 @@ class _LSTMWindowNative(torch.autograd.Function):
         dg, do, a, cs, tc = (t.data_ptr() for t in (d_gates, d_out, acts, cells, tanh_c))
         step_d, step_g, step_h = B * G * d_gates.element_size(), B * G * 4, B * H * 4
         for t in range(T - 1, -1, -1):
-            k.backward_step(
+            k.lstm_backward_step(
                 B, H, dh.data_ptr(), int(bf16), do + t * step_h, a + t * step_g,
                 cs + t * step_h, tc + t * step_h, dc.data_ptr(), dg + t * step_d,
                 d_bias.data_ptr(),
@@ -604,6 +604,111 @@ class _GRUWindow(torch.autograd.Function):
         return d_x, dh, d_weight_hh, d_bias_hh, None
 
 
+def _gru_native_recurrence(
+    x_proj: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    h0: Tensor,
+    weight_hh: Tensor,
+    mm_dtype: torch.dtype | None,
+    save: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``_gru_recurrence`` with each step's elementwise work in one C kernel call.
+
+    x_proj (T, B, 3H) holds only ``x @ W_ih.T``, in the matmul dtype; the kernel adds
+    b_ih, b_hh (3H,) in fp32. Returns out (T, B, H) and, when ``save``, the activations
+    (T, B, 3H) [r, z, n] and ``W_hn h + b_hn`` (T, B, H); without ``save`` those go to
+    one step's scratch space.
+    """
+    k = native.step_kernels()
+    T, B, G = x_proj.shape
+    H = G // 3
+    x_proj, h0 = x_proj.contiguous(), h0.contiguous()
+    rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 3H)
+    bf16 = x_proj.dtype == torch.bfloat16
+    out = h0.new_empty(T, B, H)
+    steps = T if save else 1
+    acts = h0.new_empty(steps, B, G)  # [r, z, n]
+    h_ns = h0.new_empty(steps, B, H)  # W_hn h + b_hn
+    h_mm = x_proj.new_empty(2, B, H) if bf16 else None  # bf16 h for the next matmul
+    b_ih, b_hh, h_in = b_ih.contiguous(), b_hh.contiguous(), h0
+    xp, a, hn, o = (t.data_ptr() for t in (x_proj, acts, h_ns, out))
+    step_x, step_g, step_h = B * G * x_proj.element_size(), B * G * 4, B * H * 4  # bytes
+    for t in range(T):
+        r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, 3H)
+        h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
+        s = t if save else 0
+        k.gru_forward_step(
+            B, H, xp + t * step_x, r.data_ptr(), int(bf16), b_ih.data_ptr(), b_hh.data_ptr(),
+            h0.data_ptr() if t == 0 else o + (t - 1) * step_h, a + s * step_g,
+            hn + s * step_h, o + t * step_h, h_next.data_ptr() if bf16 else None,
+        )  # fmt: skip
+        h_in = h_next
+    return out, (acts if save else None), (h_ns if save else None)
+
+
+class _GRUWindowNative(torch.autograd.Function):
+    """``_GRUWindow`` with each step's elementwise work in one call to the C kernels.
+
+    Inputs as for ``_gru_native_recurrence``; the gradient of x_proj comes back in its
+    dtype, the biases' in fp32, summed by the kernel.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_proj: Tensor,
+        b_ih: Tensor,
+        h0: Tensor,
+        weight_hh: Tensor,
+        b_hh: Tensor,
+        mm_dtype: torch.dtype | None,
+    ) -> tuple[Tensor, Tensor]:
+        h0 = h0.contiguous()
+        out, acts, h_ns = _gru_native_recurrence(x_proj, b_ih, b_hh, h0, weight_hh, mm_dtype, True)
+        ctx.save_for_backward(h0, weight_hh, out, acts, h_ns)
+        ctx.mm_dtype, ctx.x_dtype = mm_dtype, x_proj.dtype
+        return out, out[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        k = native.step_kernels()
+        h0, weight_hh, out, acts, h_ns = ctx.saved_tensors
+        T, B, G = acts.shape
+        H = G // 3
+        rec_t = _step_linear(weight_hh.t(), B, ctx.mm_dtype)  # d_hp (B, 3H) -> (B, H)
+        d_x = acts.new_empty(T, B, G, dtype=ctx.x_dtype)  # == grad of x_proj
+        d_hp = torch.empty_like(d_x)  # grad of W_hh h + b_hh
+        bf16 = d_x.dtype == torch.bfloat16
+        db_ih, db_hh = acts.new_zeros(G), acts.new_zeros(G)  # fp32 sums over T and B
+        d_out = d_out.contiguous().clone()  # (T, B, H)
+        d_out[-1] += d_hT  # the last step's d h_T comes in beside its output's gradient
+        dh_rec = d_out.new_zeros(B, H, dtype=d_x.dtype)  # d_hp_{t+1} W_hh; none at T
+        carry = d_out.new_zeros(B, H)  # z_{t+1} d h_{t+1}, updated in place
+        dx, dhp, do, a, hn, o = (t.data_ptr() for t in (d_x, d_hp, d_out, acts, h_ns, out))
+        step_d, step_g, step_h = B * G * d_x.element_size(), B * G * 4, B * H * 4
+        for t in range(T - 1, -1, -1):
+            k.gru_backward_step(
+                B, H, dh_rec.data_ptr(), int(bf16), do + t * step_h, a + t * step_g,
+                hn + t * step_h, h0.data_ptr() if t == 0 else o + (t - 1) * step_h,
+                carry.data_ptr(), dx + t * step_d, dhp + t * step_d, db_ih.data_ptr(),
+                db_hh.data_ptr(),
+            )  # fmt: skip
+            dh_rec = rec_t(d_hp[t]).to(d_x.dtype).contiguous()  # (B, H)
+
+        d_weight_hh = None
+        if ctx.needs_input_grad[3]:
+            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
+            d_weight_hh = _matmul_nt(
+                d_hp.view(T * B, G).t(), h_prev.view(T * B, H).t(), ctx.mm_dtype
+            ).to(weight_hh.dtype)
+        d_h0 = (dh_rec.to(carry.dtype) + carry).to(h0.dtype)
+        return d_x, db_ih, d_h0, d_weight_hh, db_hh, None
+
+
 class ManualGRU(nn.Module):
     """Single-layer GRU, drop-in for ``nn.GRU(input_size, hidden_size)``.
 
@@ -645,6 +750,21 @@ class ManualGRU(nn.Module):
         T, B, _ = x.shape
         h0 = _state_in(hx, batched, B, self.hidden_size, x, "ManualGRU h")
         weight_hh, bias_hh = self.weight_hh_l0, self.bias_hh_l0
+        if self.impl == "function" and native.usable(x, h0, weight_hh):
+            # The C kernels add both biases and read the projection in the matmul dtype.
+            x_proj = _project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 3H)
+            args = (x_proj, self.bias_ih_l0, h0, weight_hh, bias_hh, mm_dtype)
+            if _needs_grad(x, h0, weight_hh, bias_hh, self.weight_ih_l0, self.bias_ih_l0):
+                out, h = _GRUWindowNative.apply(*args)
+            else:
+                with torch.no_grad():
+                    out, _, _ = _gru_native_recurrence(
+                        x_proj, self.bias_ih_l0, bias_hh, h0, weight_hh, mm_dtype, False
+                    )
+                h = out[-1].clone()
+            if not batched:
+                out = out.squeeze(1)  # (T, H)
+            return out, _state_out(h, batched)
         x_proj = _project(x, self.weight_ih_l0, self.bias_ih_l0, mm_dtype)  # (T, B, 3H)
 
         if self.impl == "loop":
