@@ -59,7 +59,13 @@ def worker_reference(work: Path, batch_size: int, bptt: int, warmup: bool) -> di
 
     spec = json.loads((work / "reference.json").read_text())
     model = R.RNNModel(
-        spec["ntoken"], spec["emsize"], spec["nhid"], spec["nlayers"], spec["dropout"], spec["tied"]
+        "LSTM",
+        spec["ntoken"],
+        spec["emsize"],
+        spec["nhid"],
+        spec["nlayers"],
+        spec["dropout"],
+        spec["tied"],
     )
     model.load_state_dict(safetensors.torch.load_file(work / "reference.safetensors"))
     ids = safetensors.torch.load_file(work / "ids.safetensors")["ids"]

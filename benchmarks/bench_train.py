@@ -1,8 +1,9 @@
 """Training speed of lstmlm against the plain reference loop, back to back on this machine.
 
     python benchmarks/bench_train.py --config medium --corpus ptb --seconds 60 [-- FLAGS]
+    python benchmarks/bench_train.py --rnn gru ...   # both sides GRU
 
-Runs benchmarks/reference.py (pytorch/examples-style nn.LSTM fp32 loop) and then
+Runs benchmarks/reference.py (pytorch/examples-style nn.LSTM / nn.GRU fp32 loop) and then
 `lstmlm train` with the same model size, recipe and data for the same number of
 seconds, and prints one JSON object with both tokens/s, the ratio, valid ppl and
 peak RSS of each. Flags after `--` go to lstmlm (e.g. `-- --precision bf16`).
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--config", choices=CONFIGS, default="medium")
     p.add_argument("--corpus", choices=("ptb", "wikitext-2"), default="ptb")
     p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--skip-reference", action="store_true")
     args = p.parse_args(argv)
 
@@ -70,6 +72,7 @@ def main() -> None:
         "config": args.config,
         "corpus": args.corpus,
         "seconds": args.seconds,
+        "rnn": args.rnn,
         "lstmlm_flags": extra,
         **machine(),
     }
@@ -80,6 +83,8 @@ def main() -> None:
                 str(ROOT / "benchmarks" / "reference.py"),
                 "--preset",
                 args.config,
+                "--model",
+                args.rnn.upper(),
                 "--data",
                 str(SHARED / args.corpus),
                 "--seconds",
@@ -108,6 +113,8 @@ def main() -> None:
                 "1000",
                 *REFERENCE_RECIPE,
                 *CONFIGS[args.config],
+                "--rnn",
+                args.rnn,
                 *extra,
             )
         )

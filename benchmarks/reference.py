@@ -58,11 +58,12 @@ class Corpus:
 
 
 class RNNModel(nn.Module):
-    def __init__(self, ntoken, emsize, nhid, nlayers, dropout=0.0, tied=False):
+    def __init__(self, rnn_type, ntoken, emsize, nhid, nlayers, dropout=0.0, tied=False):
         super().__init__()
         self.drop = nn.Dropout(dropout)
         self.encoder = nn.Embedding(ntoken, emsize)
-        self.rnn = nn.LSTM(emsize, nhid, nlayers, dropout=dropout)
+        self.rnn = getattr(nn, rnn_type)(emsize, nhid, nlayers, dropout=dropout)
+        self.rnn_type = rnn_type
         self.decoder = nn.Linear(nhid, ntoken)
         if tied:
             if nhid != emsize:
@@ -81,6 +82,8 @@ class RNNModel(nn.Module):
 
     def init_hidden(self, bsz):
         weight = next(self.parameters())
+        if self.rnn_type == "GRU":
+            return weight.new_zeros(self.nlayers, bsz, self.nhid)
         return (weight.new_zeros(self.nlayers, bsz, self.nhid),
                 weight.new_zeros(self.nlayers, bsz, self.nhid))  # fmt: skip
 
@@ -128,6 +131,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    p.add_argument("--model", choices=("LSTM", "GRU"), default="LSTM")
     p.add_argument("--emsize", type=int)
     p.add_argument("--nhid", type=int)
     p.add_argument("--nlayers", type=int)
@@ -162,7 +166,9 @@ def main(argv=None):
     val_data = batchify(corpus.valid, args.eval_batch_size)
     test_data = batchify(corpus.test, args.eval_batch_size)
 
-    model = RNNModel(ntokens, args.emsize, args.nhid, args.nlayers, args.dropout, args.tied)
+    model = RNNModel(
+        args.model, ntokens, args.emsize, args.nhid, args.nlayers, args.dropout, args.tied
+    )
     criterion = nn.CrossEntropyLoss()
     lr, best_val_loss, best_state = args.lr, None, None
     n_windows = len(range(0, train_data.size(0) - 1, args.bptt))
