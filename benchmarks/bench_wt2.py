@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000, help="updates for each side")
     p.add_argument("--valid-lines", type=int, default=None, help="score only K valid/test lines")
     p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--seed", type=int, default=1111, help="for both sides (init, dropout)")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error("--steps must be positive")
@@ -92,6 +93,7 @@ def main() -> None:
         "tied": False,
         "data": str(args.data),
         "steps": args.steps,
+        "seed": args.seed,
         "valid_lines": args.valid_lines,
         "lstmlm_flags": flags,
         **machine(),
@@ -114,6 +116,8 @@ def main() -> None:
                     "0.25",
                     "--max-steps",
                     str(args.steps),
+                    "--seed",
+                    str(args.seed),
                 ]
             )
             results["reference"] = {
@@ -141,6 +145,8 @@ def main() -> None:
                 "--epochs",
                 "1000",
                 *REFERENCE_RECIPE,
+                "--seed",
+                str(args.seed),
                 *LSTMLM[args.config],
                 *flags,
             )
