@@ -1,6 +1,7 @@
 """The real `lstmlm` command in a subprocess, as a user runs it."""
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -26,12 +27,13 @@ TINY = [
 ]
 
 
-def lstmlm(*args, cwd=None):
+def lstmlm(*args, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "lstmlm", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         timeout=300,
     )
 
@@ -102,6 +104,22 @@ def test_char_level_reports_bpc(tmp_path):
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout.strip().splitlines()[-1])
     assert d["valid_bpc"] > 0 and d["test_bpc"] > 0
+
+
+def test_manual_cell_without_a_compiler_warns_once_and_trains(tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt")
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "LSTMLM_CACHE": str(tmp_path)}
+    env.pop("LSTMLM_NATIVE", None)
+    args = ("train", "--train", corpus, "--cell", "manual", "--json", *TINY)
+    r = lstmlm(*args, "--out", tmp_path / "run", env=env)
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("lstmlm: warning:")]
+    assert len(warnings) == 1 and "C step kernels unavailable" in warnings[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["valid_ppl"] > 0
+    env["LSTMLM_NATIVE"] = "0"  # switched off on purpose: nothing to warn about
+    r = lstmlm(*args, "--out", tmp_path / "run2", env=env)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
 
 
 def test_train_on_epub(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import types
 import typing
@@ -856,8 +857,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_library_warnings() -> None:
+    """The library logs (never prints); the command shows its warnings as one line each."""
+    logger = logging.getLogger("lstmlm")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("lstmlm: warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _show_library_warnings()
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # train --nproc re-runs it
     try:
         return args.func(args)

@@ -12,7 +12,8 @@ There is nothing to install: the first ``step_kernels()`` call compiles the sour
 (default ``~/.cache/lstmlm``), keyed by the source, the flags, the compiler and the CPU,
 and checks the result against torch on a small case. Without a compiler, or if the build
 or the check fails, it returns None and callers use torch ops; ``LSTMLM_NATIVE=0`` turns
-the kernels off. The outcome is logged (logger ``lstmlm.native``), never printed.
+the kernels off. The outcome is logged (logger ``lstmlm.native``: a warning when the
+kernels cannot be had, info otherwise), never printed.
 """
 
 from __future__ import annotations
@@ -83,7 +84,12 @@ def step_kernels() -> StepKernels | None:
     try:
         lib = ctypes.CDLL(str(_build()))
     except (OSError, subprocess.SubprocessError) as e:
-        log.info("native RNN kernels unavailable, using torch ops: %s", e)
+        log.warning(
+            "C step kernels unavailable (%s); the hand-written LSTM/GRU run on torch ops, "
+            "slower (%s=0 turns the kernels off without this warning)",
+            e,
+            ENV_SWITCH,
+        )
         return None
     signatures = {
         "lstm_forward_step": _FORWARD_ARGS,
