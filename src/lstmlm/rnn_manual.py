@@ -750,16 +750,16 @@ class ManualGRU(nn.Module):
         T, B, _ = x.shape
         h0 = _state_in(hx, batched, B, self.hidden_size, x, "ManualGRU h")
         weight_hh, bias_hh = self.weight_hh_l0, self.bias_hh_l0
-        if self.impl == "function" and native.usable(x, h0, weight_hh):
+        bias_ih = self.bias_ih_l0
+        if self.impl == "function" and native.usable(x, h0, weight_hh, bias_ih, bias_hh):
             # The C kernels add both biases and read the projection in the matmul dtype.
             x_proj = _project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 3H)
-            args = (x_proj, self.bias_ih_l0, h0, weight_hh, bias_hh, mm_dtype)
-            if _needs_grad(x, h0, weight_hh, bias_hh, self.weight_ih_l0, self.bias_ih_l0):
-                out, h = _GRUWindowNative.apply(*args)
+            if _needs_grad(x, h0, weight_hh, bias_hh, self.weight_ih_l0, bias_ih):
+                out, h = _GRUWindowNative.apply(x_proj, bias_ih, h0, weight_hh, bias_hh, mm_dtype)
             else:
                 with torch.no_grad():
                     out, _, _ = _gru_native_recurrence(
-                        x_proj, self.bias_ih_l0, bias_hh, h0, weight_hh, mm_dtype, False
+                        x_proj, bias_ih, bias_hh, h0, weight_hh, mm_dtype, False
                     )
                 h = out[-1].clone()
             if not batched:
