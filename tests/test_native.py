@@ -65,30 +65,51 @@ def test_a_compiler_error_falls_back(fresh: Path, monkeypatch: pytest.MonkeyPatc
     assert native.step_kernels() is None
 
 
-def _run(layer: ManualLSTM, x, h0, c0):
-    out, (h, c) = layer(x, (h0, c0))
+def _run(layer: ManualLSTM | ManualGRU, x: torch.Tensor, state) -> list[torch.Tensor]:
+    """Outputs and every gradient of a loss that reads the output and the final state."""
+    out, final = layer(x, state)
     w = torch.linspace(-1, 1, out.numel()).view_as(out)
-    loss = (out * w).sum() + (h**2).sum() + (c**3).sum()
-    grads = torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])
-    return [out, h, c, *grads]
+    finals = final if isinstance(final, tuple) else (final,)
+    loss = (out * w).sum() + sum((s ** (2 + k)).sum() for k, s in enumerate(finals))
+    states = list(state) if isinstance(state, tuple) else [state]
+    grads = torch.autograd.grad(loss, [x, *states, *layer.parameters()])
+    return [out, *finals, *grads]
+
+
+def _make(kind: str, n_in: int, H: int, B: int, precision: str):
+    if kind == "lstm":
+        state = tuple(torch.randn(1, B, H, requires_grad=True) for _ in range(2))
+        return ManualLSTM(n_in, H, precision=precision), state
+    return ManualGRU(n_in, H, precision=precision), torch.randn(1, B, H, requires_grad=True)
 
 
 @needs_cc
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("T,B,n_in,H", [(5, 3, 4, 7), (3, 2, 9, 40)])
 def test_native_and_torch_paths_agree(
-    fresh: Path, monkeypatch: pytest.MonkeyPatch, precision: str, T: int, B: int, n_in: int, H: int
+    fresh: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    precision: str,
+    T: int,
+    B: int,
+    n_in: int,
+    H: int,
 ) -> None:
     torch.manual_seed(0)
-    layer = ManualLSTM(n_in, H, precision=precision)
+    layer, state = _make(kind, n_in, H, B, precision)
     x = torch.randn(T, B, n_in, requires_grad=True)
-    h0, c0 = (torch.randn(1, B, H, requires_grad=True) for _ in range(2))
     assert native.usable(x)
-    fast = _run(layer, x, h0, c0)
+    fast = _run(layer, x, state)
+    if kind == "gru":  # no gradient: the same kernel without saving anything
+        with torch.no_grad():
+            out, h = layer(x, state)
+        assert torch.equal(out, fast[0]) and torch.equal(h, fast[1])
     monkeypatch.setenv(native.ENV_SWITCH, "0")
     native.step_kernels.cache_clear()
     assert not native.usable(x)
-    plain = _run(layer, x, h0, c0)
+    plain = _run(layer, x, state)
     # fp32: the same arithmetic in another order. bf16: the native path rounds the input
     # projection to bf16 before adding the bias (the torch path after), so a few bf16 ulps.
     tol = 1e-5 if precision == "fp32" else 3e-2
@@ -98,54 +119,10 @@ def test_native_and_torch_paths_agree(
 
 
 @needs_cc
-def test_non_finite_values_propagate(fresh: Path) -> None:
+@pytest.mark.parametrize("cls", [ManualLSTM, ManualGRU])
+def test_non_finite_values_propagate(fresh: Path, cls: type) -> None:
     """The trainer's guard must see a NaN that enters the recurrence (no clamp hides it)."""
-    layer = ManualLSTM(3, 5)
-    x = torch.randn(4, 2, 3)
-    x[1, 0, 0] = float("nan")
-    out, _ = layer(x.requires_grad_())
-    assert torch.isnan(out[1:, 0]).all()
-    assert torch.isfinite(out[0]).all() and torch.isfinite(out[:, 1]).all()
-    out.sum().backward()
-    assert torch.isnan(layer.weight_ih_l0.grad).any()
-
-
-def _run_gru(layer: ManualGRU, x, h0):
-    out, h = layer(x, h0)
-    w = torch.linspace(-1, 1, out.numel()).view_as(out)
-    loss = (out * w).sum() + (h**2).sum()
-    grads = torch.autograd.grad(loss, [x, h0, *layer.parameters()])
-    return [out, h, *grads]
-
-
-@needs_cc
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("T,B,n_in,H", [(5, 3, 4, 7), (3, 2, 9, 40)])
-def test_gru_native_and_torch_paths_agree(
-    fresh: Path, monkeypatch: pytest.MonkeyPatch, precision: str, T: int, B: int, n_in: int, H: int
-) -> None:
-    torch.manual_seed(0)
-    layer = ManualGRU(n_in, H, precision=precision)
-    x = torch.randn(T, B, n_in, requires_grad=True)
-    h0 = torch.randn(1, B, H, requires_grad=True)
-    assert native.usable(x)
-    fast = _run_gru(layer, x, h0)
-    with torch.no_grad():  # the kernel without saving anything: the same forward
-        out, h = layer(x, h0)
-    assert torch.equal(out, fast[0]) and torch.equal(h, fast[1])
-    monkeypatch.setenv(native.ENV_SWITCH, "0")
-    native.step_kernels.cache_clear()
-    assert not native.usable(x)
-    plain = _run_gru(layer, x, h0)
-    tol = 1e-5 if precision == "fp32" else 3e-2  # bf16: rounding before the bias, as above
-    for a, b in zip(fast, plain, strict=True):
-        assert a.dtype == b.dtype and a.shape == b.shape
-        assert torch.allclose(a, b, rtol=tol, atol=tol * b.abs().max().item())
-
-
-@needs_cc
-def test_gru_non_finite_values_propagate(fresh: Path) -> None:
-    layer = ManualGRU(3, 5)
+    layer = cls(3, 5)
     x = torch.randn(4, 2, 3)
     x[1, 0, 0] = float("nan")
     out, _ = layer(x.requires_grad_())
