@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from helpers import tiny_config, write_corpus
 from lstmlm import checkpoint
+from lstmlm import evaluate as evaluate_module
 from lstmlm.cli import main
 from lstmlm.config import ModelConfig
 from lstmlm.evaluate import evaluate, token_nlls
@@ -175,3 +176,18 @@ def test_cli_manual_bf16_is_close_to_fp32(run, capsys):
 def test_cli_rejects_bad_batch_and_window(run, capsys, flags, message):
     assert main(["evaluate", str(run), *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bf16_on_a_cpu_without_fast_bf16_warns_once(monkeypatch, caplog, fast):
+    monkeypatch.setattr(evaluate_module, "cpu_has_fast_bf16", lambda: fast)
+    evaluate_module._warn_if_bf16_is_slow.cache_clear()
+    with caplog.at_level("WARNING", logger="lstmlm"):
+        for _ in range(2):
+            with evaluate_module.autocast("bf16", "cpu"):
+                pass
+        with evaluate_module.autocast("fp32", "cpu"):
+            pass
+    evaluate_module._warn_if_bf16_is_slow.cache_clear()
+    slow = [r for r in caplog.records if "no fast bf16" in r.getMessage()]
+    assert len(slow) == (0 if fast else 1)
