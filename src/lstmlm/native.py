@@ -71,7 +71,10 @@ class StepKernels:
 
 
 def usable(*tensors: Tensor) -> bool:
-    """Whether tensors can go to the kernels (CPU, fp32, contiguous) and the kernels exist."""
+    """Whether tensors can go to the kernels (CPU, fp32) and the kernels exist.
+
+    The callers hand the kernels contiguous copies where a tensor is not contiguous.
+    """
     ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
     return ok and step_kernels() is not None
 
@@ -100,7 +103,7 @@ def step_kernels() -> StepKernels | None:
     for name, args in signatures.items():
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = None
-    kernels = StepKernels(*(getattr(lib, name) for name in signatures))
+    kernels = StepKernels(**{name: getattr(lib, name) for name in signatures})
     if not (_lstm_agrees_with_torch(kernels) and _gru_agrees_with_torch(kernels)):
         log.warning("native RNN kernels disagree with torch; using torch ops")
         return None

@@ -226,6 +226,23 @@ def _needs_grad(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+def _prev_states(h0: Tensor, out: Tensor) -> Tensor:
+    """The state each step of a window started from: h0 (B, H), out (T, B, H) -> (T, B, H)."""
+    return torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)
+
+
+def _weight_hh_grad(
+    d_pre: Tensor, h_prev: Tensor, weight_hh: Tensor, mm_dtype: torch.dtype | None
+) -> Tensor:
+    """Gradient of ``weight_hh`` (G, H) from the window's gradients of ``h_prev @ W_hh.T``.
+
+    d_pre (T, B, G), h_prev (T, B, H): one (G, T*B) x (T*B, H) matmul, in the weight's dtype.
+    """
+    T, B, G = d_pre.shape
+    flat_d, flat_h = d_pre.reshape(T * B, G), h_prev.reshape(T * B, -1)
+    return _matmul_nt(flat_d.t(), flat_h.t(), mm_dtype).to(weight_hh.dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # LSTM
 # ---------------------------------------------------------------------------------------------
@@ -338,10 +355,7 @@ class _LSTMWindow(torch.autograd.Function):
 
         d_weight_hh = None
         if ctx.needs_input_grad[3]:
-            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
-            d_weight_hh = _matmul_nt(
-                d_gates.view(T * B, G).t(), h_prev.view(T * B, H).t(), mm_dtype
-            )
+            d_weight_hh = _weight_hh_grad(d_gates, _prev_states(h0, out), weight_hh, mm_dtype)
         return d_gates, dh, dc, d_weight_hh, None
 
 
@@ -423,10 +437,8 @@ class _LSTMWindowNative(torch.autograd.Function):
 
         d_weight_hh = None
         if ctx.needs_input_grad[4]:
-            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
-            d_weight_hh = _matmul_nt(
-                d_gates.view(T * B, G).t(), h_prev.view(T * B, H).t(), ctx.mm_dtype
-            ).to(weight_hh.dtype)
+            h_prev = _prev_states(h0, out)  # (T, B, H)
+            d_weight_hh = _weight_hh_grad(d_gates, h_prev, weight_hh, ctx.mm_dtype)
         return d_gates, d_bias, dh.to(h0.dtype), dc, d_weight_hh, None
 
 
@@ -479,7 +491,7 @@ class ManualLSTM(nn.Module):
         weight_hh = self.weight_hh_l0
         if self.impl == "function" and not _needs_grad(x, h0, c0, *weights):
             out, h, c = _lstm_inference(x, h0, c0, weights, mm_dtype)
-        elif self.impl == "function" and native.usable(x, h0, c0, weight_hh):
+        elif self.impl == "function" and native.usable(x, h0, c0, *weights):
             # The C kernels add the bias and read the projection in the matmul dtype.
             x_proj = _project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 4H)
             bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
@@ -577,7 +589,7 @@ class _GRUWindow(torch.autograd.Function):
         T, B, G = acts.shape
         H = G // 3
         r, z, n = acts[..., :H], acts[..., H : 2 * H], acts[..., 2 * H :]
-        h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
+        h_prev = _prev_states(h0, out)  # (T, B, H)
         # Gradient-independent factors for all steps at once.
         coef_n = (1 - z) * (1 - n * n)  # dh -> d n_pre
         coef_z = (h_prev - n) * z * (1 - z)  # dh -> d z_pre
@@ -598,7 +610,7 @@ class _GRUWindow(torch.autograd.Function):
 
         d_weight_hh = d_bias_hh = None
         if ctx.needs_input_grad[2]:
-            d_weight_hh = _matmul_nt(d_hp.view(T * B, G).t(), h_prev.view(T * B, H).t(), mm_dtype)
+            d_weight_hh = _weight_hh_grad(d_hp, h_prev, weight_hh, mm_dtype)
         if ctx.needs_input_grad[3]:
             d_bias_hh = d_hp.sum(dim=(0, 1))
         return d_x, dh, d_weight_hh, d_bias_hh, None
@@ -701,10 +713,7 @@ class _GRUWindowNative(torch.autograd.Function):
 
         d_weight_hh = None
         if ctx.needs_input_grad[3]:
-            h_prev = torch.cat((h0.unsqueeze(0), out[:-1]), dim=0)  # (T, B, H)
-            d_weight_hh = _matmul_nt(
-                d_hp.view(T * B, G).t(), h_prev.view(T * B, H).t(), ctx.mm_dtype
-            ).to(weight_hh.dtype)
+            d_weight_hh = _weight_hh_grad(d_hp, _prev_states(h0, out), weight_hh, ctx.mm_dtype)
         d_h0 = (dh_rec.to(carry.dtype) + carry).to(h0.dtype)
         return d_x, db_ih, d_h0, d_weight_hh, db_hh, None
 
