@@ -42,10 +42,7 @@
                 tb[j] = tc;                                                                  \
                 hb[j] = o * tc;                                                              \
             }                                                                                \
-            if (STORE_H && h_bf16 != NULL) {                                                 \
-                bf16 *hq = h_bf16 + b * H;                                                   \
-                for (int64_t j = 0; j < H; ++j) hq[j] = f32_to_bf16(hb[j]);                  \
-            }                                                                                \
+            if (STORE_H && h_bf16 != NULL) round_to_bf16(hb, h_bf16 + b * H, H);              \
         }                                                                                    \
     }
 

@@ -63,4 +63,9 @@ static inline float tanh_f(float x) {
 
 static inline float f32_id(float f) { return f; }
 
+/* dst[j] = src[j] rounded to bf16, for the copy of h the next bf16 matmul reads. */
+static inline void round_to_bf16(const float *restrict src, bf16 *restrict dst, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) dst[j] = f32_to_bf16(src[j]);
+}
+
 #endif
