@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from lstmlm.generate import encode_prompt
 from lstmlm.readers import read_text
 from lstmlm.tokenize import detokenize, tokenize, tokenize_prompt
-from lstmlm.vocab import EOS, Vocab
+from lstmlm.vocab import EOS, UNK, Vocab
 
 FAST = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -60,10 +60,19 @@ def test_prompts_of_unknown_or_control_characters_encode(prompt):
         assert ids[0] == vocab.eos_id
         assert len(ids) == 1 + len(tokenize_prompt(prompt, level))
         assert all(0 <= i < len(vocab) for i in ids)
-        assert ids.count(vocab.unk_id) == len(unknown)
+        # A literal "<unk>" in the prompt is the vocabulary's own word, not an unknown one.
+        literal_unk = tokenize_prompt(prompt, level).count(UNK)
+        assert ids.count(vocab.unk_id) == len(unknown) + literal_unk
 
 
 def test_huge_single_line_is_one_line(tmp_path):
     path = tmp_path / "big.txt"
     path.write_text("x " * 500_000)
     assert len(tokenize(read_text(path), "word")) == 500_001
+
+
+def test_a_literal_unk_in_the_prompt_is_not_reported_unknown():
+    vocab = Vocab.build(list("abc") + ["word"])
+    ids, unknown = encode_prompt("word <unk> zebra", vocab, "word")
+    assert ids[1:] == [vocab.encode(["word"])[0], vocab.unk_id, vocab.unk_id]
+    assert unknown == ["zebra"]
