@@ -90,3 +90,30 @@ def test_not_a_run_folder(tmp_path):
         ckpt.load_run(tmp_path)
     with pytest.raises(ValueError, match="no such run folder"):
         ckpt.load_run(tmp_path / "missing")
+
+
+def test_load_model_file_reads_the_weights_into_the_model_itself(run, tmp_path):
+    model, _, info = ckpt.load_run(run)
+    fresh = LanguageModel(info.config.model, model.vocab_size)
+    before = {k: v.data_ptr() for k, v in fresh.state_dict().items()}
+    ckpt.load_model_file(fresh, run / ckpt.BEST)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+        assert v.data_ptr() == before[k]  # filled in place, no new tensors
+    if info.config.model.tie_weights:
+        assert fresh.decoder.weight is fresh.embedding.weight
+
+
+def test_load_model_file_refuses_a_torn_or_foreign_file(run, tmp_path):
+    model, _, info = ckpt.load_run(run)
+    bad = tmp_path / "best.safetensors"
+    bad.write_bytes((run / ckpt.BEST).read_bytes()[:-100])
+    with pytest.raises(ValueError, match="not a readable lstmlm checkpoint") as e:
+        ckpt.load_model_file(model, bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    other = LanguageModel(ModelConfig(emb_size=8, hidden_size=8, num_layers=1), 50)
+    with pytest.raises(ValueError, match="shape"):
+        ckpt.load_model_file(other, run / ckpt.BEST)
+    bad.write_bytes(b"\x00" * 3)
+    with pytest.raises(ValueError, match="not a readable"):
+        ckpt.load_model_file(model, bad)

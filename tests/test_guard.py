@@ -13,7 +13,7 @@ import torch
 from helpers import tiny_config, write_corpus
 from lstmlm import checkpoint as ckpt
 from lstmlm.dataset import load_dataset
-from lstmlm.guard import NonFiniteGuard, step_is_finite
+from lstmlm.guard import NonFiniteGuard, restore_snapshot, step_is_finite, take_snapshot
 from lstmlm.model import LanguageModel
 from lstmlm.train import Trainer, start_run
 
@@ -170,3 +170,18 @@ def test_cli_real_divergence_is_one_line_exit_2(tmp_path):
     assert "try a lower --lr" in lines[0]
     assert not (run / ckpt.SUMMARY).exists()
     assert _events(run, "nonfinite_restore")[0]["lr"] == 5e37
+
+
+def test_the_start_snapshot_copies_tied_weights_once(corpus, tmp_path):
+    cfg = tiny_config(corpus)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, tie_weights=True))
+    t = Trainer(tmp_path, cfg, load_dataset(cfg.data))
+    snap = take_snapshot(t)
+    assert snap.model["decoder.weight"] is snap.model["embedding.weight"]  # one copy
+    assert snap.model["embedding.weight"].data_ptr() != t.model.embedding.weight.data_ptr()
+    before = snap.model["embedding.weight"].clone()
+    t.train_step(t.train_data[:8], t.train_data[1:9])
+    assert torch.equal(snap.model["embedding.weight"], before)  # a copy, not a view
+    restore_snapshot(t, snap)
+    assert torch.equal(t.model.embedding.weight, before)
+    assert t.model.decoder.weight is t.model.embedding.weight

@@ -7,7 +7,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from lstmlm.tensorfile import write_safetensors
+from lstmlm.tensorfile import read_into, write_safetensors
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -67,3 +67,34 @@ def test_refuses_what_it_cannot_write():
         write_safetensors(io.BytesIO(), {"t": torch.zeros(4, 4).t()}, {})
     with pytest.raises(ValueError, match="dtype"):
         write_safetensors(io.BytesIO(), {"c": torch.zeros(2, dtype=torch.complex64)}, {})
+
+
+def test_read_into_fills_tensors_in_place_from_a_library_written_file(tmp_path):
+    tensors = _tensors()
+    path = tmp_path / "lib.safetensors"
+    safetensors.torch.save_file(tensors, str(path))
+    targets = {k: torch.empty_like(t) for k, t in tensors.items()}
+    ptrs = {k: t.data_ptr() for k, t in targets.items()}
+    with open(path, "rb") as f:
+        read_into(f, targets)
+    for k, t in tensors.items():
+        assert torch.equal(targets[k], t)
+        assert targets[k].data_ptr() == ptrs[k]  # the same memory, filled
+
+
+def test_read_into_refuses_other_dtypes_shapes_names_and_short_files(tmp_path):
+    path = tmp_path / "x.safetensors"
+    with open(path, "wb") as f:
+        write_safetensors(f, {"w": torch.ones(3, 4)}, {})
+    for targets, msg in (
+        ({"w": torch.empty(4, 3)}, "expected F32"),
+        ({"w": torch.empty(3, 4, dtype=torch.float64)}, "expected F64"),
+        ({"v": torch.empty(3, 4)}, "not in the file"),
+        ({"w": torch.empty(4, 3).t()}, "contiguous"),
+    ):
+        with open(path, "rb") as f, pytest.raises(ValueError, match=msg):
+            read_into(f, targets)
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(path.read_bytes()[:-8])
+    with open(short, "rb") as f, pytest.raises(ValueError, match="ends inside"):
+        read_into(f, {"w": torch.empty(3, 4)})

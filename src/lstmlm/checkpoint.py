@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from torch import Tensor
 from .config import CELLS, RunConfig, replace
 from .distributed import resolve_device
 from .model import LanguageModel
-from .tensorfile import write_safetensors
+from .tensorfile import read_header, read_into, write_safetensors
 from .vocab import Vocab
 
 CONFIG = "config.json"
@@ -139,21 +140,61 @@ def load_model_tensors(
     model: LanguageModel, tensors: dict[str, Tensor], prefix: str = "", source: str = "checkpoint"
 ) -> None:
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    expected = {k: v.shape for k, v in model.state_dict().items() if k not in model.tied_keys}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
+    _check_weights(model, {k: tuple(v.shape) for k, v in sd.items()}, source)
+    model.load_state_dict(sd, strict=False)
+
+
+def load_model_file(model: LanguageModel, path: str | Path, prefix: str = "model.") -> None:
+    """Load a checkpoint's weights into `model`, read straight into its parameters on CPU.
+
+    Unlike ``load_tensors`` + ``load_model_tensors``, no second copy of the weights (not
+    even a mapped file) exists at any moment, so loading into a live model (the end of a
+    training run, ``load_run``) does not set the process's peak memory. A model on a GPU
+    loads through a CPU copy.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        load_model_tensors(model, load_tensors(path)[0], prefix, source=str(path))
+        return
+    tied = set(model.tied_keys)
+    try:
+        with open(path, "rb") as f:
+            header, _, _ = read_header(f)
+            shapes = {
+                k[len(prefix) :]: tuple(e["shape"])
+                for k, e in header.items()
+                if k.startswith(prefix)
+            }
+            _check_weights(model, shapes, str(path))
+            f.seek(0)
+            targets = {prefix + k: v for k, v in model.state_dict().items() if k not in tied}
+            read_into(f, targets)
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable lstmlm checkpoint ({_short(e)})") from None
+
+
+def _check_weights(model: LanguageModel, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """ValueError unless `shapes` has exactly the model's (untied) weights, shaped alike."""
+    expected = {
+        k: tuple(v.shape) for k, v in model.state_dict().items() if k not in model.tied_keys
+    }
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ValueError(
             f"{source}: weights do not match the model config "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for k, shape in expected.items():
-        if sd[k].shape != shape:
+        if shapes[k] != shape:
             raise ValueError(
-                f"{source}: {k} has shape {tuple(sd[k].shape)}, the config needs "
-                f"{tuple(shape)} (different vocabulary or sizes?)"
+                f"{source}: {k} has shape {shapes[k]}, the config needs "
+                f"{shape} (different vocabulary or sizes?)"
             )
-    model.load_state_dict(sd, strict=False)
 
 
 # --- optimizer state -----------------------------------------------------------
@@ -255,7 +296,6 @@ def load_run(
         path = run_dir / LAST
     if not path.exists():
         raise ValueError(f"{run_dir}: run has no checkpoint yet ({BEST} or {LAST})")
-    tensors, _ = load_tensors(path)
     model = LanguageModel(info.config.model, len(vocab))
-    load_model_tensors(model, tensors, "model.", source=str(path))
+    load_model_file(model, path)
     return model.to(device).eval(), vocab, info

@@ -123,13 +123,25 @@ class Snapshot:
 
 def take_snapshot(tr: Trainer) -> Snapshot:
     return Snapshot(
-        model={k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()},
+        model=_copy_state(tr.model.state_dict()),
         optimizer=copy.deepcopy(tr.opt.state_dict()),
         trainer=replace(tr.st, val_history=list(tr.st.val_history)),
         hidden=[tuple(t.detach().clone() for t in layer) for layer in tr.hidden],
         rng=torch.get_rng_state(),
         rng_bptt=tr.bptt_gen.get_state(),
     )
+
+
+def _copy_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """CPU copies of a state dict; a tensor under two keys (tied weights) is copied once."""
+    copies: dict[tuple[int, int, tuple[int, ...]], Tensor] = {}
+    out = {}
+    for key, t in state.items():
+        alias = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if alias not in copies:
+            copies[alias] = t.detach().cpu().clone()
+        out[key] = copies[alias]
+    return out
 
 
 def restore_snapshot(tr: Trainer, snap: Snapshot) -> None:

@@ -505,8 +505,7 @@ class Trainer:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.save_best(v.loss)
         if self.is_main:
-            best, _ = ckpt.load_tensors(self.run_dir / ckpt.BEST)
-            ckpt.load_model_tensors(self.model, best, "model.")
+            ckpt.load_model_file(self.model, self.run_dir / ckpt.BEST)  # no second copy
         distributed.broadcast_module(self.model)  # the others need not see the run folder
         self.on_event("final_eval", {})
         valid, test = (
@@ -664,6 +663,7 @@ def finetune_run(
         ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
     trainer = Trainer(out, cfg, data, on_event)
     ckpt.load_model_tensors(trainer.model, tensors, "model.", source=str(best))
+    del tensors  # a model's worth of (mapped) memory, not to be held through the run
     v = trainer.validate()
     trainer.st.best_loss = v.loss
     trainer.save_best(v.loss)
