@@ -1,17 +1,20 @@
 """Evaluation speed of lstmlm against the plain reference loop, same weights, one run.
 
-    python benchmarks/bench_eval.py [--run RUN] [--corpus ptb] [--split valid]
-                                    [--max-tokens N] [--repeat K]
+    python benchmarks/bench_eval.py [--run RUN] [--rnn lstm|gru] [--corpus ptb]
+                                    [--split valid] [--max-tokens N] [--repeat K]
 
-Builds a medium model (2x650 tied LSTM, seeded random weights) or takes a trained
-run folder (`--run`), copies the same weights into benchmarks/reference.py's
-`RNNModel` (one 2-layer nn.LSTM; lstmlm has one single-layer nn.LSTM per layer),
-and scores the same token ids with
+Builds a medium model (2x650 tied LSTM, or GRU with `--rnn gru`; seeded random
+weights) or takes a trained run folder (`--run`), copies the same weights into
+benchmarks/reference.py's `RNNModel` (one 2-layer nn.LSTM / nn.GRU; lstmlm has one
+single-layer layer per layer), and scores the same token ids with
 
-  reference  reference.py's own `evaluate` (batch 10, bptt 35, torch.no_grad, fp32 nn.LSTM)
+  reference  reference.py's own `evaluate` (batch 10, bptt 35, torch.no_grad, fp32 nn.LSTM
+             or nn.GRU)
   same       lstmlm's evaluate() with the reference's settings (fp32, batch 10, bptt 35):
              the ppl must agree with the reference's to ~1e-6
   fp32       lstmlm's defaults: fp32 nn.LSTM, batch --batch-size, bptt --bptt
+  fp32_manual  the same with `--cell manual` (lstmlm's hand-written layers; for the GRU,
+             its C kernels)
   bf16       `lstmlm evaluate RUN --precision bf16`: bf16 autocast, which on CPU runs
              nn.LSTM (oneDNN) and the decoder in bf16; softmax and loss stay fp32
   bf16_manual  `--cell manual --precision bf16`: lstmlm's hand-written LSTM layer
@@ -43,7 +46,8 @@ REF_BATCH, REF_BPTT = 10, 35  # reference.py's --eval-batch-size default and med
 MEDIUM = dict(
     emb_size=650, hidden_size=650, num_layers=2, dropout=0.5, tie_weights=True, init_range=0.1
 )  # fmt: skip
-VARIANTS = ("reference", "same", "fp32", "bf16", "bf16_manual")
+REF_CELL = "reference.py"  # its own RNNModel: nn.LSTM or nn.GRU
+VARIANTS = ("reference", "same", "fp32", "fp32_manual", "bf16", "bf16_manual")
 
 
 # --- workers: one process per measurement ------------------------------------------------
@@ -59,7 +63,7 @@ def worker_reference(work: Path, batch_size: int, bptt: int, warmup: bool) -> di
 
     spec = json.loads((work / "reference.json").read_text())
     model = R.RNNModel(
-        "LSTM",
+        spec["rnn_type"],
         spec["ntoken"],
         spec["emsize"],
         spec["nhid"],
@@ -137,14 +141,14 @@ def reference_weights(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     sizes = set(cfg.layer_sizes)
     decoder = getattr(model, "decoder", None)
     if (
-        cfg.rnn != "lstm"
+        cfg.rnn not in ("lstm", "gru")
         or len(sizes) != 1
         or cfg.fc_layers
         or getattr(model, "proj", None) is not None
         or not hasattr(decoder, "weight")
     ):
         raise ValueError(
-            "the reference model is a plain LSTM with equal layer sizes and a full softmax "
+            "the reference model is a plain LSTM or GRU with equal layer sizes and a full softmax "
             "decoder (no projection, FC layers or adaptive softmax); this run is not one"
         )
     sd = {
@@ -157,6 +161,7 @@ def reference_weights(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             sd[f"rnn.{name}_l{i}"] = getattr(layer, f"{name}_l0")
     tensors = {k: v.detach().clone().contiguous() for k, v in sd.items()}  # untie for saving
     spec = dict(
+        rnn_type=cfg.rnn.upper(),
         ntoken=model.vocab_size,
         emsize=cfg.emb_size,
         nhid=cfg.layer_sizes[0],
@@ -186,7 +191,7 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         data_cfg = DataConfig(corpus=args.corpus)
         ds = load_dataset(data_cfg)
         vocab, level = ds.vocab, ds.level
-        cfg = RunConfig(data=data_cfg, model=ModelConfig(**MEDIUM))
+        cfg = RunConfig(data=data_cfg, model=ModelConfig(rnn=args.rnn, **MEDIUM))
         torch.manual_seed(args.seed)
         model = LanguageModel(cfg.model, len(vocab)).eval()
         run.mkdir()
@@ -210,10 +215,12 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    ours = dict(batch_size=args.batch_size, bptt=args.bptt)
     return {
-        "reference": dict(batch_size=REF_BATCH, bptt=REF_BPTT, precision="fp32", cell="nn.LSTM"),
+        "reference": dict(batch_size=REF_BATCH, bptt=REF_BPTT, precision="fp32", cell=REF_CELL),
         "same": dict(batch_size=REF_BATCH, bptt=REF_BPTT, precision="fp32", cell="fused"),
-        "fp32": dict(batch_size=args.batch_size, bptt=args.bptt, precision="fp32", cell="fused"),
+        "fp32": dict(**ours, precision="fp32", cell="fused"),
+        "fp32_manual": dict(**ours, precision="fp32", cell="manual"),
         "bf16": dict(batch_size=args.batch_size, bptt=args.bptt, precision="bf16", cell="fused"),
         "bf16_manual": dict(
             batch_size=args.batch_size, bptt=args.bptt, precision="bf16", cell="manual"
@@ -225,7 +232,7 @@ def worker_cmd(name: str, s: dict[str, Any], work: Path, args: argparse.Namespac
     cmd = [sys.executable, SCRIPT, "--worker", name, "--work", str(work)]
     cmd += ["--batch-size", str(s["batch_size"]), "--bptt", str(s["bptt"])]
     cmd += ["--precision", s["precision"]]
-    if s["cell"] != "nn.LSTM":
+    if s["cell"] != REF_CELL:
         cmd += ["--cell", s["cell"]]
     if not args.warmup:
         cmd.append("--no-warmup")
@@ -237,6 +244,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="trained run folder (default: a seeded random medium model)")
+    p.add_argument("--rnn", choices=("lstm", "gru"), default="lstm", help="the random model's")
     p.add_argument("--corpus", default="ptb", help="named corpus for the random model")
     p.add_argument("--split", choices=("valid", "test", "train"), default="valid")
     p.add_argument("--max-tokens", type=int, help="score only the first N tokens of the split")
@@ -297,7 +305,7 @@ def main() -> None:
             for key in ("tokens_per_sec", "tokens_per_cpu_sec"):
                 results[f"ratio_{key}_{name}"] = round(results[name][key] / ref[key], 3)
             results[f"ppl_rel_diff_{name}"] = results[name]["ppl"] / ref["ppl"] - 1
-    for name in ("bf16", "bf16_manual"):
+    for name in ("fp32_manual", "bf16", "bf16_manual"):
         if "fp32" in results and name in results:
             rel = results[name]["ppl"] / results["fp32"]["ppl"] - 1
             results[f"ppl_rel_diff_{name}_vs_fp32"] = rel
