@@ -246,3 +246,37 @@ def test_bf16_step_is_close_to_fp32_and_seeded(lm):
     assert torch.equal(half.argmax(-1), full.argmax(-1))
     a = _gen(lm, max_new_tokens=12, seed=4, precision="bf16")
     assert a == _gen(lm, max_new_tokens=12, seed=4, precision="bf16")
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_bf16_step_runs_the_recurrent_matmuls_on_bf16_weights(rnn):
+    from lstmlm.config import ModelConfig
+    from lstmlm.generate import step_fn
+    from lstmlm.model import LanguageModel
+
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(rnn=rnn, emb_size=8, hidden_size=10, num_layers=1), 13)
+    model.eval()
+    tok = torch.tensor([3, 5])
+    state = model(torch.randint(0, 13, (4, 2))).state
+    layer = model.rnn.layers[0]
+
+    def mm(a, w):  # a bf16 matmul: bf16 operands, product rounded to bf16
+        return torch.nn.functional.linear(a.bfloat16(), w.detach().bfloat16()).float()
+
+    with torch.no_grad():
+        x, h = model.embedding(tok), state[0][0][0]
+        gi = mm(x, layer.weight_ih_l0) + layer.bias_ih_l0  # (B, G*H)
+        gh = mm(h, layer.weight_hh_l0) + layer.bias_hh_l0
+        if rnn == "lstm":
+            i, f, g, o = (gi + gh).chunk(4, 1)
+            c = torch.sigmoid(f) * state[0][1][0] + torch.sigmoid(i) * torch.tanh(g)
+            want = torch.sigmoid(o) * torch.tanh(c)
+        else:
+            (xr, xz, xn), (hr, hz, hn) = gi.chunk(3, 1), gh.chunk(3, 1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            want = (1 - z) * torch.tanh(xn + r * hn) + z * h
+        got = step_fn(model, "bf16")(tok, state)[1][0][0][0]
+        fp32 = step_fn(model)(tok, state)[1][0][0][0]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert (fp32 - want).abs().max() > 1e-5  # the tolerance tells bf16 from fp32 weights

@@ -101,7 +101,7 @@ def test_models_lists_the_run_with_its_card(base, run_dir):
     assert card["id"] == "tiny" and card["level"] == "word" and card["metric"] == "ppl"
     assert card["summary"]["valid_ppl"] == pytest.approx(summary["valid_ppl"])
     assert card["params"] == summary["params"]
-    assert info["limits"]["max_prompt_chars"] == 300
+    assert info["limits"]["max_prompt_chars"] == 300 and info["precision"] == "fp32"
     assert "stop" in info["sampling"]
 
 
@@ -321,3 +321,13 @@ def test_page_streams_text_in_a_real_browser(base, tmp_path):
     assert errors == []
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_a_bf16_server_says_so_and_samples_reproducibly(models):
+    with serving(create_app(models, ServerLimits(rate=0), precision="bf16")) as url:
+        assert httpx.get(f"{url}/v1/models").json()["precision"] == "bf16"
+        a = gen(url, prompt="the cat", seed=5, max_new_tokens=20).json()
+        b = gen(url, prompt="the cat", seed=5, max_new_tokens=20).json()
+    assert a["tokens"] == 20 and a["text"] == b["text"]
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        create_app(models, precision="fp16")

@@ -445,7 +445,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate=args.rate,
         burst=args.burst,
     ).validate()
-    app = create_app(args.runs, limits, args.which)
+    app = create_app(args.runs, limits, args.which, args.precision)
     if not is_loopback(args.host):
         print(
             f"lstmlm: warning: listening on {args.host}: other machines can reach this "
@@ -728,8 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "bf16"),
         default="fp32",
-        help="bf16: the decoder matmul of each new token in bfloat16 (faster on CPU; the "
-        "samples differ slightly from fp32 ones)",
+        help="bf16: each new token's recurrent and decoder matmuls in bfloat16, state in "
+        "fp32 (about 2.7x faster than fp32 on CPU at 2x650; the samples differ slightly from "
+        "fp32 ones)",
     )
     g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
     g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
@@ -800,6 +801,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--which", choices=("best", "last"), default="best", help="which checkpoint")
+    sv.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: sample with bfloat16 copies of the weights (about 2.7x faster on CPU; "
+        "samples differ slightly from fp32 ones)",
+    )
     sv.add_argument("--max-prompt-chars", type=int, default=2000, help="longest prompt (413)")
     sv.add_argument(
         "--max-new-tokens-limit", type=int, default=500, help="largest max_new_tokens (422)"

@@ -52,7 +52,7 @@ class SampleConfig:
     stop: tuple[str, ...] = ()  # stop when the text contains one of these (it is cut off)
     stop_at_eos: bool = False  # a sample ends at its first <eos> (not included)
     min_new_tokens: int = 0  # <eos> cannot be drawn before this many new tokens
-    precision: str = "fp32"  # bf16: the per-token decoder matmul in bfloat16 (CPU speed)
+    precision: str = "fp32"  # bf16: per-token recurrent and decoder matmuls in bfloat16
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -167,10 +167,10 @@ StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
 def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
     """`(tokens (B,), state) -> (logits (B, V), state)` for one time step.
 
-    precision "bf16" runs the full-softmax decoder's matmul with a bfloat16 copy of its
-    weights, made once here: one token's step reads every weight once, so halving the
-    decoder's bytes is most of the win at batch 1 (the samples then differ slightly
-    from fp32 ones). The recurrent layers stay fp32.
+    precision "bf16" runs the recurrent layers' and the full-softmax decoder's matmuls
+    with bfloat16 copies of their weights, made once here: one token's step reads every
+    weight once, so halving their bytes is the win at batch 1 (the samples then differ
+    slightly from fp32 ones). States, gates and biases stay fp32.
 
     A fused `nn.LSTM`/`nn.GRU` call has a large fixed cost per call on CPU (tens of ms
     for a 650-unit layer here, whatever its length), which a token-by-token loop pays on
@@ -204,18 +204,16 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
         def decode(x: Tensor) -> Tensor:
             return F.linear(x.to(torch.bfloat16), w16, b16).float()  # (B, V)
 
+    cells = [_cell_step(layer, precision) for layer in layers]
+
     def fast(tok: Tensor, state: State) -> tuple[Tensor, State]:
         x = model.embedding(tok)  # (B, E)
         new: State = []
-        for layer, st in zip(layers, state, strict=True):
-            w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
-            if type(layer) in _LSTMS:
-                h, c = torch.lstm_cell(x, (st[0][0], st[1][0]), *w)  # (B, H) each
-                new.append((h.unsqueeze(0), c.unsqueeze(0)))
-            else:
-                h = torch.gru_cell(x, st[0][0], *w)  # (B, H)
-                new.append((h.unsqueeze(0),))
-            x = h
+        for cell, st in zip(cells, state, strict=True):
+            hx = tuple(s[0] for s in st)  # (h,) or (h, c), each (B, H)
+            out = cell(x, hx)
+            new.append(tuple(s.unsqueeze(0) for s in out))
+            x = out[0]  # (B, H)
         for fc in model.fc:
             x = torch.relu(fc(x))
         if model.proj is not None:
@@ -223,6 +221,49 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
         return decode(x), new  # (B, V)
 
     return fast
+
+
+CellStep = Callable[[Tensor, tuple[Tensor, ...]], tuple[Tensor, ...]]
+
+
+def _cell_step(layer: nn.Module, precision: str) -> CellStep:
+    """One time step of a plain layer: `(x (B, I), (h,) or (h, c)) -> (h,) or (h, c)`.
+
+    fp32: torch.lstm_cell / gru_cell on the layer's weights. bf16: the two matmuls with
+    bfloat16 copies of the weights made here (fp32 accumulation), the gates in fp32.
+    """
+    w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+    lstm = type(layer) in _LSTMS
+    if precision != "bf16":
+        if lstm:
+            return lambda x, hx: torch.lstm_cell(x, hx, *w)
+        return lambda x, hx: (torch.gru_cell(x, hx[0], *w),)
+    w_ih, w_hh = (t.detach().to(torch.bfloat16) for t in w[:2])  # (G*H, I), (G*H, H)
+    b_ih, b_hh = (t.detach() for t in w[2:])  # (G*H,)
+
+    def mm(a: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(a.to(torch.bfloat16), weight).float()  # (B, G*H)
+
+    if lstm:
+        bias = b_ih + b_hh
+
+        def lstm_step(x: Tensor, hx: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            h, c = hx
+            i, f, g, o = (mm(x, w_ih) + mm(h, w_hh) + bias).chunk(4, 1)  # (B, H) each
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.sigmoid(o) * torch.tanh(c), c
+
+        return lstm_step
+
+    def gru_step(x: Tensor, hx: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        (h,) = hx
+        xr, xz, xn = (mm(x, w_ih) + b_ih).chunk(3, 1)  # (B, H) each
+        hr, hz, hn = (mm(h, w_hh) + b_hh).chunk(3, 1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return ((1 - z) * n + z * h,)
+
+    return gru_step
 
 
 # Layers the one-step path runs with torch.lstm_cell / gru_cell. The hand-written ones have

@@ -262,8 +262,15 @@ def create_app(
     runs: list[str | Path] | dict[str, ServedModel],
     limits: ServerLimits | None = None,
     which: str = "best",
+    precision: str = "fp32",
 ) -> FastAPI:
-    """The FastAPI app serving `runs` (run folders, or models already loaded)."""
+    """The FastAPI app serving `runs` (run folders, or models already loaded).
+
+    precision: the sampler's per-token matmuls, "fp32" or "bf16" (bf16 weight copies,
+    about 2.7x faster on CPU; see ``generate.step_fn``).
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
     limits = (limits or ServerLimits()).validate()
     models = runs if isinstance(runs, dict) else load_models(runs, which)
     pool = ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="lstmlm")
@@ -358,6 +365,7 @@ def create_app(
             "temperature": req.temperature,
             "top_k": req.top_k,
             "seed": seed,
+            "precision": precision,
         }
         stop = tuple(s for s in (req.stop or []) if s)
         for name in OPTIONAL_SAMPLE_FIELDS:
@@ -390,6 +398,7 @@ def create_app(
             "sampling": sorted(
                 n for n in OPTIONAL_SAMPLE_FIELDS if n in SAMPLE_FIELDS or n == "stop"
             ),
+            "precision": precision,
             "limits": {
                 "max_prompt_chars": limits.max_prompt_chars,
                 "max_new_tokens": limits.max_new_tokens_limit,
