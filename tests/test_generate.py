@@ -227,6 +227,11 @@ def test_fast_step_equals_forward(kw):
     for a, b in zip(new, out.state, strict=True):
         for x, y in zip(a, b, strict=True):
             assert x.shape == y.shape and torch.allclose(x, y, atol=1e-6)
+    with torch.no_grad():  # later tokens take another route through the decoder
+        tok2 = torch.tensor([1, 2, 4])
+        logits2, _ = step(tok2, new)
+        out2 = model(tok2.unsqueeze(0), out.state)
+    assert torch.allclose(logits2, out2.logits[0], atol=1e-6)
     assert step_fn(model.train()).__name__ == "slow"  # dropout on: the model's own forward
 
 

@@ -204,6 +204,20 @@ def step_fn(model: LanguageModel, precision: str = "fp32") -> StepFn:
         def decode(x: Tensor) -> Tensor:
             return F.linear(x.to(torch.bfloat16), w16, b16).float()  # (B, V)
 
+    elif isinstance(model.decoder, nn.Linear) and model.decoder.weight.device.type == "cpu":
+        # On CPU an fp32 (1, D) x (D, V) product runs about 2x faster from a (D, V) copy
+        # of the weight than from nn.Linear's (V, D). The copy takes ~9 ms at 650 x 10k,
+        # so it is made after the first token, which keeps the first token's latency.
+        weight, bias = model.decoder.weight.detach(), model.decoder.bias.detach()
+        transposed: list[Tensor] = []
+
+        def decode(x: Tensor) -> Tensor:
+            if transposed:
+                return torch.addmm(bias, x, transposed[0])  # (B, V)
+            logits = F.linear(x, weight, bias)  # (B, V)
+            transposed.append(weight.t().contiguous())  # (D, V), for the next tokens
+            return logits
+
     cells = [_cell_step(layer, precision) for layer in layers]
 
     def fast(tok: Tensor, state: State) -> tuple[Tensor, State]:
