@@ -110,8 +110,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    write_corpus(root / "corpus.txt")
+    # The port is free when _free_port returns, but another process can take it before
+    # rank 0 listens on it; a failed first try gets one more, with a fresh port and folder.
+    for attempt in (1, 2):
+        root = tmp_path_factory.mktemp("ddp")
+        write_corpus(root / "corpus.txt")
+        try:
+            _run_workers(root)
+            return root
+        except mp.ProcessRaisedException as e:
+            if attempt == 2:
+                raise
+            print(f"distributed workers failed, trying once more: {str(e).splitlines()[-1]}")
+    raise AssertionError("unreachable")
+
+
+def _run_workers(root: Path) -> None:
     ctx = mp.start_processes(
         _worker, args=(_free_port(), str(root)), nprocs=WORLD, join=False, start_method="spawn"
     )
@@ -121,7 +135,6 @@ def ddp(tmp_path_factory) -> Path:
             for p in ctx.processes:
                 p.terminate()
             pytest.fail("distributed workers did not finish in time (deadlock?)")
-    return root
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:
