@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -243,6 +243,30 @@ def _weight_hh_grad(
     return _matmul_nt(flat_d.t(), flat_h.t(), mm_dtype).to(weight_hh.dtype)
 
 
+def _native_forward_steps(
+    x_proj: Tensor, h0: Tensor, weight_hh: Tensor, mm_dtype: torch.dtype | None, out: Tensor
+) -> Iterator[tuple[int, int, int, int | None]]:
+    """The time loop of a forward on the C kernels, all but the kernel call itself.
+
+    x_proj (T, B, G*H) contiguous, in the matmul dtype; h0 (B, H); out (T, B, H), which the
+    caller's kernel call fills with h_t at step t. Yields for t = 0 .. T-1: t, the
+    address of x_proj[t], the address of ``h_{t-1} @ W_hh.T`` (B, G*H) in x_proj's dtype,
+    and where the kernel writes h_t's bf16 copy for the next matmul (None with fp32
+    matmuls, which read out[t]). Both kernels (LSTM, GRU) run from this loop.
+    """
+    T, B, _ = x_proj.shape
+    rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, G*H)
+    bf16 = x_proj.dtype == torch.bfloat16
+    h_mm = x_proj.new_empty(2, B, out.size(-1)) if bf16 else None  # ring of bf16 h copies
+    step_x = x_proj[0].numel() * x_proj.element_size()  # bytes
+    h_in = h0
+    for t in range(T):
+        r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, G*H), alive through the call
+        h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
+        yield t, x_proj.data_ptr() + t * step_x, r.data_ptr(), h_next.data_ptr() if bf16 else None
+        h_in = h_next
+
+
 # ---------------------------------------------------------------------------------------------
 # LSTM
 # ---------------------------------------------------------------------------------------------
@@ -383,27 +407,21 @@ class _LSTMWindowNative(torch.autograd.Function):
         T, B, G = x_proj.shape
         H = G // 4
         x_proj = x_proj.contiguous()
-        rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 4H)
         bf16 = x_proj.dtype == torch.bfloat16
         out = h0.new_empty(T, B, H)
         acts = h0.new_empty(T, B, G)  # [sigmoid i, sigmoid f, tanh g, sigmoid o]
         cells = h0.new_empty(T + 1, B, H)  # c_0 .. c_T
         tanh_c = h0.new_empty(T, B, H)
         cells[0] = c0
-        h_mm = x_proj.new_empty(2, B, H) if bf16 else None  # bf16 h for the next matmul
         bias = bias.contiguous()
-        xp, a, cs, tc, o = (t.data_ptr() for t in (x_proj, acts, cells, tanh_c, out))
-        step_x, step_g, step_h = B * G * x_proj.element_size(), B * G * 4, B * H * 4  # bytes
-        h_in = h0.contiguous()
-        for t in range(T):
-            r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, 4H)
-            h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
+        a, cs, tc, o = (t.data_ptr() for t in (acts, cells, tanh_c, out))
+        step_g, step_h = B * G * 4, B * H * 4  # bytes
+        steps = _native_forward_steps(x_proj, h0.contiguous(), weight_hh, mm_dtype, out)
+        for t, x_t, rec_t, h_bf16 in steps:
             k.lstm_forward_step(
-                B, H, xp + t * step_x, r.data_ptr(), int(bf16), bias.data_ptr(),
-                cs + t * step_h, a + t * step_g, cs + (t + 1) * step_h, tc + t * step_h,
-                o + t * step_h, h_next.data_ptr() if bf16 else None,
+                B, H, x_t, rec_t, int(bf16), bias.data_ptr(), cs + t * step_h, a + t * step_g,
+                cs + (t + 1) * step_h, tc + t * step_h, o + t * step_h, h_bf16,
             )  # fmt: skip
-            h_in = h_next
         ctx.save_for_backward(h0, weight_hh, out, acts, cells, tanh_c)
         ctx.mm_dtype, ctx.x_dtype = mm_dtype, x_proj.dtype
         return out, out[-1].clone(), cells[-1].clone()
@@ -636,26 +654,21 @@ def _gru_native_recurrence(
     T, B, G = x_proj.shape
     H = G // 3
     x_proj, h0 = x_proj.contiguous(), h0.contiguous()
-    rec = _step_linear(weight_hh, B, mm_dtype)  # h (B, H) -> (B, 3H)
     bf16 = x_proj.dtype == torch.bfloat16
     out = h0.new_empty(T, B, H)
     steps = T if save else 1
     acts = h0.new_empty(steps, B, G)  # [r, z, n]
     h_ns = h0.new_empty(steps, B, H)  # W_hn h + b_hn
-    h_mm = x_proj.new_empty(2, B, H) if bf16 else None  # bf16 h for the next matmul
-    b_ih, b_hh, h_in = b_ih.contiguous(), b_hh.contiguous(), h0
-    xp, a, hn, o = (t.data_ptr() for t in (x_proj, acts, h_ns, out))
-    step_x, step_g, step_h = B * G * x_proj.element_size(), B * G * 4, B * H * 4  # bytes
-    for t in range(T):
-        r = rec(h_in).to(x_proj.dtype).contiguous()  # (B, 3H)
-        h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
+    b_ih, b_hh = b_ih.contiguous(), b_hh.contiguous()
+    a, hn, o = (t.data_ptr() for t in (acts, h_ns, out))
+    step_g, step_h = B * G * 4, B * H * 4  # bytes
+    for t, x_t, rec_t, h_bf16 in _native_forward_steps(x_proj, h0, weight_hh, mm_dtype, out):
         s = t if save else 0
         k.gru_forward_step(
-            B, H, xp + t * step_x, r.data_ptr(), int(bf16), b_ih.data_ptr(), b_hh.data_ptr(),
+            B, H, x_t, rec_t, int(bf16), b_ih.data_ptr(), b_hh.data_ptr(),
             h0.data_ptr() if t == 0 else o + (t - 1) * step_h, a + s * step_g,
-            hn + s * step_h, o + t * step_h, h_next.data_ptr() if bf16 else None,
+            hn + s * step_h, o + t * step_h, h_bf16,
         )  # fmt: skip
-        h_in = h_next
     return out, (acts if save else None), (h_ns if save else None)
 
 
