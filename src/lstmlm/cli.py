@@ -726,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-new-tokens", type=int, default=0, help="no <eos> before this many")
     g.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="bf16: each new token's recurrent and decoder matmuls in bfloat16, state in "
         "fp32 (about 2.7x faster than fp32 on CPU at 2x650; the samples differ slightly from "
@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--which", choices=("best", "last"), default="best", help="which checkpoint")
     sv.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         default="fp32",
         help="bf16: sample with bfloat16 copies of the weights (about 2.7x faster on CPU; "
         "samples differ slightly from fp32 ones)",

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import PRECISIONS
 from .model import LanguageModel
 from .rnn import State
 from .rnn_manual import ManualGRU, ManualLSTM
@@ -73,7 +74,7 @@ class SampleConfig:
             raise ValueError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError("--stop takes non-empty strings")
-        if self.precision not in ("fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
 
 

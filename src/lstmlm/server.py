@@ -42,6 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from . import checkpoint as ckpt
+from .config import PRECISIONS
 from .evaluate import evaluate
 from .generate import SampleConfig, encode_prompt, sample_ids
 from .limits import Admission, Busy, RateLimiter, ServerLimits
@@ -269,7 +270,7 @@ def create_app(
     precision: the sampler's per-token matmuls, "fp32" or "bf16" (bf16 weight copies,
     about 2.7x faster on CPU; see ``generate.step_fn``).
     """
-    if precision not in ("fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"--precision must be fp32 or bf16, got {precision!r}")
     limits = (limits or ServerLimits()).validate()
     models = runs if isinstance(runs, dict) else load_models(runs, which)
