@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 
 import torch
+from common import cpu_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -40,17 +40,6 @@ class TinyLM(nn.Module):
         for rnn in self.rnns:
             x, _ = rnn(x)  # (T, B, E)
         return self.decoder(x)  # (T, B, V)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_step(model: TinyLM, tokens: Tensor, targets: Tensor) -> Callable[[], None]:

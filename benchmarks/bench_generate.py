@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
 import statistics
 import time
 
 import torch
+from common import machine
 from torch import nn
 
 from lstmlm.config import ModelConfig
@@ -73,20 +73,27 @@ def lstmlm_generate(
     return out, first
 
 
-def measure(fn, model, prompt: list[int], n: int, repeats: int) -> dict:
-    fn(model, prompt, 10, 0)  # warm-up
-    rates, firsts = [], []
+def measure(paths: dict[str, tuple], prompt: list[int], n: int, repeats: int) -> dict:
+    """Each path `name: (fn, model)` once per repeat, in turn, so that the machine's
+    drifting load falls on all of them alike; medians over the repeats."""
+    runs: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in paths}
+    for fn, model in paths.values():
+        fn(model, prompt, 10, 0)  # warm-up
     for r in range(repeats):
-        t0 = time.perf_counter()
-        ids, first = fn(model, prompt, n, r)
-        dt = time.perf_counter() - t0
-        assert len(ids) == n
-        rates.append(n / dt)
-        firsts.append(first * 1000)
+        for name, (fn, model) in paths.items():
+            t0 = time.perf_counter()
+            ids, first = fn(model, prompt, n, r)
+            dt = time.perf_counter() - t0
+            assert len(ids) == n
+            runs[name][0].append(n / dt)
+            runs[name][1].append(first * 1000)
     return {
-        "tokens_per_sec": round(statistics.median(rates), 1),
-        "tokens_per_sec_runs": [round(x, 1) for x in rates],
-        "first_token_ms": round(statistics.median(firsts), 2),
+        name: {
+            "tokens_per_sec": round(statistics.median(rates), 1),
+            "tokens_per_sec_runs": [round(x, 1) for x in rates],
+            "first_token_ms": round(statistics.median(firsts), 2),
+        }
+        for name, (rates, firsts) in runs.items()
     }
 
 
@@ -109,11 +116,14 @@ def main() -> None:
     lm = LanguageModel(cfg, args.vocab).eval()
     naive = NaiveLM(args.vocab, args.size, args.layers).eval()
     prompt = torch.randint(2, args.vocab, (args.prompt_len,)).tolist()
-    # back to back in one process, so all paths see the same machine
-    res_naive = measure(naive_generate, naive, prompt, args.tokens, args.repeats)
-    res_lstmlm = measure(lstmlm_generate, lm, prompt, args.tokens, args.repeats)
     bf16 = functools.partial(lstmlm_generate, precision="bf16")
-    res_bf16 = measure(bf16, lm, prompt, args.tokens, args.repeats)
+    paths = {
+        "naive": (naive_generate, naive),
+        "lstmlm": (lstmlm_generate, lm),
+        "lstmlm_bf16": (bf16, lm),
+    }
+    res = measure(paths, prompt, args.tokens, args.repeats)  # one process, paths in turn
+    naive_rate = res["naive"]["tokens_per_sec"]
     print(
         json.dumps(
             {
@@ -122,14 +132,10 @@ def main() -> None:
                 "batch": 1,
                 "new_tokens": args.tokens,
                 "prompt_tokens": args.prompt_len,
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "cpu": platform.processor() or platform.machine(),
-                "lstmlm": res_lstmlm,
-                "naive": res_naive,
-                "lstmlm_bf16": res_bf16,
-                "speedup": round(res_lstmlm["tokens_per_sec"] / res_naive["tokens_per_sec"], 3),
-                "speedup_bf16": round(res_bf16["tokens_per_sec"] / res_naive["tokens_per_sec"], 3),
+                **machine(),
+                **res,
+                "speedup": round(res["lstmlm"]["tokens_per_sec"] / naive_rate, 3),
+                "speedup_bf16": round(res["lstmlm_bf16"]["tokens_per_sec"] / naive_rate, 3),
             }
         )
     )
