@@ -285,3 +285,68 @@ def test_bf16_step_runs_the_recurrent_matmuls_on_bf16_weights(rnn):
         fp32 = step_fn(model)(tok, state)[1][0][0][0]
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert (fp32 - want).abs().max() > 1e-5  # the tolerance tells bf16 from fp32 weights
+
+
+# --- extreme settings: greedy, never NaN ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=1e-40),  # x / 1e-40 overflows fp32: inf - inf was NaN
+        dict(temperature=1e-300),  # rounds to 0 in fp32
+        dict(top_p=1e-300),  # rounds to 0 in fp32: every token was masked
+        dict(top_p=1e-9),
+    ],
+)
+def test_vanishing_temperature_or_top_p_is_greedy(lm, kw):
+    greedy = _gen(lm, max_new_tokens=15, temperature=0)
+    assert _gen(lm, max_new_tokens=15, seed=5, **kw) == greedy
+
+
+def test_a_tiny_repetition_penalty_still_samples_real_tokens(lm):
+    model, vocab, _ = lm
+    # positive logits / 1e-300 = inf in fp32; the step must stay a distribution
+    logits = torch.tensor([[1.0, 3.0, -2.0, 0.5]])
+    seen = torch.tensor([[True, False, True, True]])
+    pen = apply_repetition_penalty(logits, seen, 1e-300)
+    probs = sampling_distribution(pen, 1.0)
+    assert torch.isfinite(probs).all() and probs.sum().item() == pytest.approx(1.0)
+    assert probs[0].argmax().item() in (0, 3)  # the seen positives became the largest
+    text = _gen(lm, max_new_tokens=10, seed=5, repetition_penalty=1e-300)[0]
+    ids = vocab.encode(text.split())
+    assert len(ids) >= 1 and all(0 <= i < len(vocab) for i in ids)
+
+
+def test_non_finite_scores_are_a_value_error():
+    with pytest.raises(ValueError, match="not finite"):
+        next_token(torch.full((2, 5), float("nan")), 1.0, 0, None)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(max_new_tokens="5"),
+        dict(max_new_tokens=2.5),
+        dict(temperature=None),
+        dict(temperature="hot"),
+        dict(top_k=2.5),
+        dict(num_samples=True),
+        dict(seed=2**64),
+        dict(seed=-1),
+        dict(seed=1.5),
+        dict(seed="abc"),
+        dict(stop=5),
+        dict(temperature=float("inf")),
+    ],
+)
+def test_wrong_types_and_ranges_are_value_errors(kw):
+    with pytest.raises(ValueError):
+        SampleConfig(**kw).validate()
+
+
+def test_too_many_samples_at_once_is_a_value_error_before_any_work(lm):
+    model, vocab, level = lm
+    ids, _ = encode_prompt("the cat", vocab, level)
+    with pytest.raises(ValueError, match="num-samples .* too many"):
+        next(sample_ids(model, ids, SampleConfig(1, num_samples=10**9)))

@@ -33,3 +33,14 @@ def test_prompt_has_no_trailing_eos():
     assert tokenize_prompt("the cat", "word") == ["the", "cat"]
     assert tokenize_prompt("ab", "char") == ["a", "b"]
     assert tokenize_prompt("a\nb", "word") == ["a", EOS, "b"]
+
+
+def test_symbols_prompt_reads_plain_text_or_symbols():
+    # plain text, as the model's output is shown: spaces become the word mark `_`
+    assert tokenize_prompt("the  cat ", "symbols") == ["t", "h", "e", "_", "c", "a", "t", "_"]
+    assert tokenize_prompt("hi\nyo", "symbols") == ["h", "i", EOS, "y", "o"]
+    # a line already written as PTB-char symbols is read as it is
+    assert tokenize_prompt("t h e _ c a t", "symbols") == ["t", "h", "e", "_", "c", "a", "t"]
+    assert tokenize_prompt("", "symbols") == []
+    # and a plain prompt round-trips through the output's detokenizer
+    assert detokenize(tokenize_prompt("the cat sat", "symbols"), "symbols") == "the cat sat"

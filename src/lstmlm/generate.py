@@ -23,6 +23,7 @@ sample when `stop_at_eos` is set.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -56,9 +57,13 @@ class SampleConfig:
     precision: str = "fp32"  # bf16: per-token recurrent and decoder matmuls in bfloat16
 
     def validate(self) -> None:
+        for name in ("max_new_tokens", "top_k", "num_samples", "min_new_tokens"):
+            _check_type(name, getattr(self, name), int)
+        for name in ("temperature", "top_p", "top_k_decay", "repetition_penalty"):
+            _check_type(name, getattr(self, name), float)
         if self.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be positive, got {self.max_new_tokens}")
-        if not (self.temperature >= 0):
+        if not (0 <= self.temperature < math.inf):
             raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:
             raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
@@ -68,14 +73,33 @@ class SampleConfig:
             raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
         if not (0 < self.top_k_decay <= 1):
             raise ValueError(f"--top-k-decay must be in (0, 1], got {self.top_k_decay}")
-        if not (self.repetition_penalty > 0):
+        if not (0 < self.repetition_penalty < math.inf):
             raise ValueError(f"--repetition-penalty must be > 0, got {self.repetition_penalty}")
         if self.min_new_tokens < 0:
             raise ValueError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
-        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+        if self.seed is not None:
+            _check_type("seed", self.seed, int)
+            if not (0 <= self.seed < 2**63):
+                raise ValueError(f"--seed must be in [0, 2**63), got {self.seed}")
+        if not isinstance(self.stop, tuple | list) or any(
+            not isinstance(s, str) or not s for s in self.stop
+        ):
             raise ValueError("--stop takes non-empty strings")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+
+
+def _check_type(name: str, value: object, kind: type) -> None:
+    """ValueError unless `value` is an int (kind int) or a real number (kind float)."""
+    ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+    if not ok or isinstance(value, bool):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+# At most this many scores (samples x vocabulary) per step: each step holds a few (B, V)
+# float tensors, so this bounds a sampling call's memory at about a GB.
+MAX_STEP_SCORES = 2**26
 
 
 # --- one step: logits -> token ------------------------------------------------------
@@ -96,8 +120,14 @@ def candidates(
 
     `top_k` is an int or a per-row (B,) tensor of k's (0 = all). Tokens outside the
     top-k / nucleus have probability 0. `temperature` must be > 0.
+
+    The best score is subtracted before dividing by the temperature, so that a tiny
+    temperature (or a tiny repetition penalty's huge scores) makes the draw greedy
+    rather than inf / inf = NaN.
     """
-    logits = logits.float() / temperature
+    logits = torch.nan_to_num(logits.float(), nan=-math.inf, posinf=torch.finfo(torch.float32).max)
+    temperature = max(temperature, torch.finfo(torch.float32).tiny)  # not 0 in fp32
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature  # (B, V), <= 0
     v = logits.size(-1)
     ids: Tensor | None = None
     k_row = top_k if isinstance(top_k, Tensor) else None
@@ -113,7 +143,9 @@ def candidates(
     probs = torch.softmax(logits, dim=-1)  # (B, C)
     if top_p < 1:
         mass_before = probs.cumsum(dim=-1) - probs  # (B, C) mass of the better tokens
-        probs = probs.masked_fill(mass_before >= top_p, 0.0)
+        drop = mass_before >= top_p
+        drop[:, 0] = False  # the best token always stays (top_p may round to 0 in fp32)
+        probs = probs.masked_fill(drop, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs, ids
 
@@ -140,7 +172,10 @@ def _draw(probs: Tensor, generators: Sequence[torch.Generator] | torch.Generator
     else:
         u = torch.rand(b, generator=generators, device=probs.device)
     cdf = probs.cumsum(dim=-1)  # (B, C)
-    u = (u * cdf[:, -1]).unsqueeze(1)  # (B, 1) scaled by the (float) total
+    total = cdf[:, -1]  # (B,) 1 up to rounding
+    if not bool((total > 0).all() & torch.isfinite(total).all()):  # one host read per token
+        raise ValueError("the model's scores are not finite numbers (a diverged model?)")
+    u = (u * total).unsqueeze(1)  # (B, 1) scaled by the (float) total
     idx = torch.searchsorted(cdf, u, right=True)  # first index whose cdf exceeds u
     return idx.clamp_(max=probs.size(-1) - 1).squeeze(1)
 
@@ -325,6 +360,12 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
     cfg.validate()
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token (start with <eos>)")
+    if cfg.num_samples * model.embedding.num_embeddings > MAX_STEP_SCORES:
+        most = MAX_STEP_SCORES // model.embedding.num_embeddings
+        raise ValueError(
+            f"--num-samples {cfg.num_samples} is too many at once for a vocabulary of "
+            f"{model.embedding.num_embeddings:,} (at most {most:,}); split it into several calls"
+        )
     model.eval()
     step_once: StepFn | None = None  # made after the first token: its weight copies take ms
     device = model.embedding.weight.device

@@ -41,16 +41,34 @@ def _iter_tokens(text: str, level: str) -> Iterator[str]:
 
 
 def tokenize_prompt(text: str, level: str) -> list[str]:
-    """Like `tokenize`, but a prompt without a newline gets no `<eos>`."""
+    """Like `tokenize`, but a prompt without a newline gets no `<eos>`.
+
+    At the symbols level a line already written as symbols ("t h e _ c a t": two or
+    more single characters between spaces) is read as such; any other line is plain
+    text, as generated text is shown: each character a symbol, each run of spaces `_`.
+    """
     if level == "char":
         return [EOS if ch == "\n" else ch for ch in text.replace("\r\n", "\n")]
     toks: list[str] = []
     parts = text.replace("\r\n", "\n").split("\n")
     for i, line in enumerate(parts):
-        toks.extend(line.split())
+        toks.extend(_symbols(line) if level == "symbols" else line.split())
         if i < len(parts) - 1:
             toks.append(EOS)
     return toks
+
+
+def _symbols(line: str) -> list[str]:
+    """The symbols of one prompt line (see `tokenize_prompt`)."""
+    written = line.split()
+    if len(written) > 1 and all(len(t) == 1 for t in written):
+        return written
+    spaced = " ".join(line.split())
+    if line[:1].isspace() and spaced:
+        spaced = " " + spaced
+    if line[-1:].isspace() and spaced:
+        spaced += " "
+    return ["_" if ch == " " else ch for ch in spaced]
 
 
 def detokenize(tokens: Iterable[str], level: str) -> str:
