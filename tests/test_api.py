@@ -68,3 +68,27 @@ def test_bad_arguments(model, tmp_path):
         model.score("")
     with pytest.raises(ValueError, match="no such run folder"):
         lstmlm.load(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.score(None),
+        lambda m: m.score(5),
+        lambda m: m.unknown_tokens(None),
+        lambda m: m.generate("the", max_new_tokens="5"),
+        lambda m: m.generate("the", seed=2**64),
+        lambda m: m.generate("the", stop=5),
+        lambda m: m.generate("the", num_samples=10**9, max_new_tokens=1),
+    ],
+)
+def test_wrong_arguments_are_value_errors(model, call):
+    with pytest.raises(ValueError):
+        call(model)
+
+
+def test_load_checks_which_and_the_path(model):
+    with pytest.raises(ValueError, match="best' or 'last'"):
+        lstmlm.load(model.run_dir, which="worst")
+    with pytest.raises(ValueError, match="path"):
+        lstmlm.load(None)

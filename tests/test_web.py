@@ -20,7 +20,7 @@ from conftest import write_corpus  # noqa: E402
 from helpers import tiny_config  # noqa: E402
 from lstmlm.cli import main  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
-from lstmlm.server import create_app, held_back, load_models  # noqa: E402
+from lstmlm.server import create_app, held_back, load_models, uvicorn_config  # noqa: E402
 from lstmlm.train import start_run  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,7 +51,7 @@ def serving(app):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))  # as `lstmlm serve`
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -75,6 +75,9 @@ def models(run_dir):
 def base(models):
     with serving(create_app(models, ServerLimits(rate=0, max_prompt_chars=300))) as url:
         yield url
+
+
+JSON = {"content-type": "application/json"}
 
 
 def gen(base: str, **body) -> httpx.Response:
@@ -224,7 +227,7 @@ def test_rate_limit_is_429_per_client(models):
 
 def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
     models = load_models([run_dir])
-    decoder = models["tiny"].model.decoder  # every sampling step goes through it
+    decoder = models["tiny"].model.decoder  # the prompt's last position goes through it
     entered, gate = threading.Event(), threading.Event()
     forward = decoder.forward
 
@@ -250,14 +253,14 @@ def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
 
 def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
     models = load_models([run_dir])
-    decoder = models["tiny"].model.decoder  # every sampling step goes through it
-    forward = decoder.forward
+    embedding = models["tiny"].model.embedding  # every sampling step goes through it
+    forward = embedding.forward
 
     def slow_forward(*args, **kw):  # 500 tokens would take 10 s
         time.sleep(0.02)
         return forward(*args, **kw)
 
-    decoder.forward = slow_forward
+    embedding.forward = slow_forward
     limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
     with serving(create_app(models, limits)) as url:
         body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}
@@ -276,6 +279,154 @@ def test_oversize_body_is_413_before_it_is_read(base):
     big = b"x" * 200_000
     r = httpx.post(f"{base}/v1/score", content=big, headers={"content-type": "text/plain"})
     assert r.status_code == 413 and "request body is over" in r.json()["error"]
+
+
+def test_chunked_oversize_body_is_413_without_reading_it_all(base):
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"  # no Content-Length: arrivals must count
+        )
+        chunk = b"x" * 50_000
+        for _ in range(4):  # 200 kB, over the limit, and the body never ends
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = sock.recv(65536)  # a server waiting for the whole body times out here
+        while b"}" not in reply and (more := sock.recv(65536)):
+            reply += more  # the JSON body may come in a second packet
+    assert reply.startswith(b"HTTP/1.1 413") and b"request body is over" in reply
+
+
+def test_chunked_body_under_the_limit_is_served(base):
+    body = json.dumps({"model": "tiny", "prompt": "the", "max_new_tokens": 3, "seed": 1})
+    r = httpx.post(f"{base}/v1/generate", content=iter([body.encode()]), headers=JSON)
+    assert r.status_code == 200
+    assert r.json()["text"] == gen(base, prompt="the", max_new_tokens=3, seed=1).json()["text"]
+
+
+def test_x_forwarded_for_does_not_escape_the_rate_limit(models):
+    with serving(create_app(models, ServerLimits(rate=6, burst=2))) as url:
+        codes = [
+            httpx.post(
+                f"{url}/v1/generate",
+                json={"model": "tiny", "prompt": "the", "max_new_tokens": 2},
+                headers={"X-Forwarded-For": f"10.0.0.{i}"},
+            ).status_code
+            for i in range(4)
+        ]
+        assert codes == [200, 200, 429, 429]
+
+
+@pytest.mark.parametrize("field", ["prompt", "stop"])
+def test_lone_surrogates_are_a_json_422(base, field):
+    value = '"\\ud800 a"' if field == "prompt" else '["\\udc00"]'  # JSON escapes, not UTF-8
+    raw = f'{{"model": "tiny", "{field}": {value}}}'
+    r = httpx.post(f"{base}/v1/generate", content=raw.encode(), headers=JSON)
+    error = r.json()["error"]
+    assert r.status_code == 422 and ("lone surrogate" in error or "unicode" in error), error
+
+
+def test_score_rejects_lone_surrogates_too(base):
+    raw = b'{"model": "tiny", "text": "the \\ud800"}'
+    r = httpx.post(f"{base}/v1/score", content=raw, headers=JSON)
+    assert r.status_code == 422 and "lone surrogate" in r.json()["error"]
+
+
+def test_long_stop_strings_are_422(base):
+    r = gen(base, prompt="the", stop=["x" * 101])
+    assert r.status_code == 422 and "stop" in r.json()["error"]
+
+
+def test_json_sent_as_another_content_type_is_415(base):
+    body = json.dumps({"model": "tiny", "prompt": "the"}).encode()
+    for ct in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": ct} if ct else {}
+        r = httpx.post(f"{base}/v1/generate", content=body, headers=headers)
+        assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]
+    r = httpx.post(f"{base}/v1/generate", content=b"\xff\xfe{}", headers=JSON)
+    assert r.status_code in (400, 422) and "error" in r.json()
+
+
+def test_an_unexpected_error_is_a_json_500(models, run_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    served = load_models([broken])
+    (broken / "config.json").unlink()  # the curves endpoint re-reads the run files
+    with serving(create_app(served, ServerLimits(rate=0))) as url:
+        r = httpx.get(f"{url}/v1/models/broken/curves")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert "internal error" in r.json()["error"]
+
+
+def test_curves_skip_damaged_lines(models, run_dir, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    with (damaged / "metrics.jsonl").open("ab") as f:
+        f.write(b"\xff\xfe not text\n[1, 2]\n42\n")
+    with serving(create_app(load_models([damaged]), ServerLimits(rate=0))) as url:
+        r = httpx.get(f"{url}/v1/models/damaged/curves")
+        good = httpx.get(f"{url}/v1/models/damaged/curves").json()
+    assert r.status_code == 200 and good["valid"]
+
+
+def test_cards_do_not_show_the_servers_folders(base, run_dir):
+    card = httpx.get(f"{base}/v1/models").json()["models"][0]
+    assert str(run_dir.parent) not in json.dumps(card)
+    assert card["source"] == "corpus.txt"
+
+
+def test_a_client_leaving_a_plain_generate_frees_its_slot(run_dir):
+    models = load_models([run_dir])
+    embedding = models["tiny"].model.embedding  # every sampling step goes through it
+    forward = embedding.forward
+
+    def slow_forward(*args, **kw):  # 500 tokens would take 10 s
+        time.sleep(0.02)
+        return forward(*args, **kw)
+
+    embedding.forward = slow_forward
+    limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
+    with serving(create_app(models, limits)) as url:
+        body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/generate", json=body, timeout=0.5)  # hangs up after 0.5 s
+        deadline = time.monotonic() + 5
+        while (code := gen(url, prompt="the", max_new_tokens=2).status_code) == 503:
+            assert time.monotonic() < deadline, "the abandoned request kept its slot"
+            time.sleep(0.05)
+        assert code == 200
+
+
+def test_head_of_the_page(base):
+    assert httpx.head(f"{base}/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.1.example.com", False), ("localhost.", True),
+     ("[::1]", True), ("::1", True), ("0.0.0.0", False), ("::", False), ("example.com", False)],
+)  # fmt: skip
+def test_is_loopback(host, loopback):
+    from lstmlm.server import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_serve_refuses_a_bad_port_or_a_taken_one_in_one_line(run_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", str(run_dir), "--port", "99999"])
+    assert e.value.code == 2 and "65535" in capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen" in err and "Traceback" not in err and "serving" not in err
 
 
 def test_serve_refuses_a_missing_run(tmp_path, capsys):

@@ -58,6 +58,8 @@ class TextModel:
         num_samples: int,
         precision: str = "fp32",
     ) -> SampleConfig:
+        if stop is not None and not isinstance(stop, str | Sequence):
+            raise ValueError(f"stop must be a string or a list of strings, got {stop!r}")
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         cfg = SampleConfig(
             max_new_tokens=max_new_tokens,
@@ -77,13 +79,13 @@ class TextModel:
         return cfg
 
     def _check_prompt(self, prompt: str) -> None:
-        if not isinstance(prompt, str):
-            raise ValueError("the prompt must be a string")
+        _check_text("the prompt", prompt)
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"the prompt is longer than {MAX_PROMPT_CHARS:,} characters")
 
     def unknown_tokens(self, prompt: str) -> list[str]:
         """Tokens of `prompt` that the vocabulary lacks (read as `<unk>`)."""
+        _check_text("the prompt", prompt)
         return encode_prompt(prompt, self.vocab, self.level)[1]
 
     def generate(
@@ -141,6 +143,7 @@ class TextModel:
         The text is read as if it followed a line break (`<eos>`), so every token of it,
         the `<eos>` of each line end included, is scored.
         """
+        _check_text("the text", text)
         tokens = tokenize(text, self.level)
         if not tokens:
             raise ValueError("no text to score")
@@ -148,6 +151,11 @@ class TextModel:
         nll = token_nlls(self.model, ids)  # (N,)
         res = result(nll.double().sum().item(), nll.numel(), self.level)
         return res.to_dict()
+
+
+def _check_text(what: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a string, got {type(text).__name__}")
 
 
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> TextModel:

@@ -283,7 +283,11 @@ def load_run(
     (their parameters are named alike, so either loads the other's weights; "manual"
     runs its matmuls in bf16 under a bf16 autocast, where nn.LSTM stays fp32).
     """
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     device = resolve_device(device)  # ValueError for cuda without a GPU, before any reading
+    if not isinstance(run_dir, str | Path):
+        raise ValueError(f"a run folder is a path, got {run_dir!r}")
     run_dir = Path(run_dir)
     info, vocab = read_run_files(run_dir)
     if cell is not None and cell not in CELLS:

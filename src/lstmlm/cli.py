@@ -428,7 +428,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .server import create_app, is_loopback
+        from .server import create_app, is_loopback, uvicorn_config
     except ImportError as e:
         raise ValueError(
             f"lstmlm serve needs fastapi and uvicorn ({e.name} is missing): "
@@ -446,19 +446,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
         burst=args.burst,
     ).validate()
     app = create_app(args.runs, limits, args.which, args.precision)
+    _check_can_listen(args.host, args.port)
     if not is_loopback(args.host):
         print(
             f"lstmlm: warning: listening on {args.host}: other machines can reach this "
             "server, and it has no authentication",
             file=sys.stderr,
         )
-    shown = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
+    shown = "localhost" if is_loopback(args.host) else args.host.strip("[]")
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
     print(
         f"serving {', '.join(app.state.models)} at http://{shown}:{args.port}/ (docs: /docs)",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.Server(uvicorn_config(app, args.host.strip("[]"), args.port, args.log_level)).run()
     return 0
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """ValueError with the reason when `host:port` cannot be listened on (taken, no such
+    address), so that the error is one line before the server says it is serving."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ValueError(f"--host {host}: cannot resolve it ({e.strerror or e})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host} port {port}: {e.strerror or e}") from None
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port number, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
+    return port
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -798,8 +830,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sv.add_argument("runs", nargs="+", metavar="RUN", help="run folders to serve")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: loopback only, this machine; any other address "
+        "is reachable from other machines, with a warning: the server has no authentication)",
+    )
+    sv.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
     sv.add_argument("--which", choices=("best", "last"), default="best", help="which checkpoint")
     sv.add_argument(
         "--precision",

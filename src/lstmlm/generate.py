@@ -357,15 +357,9 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
     With `stop_at_eos`, a sample that has drawn `<eos>` keeps yielding `<eos>` (padding)
     and the iterator ends once every sample has; stop strings are the caller's job.
     """
-    cfg.validate()
+    _check_batch(model, cfg)
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token (start with <eos>)")
-    if cfg.num_samples * model.embedding.num_embeddings > MAX_STEP_SCORES:
-        most = MAX_STEP_SCORES // model.embedding.num_embeddings
-        raise ValueError(
-            f"--num-samples {cfg.num_samples} is too many at once for a vocabulary of "
-            f"{model.embedding.num_embeddings:,} (at most {most:,}); split it into several calls"
-        )
     model.eval()
     step_once: StepFn | None = None  # made after the first token: its weight copies take ms
     device = model.embedding.weight.device
@@ -414,6 +408,17 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
         logits, state = step_once(tok, state)  # (B, V)
 
 
+def _check_batch(model: LanguageModel, cfg: SampleConfig) -> None:
+    """ValueError when `cfg.num_samples` samples at once would not fit in memory."""
+    cfg.validate()
+    v = model.embedding.num_embeddings
+    if cfg.num_samples * v > MAX_STEP_SCORES:
+        raise ValueError(
+            f"--num-samples {cfg.num_samples} is too many at once for a vocabulary of {v:,} "
+            f"(at most {MAX_STEP_SCORES // v:,}); split it into several calls"
+        )
+
+
 def _tokens_since_eos(ids: list[int]) -> int:
     for n, i in enumerate(reversed(ids)):
         if i == EOS_ID:
@@ -456,6 +461,7 @@ def generate(
     model: LanguageModel, vocab: Vocab, level: str, prompt: str, cfg: SampleConfig
 ) -> list[str]:
     """Continuations of `prompt` as detokenized text (prompt not included)."""
+    _check_batch(model, cfg)  # before the per-sample lists below
     ids, _ = encode_prompt(prompt, vocab, level)
     b = cfg.num_samples
     cols: list[list[int]] = [[] for _ in range(b)]

@@ -49,12 +49,14 @@ def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
     epoch_train: list[Point] = []
     metrics = run / ckpt.METRICS
     if metrics.is_file():
-        with metrics.open(encoding="utf-8") as f:
+        with metrics.open(encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     r = json.loads(line)
                 except json.JSONDecodeError:
-                    continue  # a line torn by a crash mid-write
+                    continue  # a line torn by a crash mid-write (or damaged bytes)
+                if not isinstance(r, dict):
+                    continue
                 kind = r.get("event")
                 try:
                     if kind == "progress":

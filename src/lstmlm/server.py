@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import math
 import secrets
@@ -37,7 +38,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
@@ -57,6 +58,8 @@ SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(SampleConfig))
 OPTIONAL_SAMPLE_FIELDS = ("top_p", "repetition_penalty", "stop", "stop_at_eos")
 DEFAULT_NEW_TOKENS = 100
 MAX_STOPS = 8
+MAX_STOP_CHARS = 100  # each stop string; checking them runs on every token
+DISCONNECT_POLL_S = 0.25  # how often POST /v1/generate checks that its client is still there
 
 
 class ApiError(Exception):
@@ -107,7 +110,7 @@ def _card(mid: str, run: Path, model: LanguageModel, info: ckpt.RunInfo) -> dict
         {
             "id": mid,
             "level": info.level,
-            "source": info.source,
+            "source": _public_source(info),
             "corpus": info.config.data.corpus,
             "preset": info.config.preset,
             "params": model.num_parameters(),
@@ -117,6 +120,12 @@ def _card(mid: str, run: Path, model: LanguageModel, info: ckpt.RunInfo) -> dict
             "summary": summary or None,
         }
     )
+
+
+def _public_source(info: ckpt.RunInfo) -> str:
+    """Where the run's text came from, without the server's folders: the corpus name, or
+    the file's name."""
+    return info.config.data.corpus or Path(info.source).name
 
 
 def _finite(x: Any) -> Any:
@@ -133,11 +142,27 @@ def _finite(x: Any) -> Any:
 # --- requests ------------------------------------------------------------------------
 
 
+def _encodable(text: str) -> str:
+    """Text that UTF-8 can carry: JSON's \\ud800-style escapes can smuggle in lone
+    surrogates, which no tokenizer or response can handle."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode (a lone surrogate at character {e.start})") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+StopString = Annotated[
+    str, StringConstraints(max_length=MAX_STOP_CHARS), AfterValidator(_encodable)
+]
+
+
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="model id (see GET /v1/models)")
-    prompt: str = Field("", description="text to continue")
+    model: Text = Field(description="model id (see GET /v1/models)")
+    prompt: Text = Field("", description="text to continue")
     max_new_tokens: int | None = Field(
         None, ge=1, description="tokens to sample (default: 100, or the server's cap if lower)"
     )
@@ -145,8 +170,11 @@ class GenerateRequest(BaseModel):
     top_k: int = Field(0, ge=0, description="sample from the k most likely tokens (0 = all)")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling, if supported")
     repetition_penalty: float | None = Field(None, gt=0, description="if supported")
-    stop: list[str] | None = Field(
-        None, max_length=MAX_STOPS, description="end the text before the first of these strings"
+    stop: list[StopString] | None = Field(
+        None,
+        max_length=MAX_STOPS,
+        description=f"end the text before the first of these strings ({MAX_STOP_CHARS} "
+        "characters each at most)",
     )
     stop_at_eos: bool | None = Field(None, description="end at the first line end, if supported")
     seed: int | None = Field(
@@ -157,8 +185,8 @@ class GenerateRequest(BaseModel):
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="model id (see GET /v1/models)")
-    text: str = Field(description="text to score; lines end with <eos> as in training")
+    model: Text = Field(description="model id (see GET /v1/models)")
+    text: Text = Field(description="text to score; lines end with <eos> as in training")
 
 
 class GenerateResponse(BaseModel):
@@ -302,12 +330,24 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        msg = str(exc.detail)
+        if exc.status_code == 400 and msg == "There was an error parsing the body":
+            msg = "request body could not be read as JSON (it must be UTF-8 text)"
+        return _error(exc.status_code, msg, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Still logged with its traceback by the server; the client gets JSON, not text.
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has details")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
         first = errs[0] if errs else {}
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        body_is_whole = tuple(first.get("loc", ())) == ("body",)
+        if body_is_whole and request.method == "POST" and content_type != "application/json":
+            return _error(415, "send the request body as JSON, with Content-Type: application/json")
         if first.get("type") == "json_invalid":
             why = (first.get("ctx") or {}).get("error", "")
             msg = f"request body is not valid JSON{': ' + str(why) if why else ''}"
@@ -386,7 +426,7 @@ def create_app(
 
     # --- routes ---
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
@@ -427,18 +467,25 @@ def create_app(
         response_model=GenerateResponse,
         dependencies=[Depends(rate_limited)],
     )
-    async def generate(req: GenerateRequest) -> GenerateResponse:
+    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         m, cfg, stop, seed = prepare(req)
         await admit()
+        cancel = threading.Event()
         try:
             res = Completion()
 
             def work() -> None:
-                for _ in stream_completion(m, req.prompt, cfg, stop, result=res):
+                for _ in stream_completion(m, req.prompt, cfg, stop, cancel, res):
                     pass
 
-            await asyncio.get_running_loop().run_in_executor(pool, work)
+            future = asyncio.get_running_loop().run_in_executor(pool, work)
+            # A client that hangs up stops its sampling (and frees its slot) within a poll.
+            while not (await asyncio.wait({future}, timeout=DISCONNECT_POLL_S))[0]:
+                if await request.is_disconnected():
+                    cancel.set()
+            await future
         finally:
+            cancel.set()
             admission.release()
         _, unknown = encode_prompt(req.prompt, m.vocab, m.level)
         return GenerateResponse(
@@ -570,20 +617,64 @@ def create_app(
 
 
 class BodyLimit:
-    """Refuse a request whose declared body is over `max_body` bytes (413), before reading it."""
+    """Refuse a request whose body is over `max_body` bytes (413), reading at most that much.
+
+    A declared Content-Length over the limit is refused before any byte is read. A body
+    without one (chunked transfer) is read up to the limit, refused as soon as it passes
+    it, and otherwise handed on whole.
+    """
 
     def __init__(self, app: Any, max_body: int):
         self.app = app
         self.max_body = max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                    response = _error(413, f"request body is over {self.max_body:,} bytes")
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
+        if declared and declared[0].isdigit():
+            if int(declared[0]) > self.max_body:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was in
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: list[dict[str, Any]] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replay() -> dict[str, Any]:
+            return whole.pop() if whole else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        response = _error(413, f"request body is over {self.max_body:,} bytes")
+        await response(scope, receive, send)
+
+
+def uvicorn_config(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+) -> Any:
+    """The uvicorn settings `lstmlm serve` runs `app` with (a `uvicorn.Config`)."""
+    import uvicorn
+
+    # proxy_headers off: a client's X-Forwarded-For must not choose the address that the
+    # rate limit counts it under (uvicorn trusts that header from 127.0.0.1 by default).
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, proxy_headers=False, lifespan="on"
+    )
 
 
 def _error(
@@ -603,4 +694,12 @@ def _sse(event: str, data: dict[str, Any]) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine
+    only: `localhost` or a loopback address."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to an outside address

@@ -4,7 +4,8 @@
 const $ = (id) => document.getElementById(id);
 let models = [];
 let curveData = null;
-let controller = null;
+let current = null;  // the running generation ({controller, pieces}), or null
+let limits = { max_prompt_chars: Infinity };
 
 function fmt(x, digits = 2) {
   if (x === null || x === undefined) return "—";
@@ -173,28 +174,105 @@ async function selectModel() {
   }
 }
 
-// --- generation -------------------------------------------------------------------
+// --- reading the form ------------------------------------------------------------
+// Every value is sent as typed (the server answers a bad one with a clear 422 message),
+// or refused here with a message; none is silently changed or left out.
+
+class FormError extends Error {}
+
+function chars(text) {
+  return Array.from(text).length;  // code points, as the server counts them
+}
+
+function numberField(id, name, { integer = false, optional = false } = {}) {
+  const el = $(id);
+  const text = el.value.trim();
+  if (el.validity.badInput) throw new FormError(`${name} is not a number`);
+  if (text === "") {
+    if (optional) return undefined;
+    throw new FormError(`${name} is empty: enter a number`);
+  }
+  const x = Number(text);
+  if (!Number.isFinite(x)) throw new FormError(`${name} must be a finite number, got ${text}`);
+  if (integer && !Number.isSafeInteger(x)) throw new FormError(`${name} must be a whole number, got ${text}`);
+  return x;
+}
+
+function seedField() {
+  const el = $("seed");
+  const text = el.value.trim();
+  if (el.validity.badInput) throw new FormError("seed is not a number");
+  if (text === "") return undefined;  // the server picks one
+  // Digits only: "1e30" or "7.5" is not a seed, and a JS number is exact only up to 2^53 - 1.
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) {
+    throw new FormError(`seed must be a whole number from 0 to ${Number.MAX_SAFE_INTEGER}, got ${text}`);
+  }
+  return Number(text);
+}
 
 function request() {
+  const prompt = $("prompt").value;
+  const n = chars(prompt);
+  if (n > limits.max_prompt_chars) {
+    throw new FormError(
+      `the prompt has ${fmt(n, 0)} characters; this server accepts at most ${fmt(limits.max_prompt_chars, 0)}`,
+    );
+  }
   const body = {
     model: $("model").value,
-    prompt: $("prompt").value,
-    temperature: parseFloat($("temperature").value),
-    top_k: parseInt($("top_k").value || "0", 10),
-    max_new_tokens: parseInt($("max_new_tokens").value, 10),
+    prompt,
+    temperature: numberField("temperature", "temperature"),
+    max_new_tokens: numberField("max_new_tokens", "max tokens", { integer: true }),
   };
-  const seed = $("seed").value.trim();
-  if (seed !== "") body.seed = parseInt(seed, 10);
+  const topK = numberField("top_k", "top-k", { integer: true, optional: true });
+  if (topK !== undefined) body.top_k = topK;  // empty = the server's default, 0 (all)
+  const seed = seedField();
+  if (seed !== undefined) body.seed = seed;
+  // Left out only when empty or at the server's default (1 = off for both).
   if (!$("top_p_label").hidden) {
-    const p = parseFloat($("top_p").value);
-    if (p > 0 && p < 1) body.top_p = p;
+    const p = numberField("top_p", "top-p", { optional: true });
+    if (p !== undefined && p !== 1) body.top_p = p;
   }
   if (!$("repetition_penalty_label").hidden) {
-    const r = parseFloat($("repetition_penalty").value);
-    if (r > 0 && r !== 1) body.repetition_penalty = r;
+    const r = numberField("repetition_penalty", "repetition penalty", { optional: true });
+    if (r !== undefined && r !== 1) body.repetition_penalty = r;
   }
   if (!$("stop_at_eos_label").hidden && $("stop_at_eos").checked) body.stop_at_eos = true;
   return body;
+}
+
+function showPromptCount() {
+  const n = chars($("prompt").value);
+  const max = limits.max_prompt_chars;
+  const over = n > max;
+  const el = $("prompt_count");
+  el.textContent = Number.isFinite(max)
+    ? `${fmt(n, 0)} / ${fmt(max, 0)} characters` +
+      (over ? ` — too long: this server generates from at most ${fmt(max, 0)}; shorten the prompt` : "")
+    : `${fmt(n, 0)} characters`;
+  el.classList.toggle("error", over);
+}
+
+// --- generation -------------------------------------------------------------------
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function setNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+function setRunning(on) {
+  $("generate").disabled = on;
+  $("stop").disabled = !on;
+  $("score").disabled = on;  // it would share the status line with the running stream
+}
+
+async function errorMessage(response) {
+  const body = await response.json().catch(() => ({}));
+  return body.error || `${response.status} ${response.statusText}`;
 }
 
 function parseEvents(buffer, onEvent) {
@@ -208,13 +286,31 @@ function parseEvents(buffer, onEvent) {
       if (line.startsWith("event:")) event = line.slice(6).trim();
       else if (line.startsWith("data:")) data += line.slice(5).trim();
     }
-    onEvent(event, data ? JSON.parse(data) : {});
+    let parsed;
+    try {
+      parsed = data ? JSON.parse(data) : {};
+    } catch (e) {
+      throw new Error(`the server sent a malformed ${event} event: ${e.message}`);
+    }
+    onEvent(event, parsed);
   }
   return buffer;
 }
 
 async function generate() {
-  const body = request();
+  if (current) return;  // one generation at a time: it owns the output and the status line
+  let body;
+  try {
+    body = request();
+  } catch (e) {
+    if (!(e instanceof FormError)) throw e;
+    setStatus(e.message, true);
+    return;
+  }
+  const run = { controller: new AbortController(), pieces: 0 };
+  current = run;
+  setRunning(true);
+  setNotice("");
   const out = $("output");
   out.replaceChildren();
   const promptSpan = document.createElement("span");
@@ -223,51 +319,62 @@ async function generate() {
   const gen = document.createElement("span");
   gen.className = "gen";
   out.append(promptSpan, gen);
-  $("generate").disabled = true;
-  $("stop").disabled = false;
   setStatus("generating…");
-  controller = new AbortController();
-  let tokens = 0;
+  let ended = false;  // a `done` or `error` event came: the server finished on purpose
   try {
     const r = await fetch("/v1/stream", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
-      signal: controller.signal,
+      signal: run.controller.signal,
     });
-    if (!r.ok) {
-      const err = await r.json().catch(() => ({}));
-      throw new Error(err.error || `${r.status} ${r.statusText}`);
-    }
+    if (!r.ok) throw new Error(await errorMessage(r));
     const reader = r.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), (event, data) => {
+    while (!ended) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        if (e.name === "AbortError") throw e;
+        throw new Error(`connection lost after ${plural(run.pieces, "piece")} of text (${e.message})`);
+      }
+      if (chunk.done) break;
+      buffer = parseEvents(buffer + decoder.decode(chunk.value, { stream: true }), (event, data) => {
         if (event === "start") {
-          const unk = data.unknown && data.unknown.length ? ` — not in vocabulary: ${data.unknown.slice(0, 5).join(", ")}` : "";
-          setStatus(`generating (seed ${data.seed})${unk}`);
+          setStatus(`generating (seed ${data.seed})`);
           $("seed").placeholder = `random (last: ${data.seed})`;
+          const unknown = data.unknown || [];
+          if (unknown.length) {
+            const more = unknown.length > 8 ? ` and ${unknown.length - 8} more` : "";
+            setNotice(`not in vocabulary (read as <unk>): ${unknown.slice(0, 8).join(", ")}${more}`);
+          }
         } else if (event === "token") {
           gen.textContent += data.text;
-          tokens += 1;
+          run.pieces += 1;
         } else if (event === "done") {
+          ended = true;
           gen.textContent = data.text;
           setStatus(`${data.tokens} tokens in ${fmt(data.seconds, 2)} s (${data.finish_reason})`);
         } else if (event === "error") {
-          throw new Error(data.error);
+          ended = true;
+          throw new Error(data.error || "the server reported an error");
         }
       });
     }
+    if (!ended) {
+      throw new Error(
+        `connection lost after ${plural(run.pieces, "piece")} of text: the stream ended before the server finished`,
+      );
+    }
+    reader.cancel().catch(() => {});
   } catch (e) {
-    if (e.name === "AbortError") setStatus(`stopped after ${tokens} pieces`);
+    if (e.name === "AbortError") setStatus(`stopped after ${plural(run.pieces, "piece")} of text`);
     else setStatus(e.message, true);
   } finally {
-    $("generate").disabled = false;
-    $("stop").disabled = true;
-    controller = null;
+    current = null;
+    setRunning(false);
   }
 }
 
@@ -303,7 +410,8 @@ async function init() {
     }
     $("max_new_tokens").max = info.limits.max_new_tokens;
     $("max_new_tokens").value = Math.min(100, info.limits.max_new_tokens);
-    $("prompt").maxLength = info.limits.max_prompt_chars;
+    limits = info.limits;
+    showPromptCount();
     await selectModel();
   } catch (e) {
     setStatus(`cannot load models: ${e.message}`, true);
@@ -313,9 +421,12 @@ async function init() {
 $("model").addEventListener("change", selectModel);
 $("xaxis").addEventListener("change", drawCurve);
 $("generate").addEventListener("click", generate);
-$("stop").addEventListener("click", () => controller && controller.abort());
+$("stop").addEventListener("click", () => current && current.controller.abort());
 $("score").addEventListener("click", score);
+$("prompt").addEventListener("input", showPromptCount);
 $("prompt").addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate();
+  if (e.key !== "Enter" || !(e.ctrlKey || e.metaKey)) return;
+  e.preventDefault();
+  if (!$("generate").disabled) generate();  // same rule as the button
 });
 init();
