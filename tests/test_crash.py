@@ -89,3 +89,45 @@ def _progress_lines(run) -> int:
         return sum('"progress"' in line for line in (run / ckpt.METRICS).open())
     except FileNotFoundError:
         return 0
+
+
+def test_ctrl_c_saves_at_a_step_and_resume_matches_uninterrupted(tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=1500)
+    run = tmp_path / "stopped"
+    long = [*ARGS, "--epochs", "50", "--checkpoint-minutes", "0"]  # no checkpoint of its own
+    proc = subprocess.Popen(
+        train("--train", corpus, "--out", run, *long),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while _progress_lines(run) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    assert not (run / ckpt.LAST).exists()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    _, meta = ckpt.load_tensors(run / ckpt.LAST)  # saved on the way out
+    step = meta["trainer"]["step"]
+    assert step >= 20 and f"interrupted at step {step}" in err
+    assert f"--resume {run}" in err and "Traceback" not in err
+
+    # Resuming it to step + 5 ends exactly where an uninterrupted run of step + 5 does.
+    stop = str(step + 5)
+    resumed = subprocess.run(
+        train("--resume", run, "--max-steps", stop, "--quiet"), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    full = subprocess.run(
+        train("--train", corpus, "--out", tmp_path / "full", *long, "--max-steps", stop),
+        capture_output=True,
+        text=True,
+    )
+    assert full.returncode == 0, full.stderr
+    a, _ = ckpt.load_tensors(tmp_path / "full" / ckpt.LAST)
+    b, meta_b = ckpt.load_tensors(run / ckpt.LAST)
+    assert meta_b["trainer"]["step"] == step + 5
+    weights = [k for k in a if k.startswith("model.")]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)

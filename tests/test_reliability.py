@@ -238,3 +238,77 @@ def test_absurd_flag_is_one_line_and_leaves_no_run(tmp_path, capsys, flags, frag
     rc, lines = train(capsys, "--train", corpus, "--out", out, *TINY, *flags.split())
     assert_one_line(rc, lines, fragment)
     assert not out.exists()
+
+
+def test_a_model_too_big_for_memory_is_one_line_and_leaves_no_run(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=40)
+    out = tmp_path / "out"
+    # 4 x 10^7 x 10^7 floats: beyond any address space, so the allocator refuses at once
+    flags = ["--emb-size", "16", "--hidden-size", "10000000", "--num-layers", "1", "--quiet"]
+    rc, lines = train(capsys, "--train", corpus, "--out", out, *flags)
+    assert_one_line(rc, lines, "does not fit in memory", "--hidden-size 10000000")
+    assert not out.exists()
+
+
+def test_a_failed_overwrite_keeps_the_old_run(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=80)
+    out = tmp_path / "keep"
+    rc, _ = train(capsys, "--train", corpus, "--out", out, *TINY, "--max-steps", "5")
+    assert rc == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    # a cutoff past this small vocabulary: refused only once the vocabulary is known
+    bad = ["--softmax", "adaptive", "--cutoffs", "5000", "--max-steps", "5", "--overwrite"]
+    rc, lines = train(capsys, "--train", corpus, "--out", out, *TINY, *bad)
+    assert_one_line(rc, lines, "cutoff")
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_resuming_a_stopped_run_never_makes_best_worse(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=200)
+    run = tmp_path / "run"
+    rc, _ = train(capsys, "--train", corpus, "--out", run, *TINY, "--max-steps", "20")
+    assert rc == 0
+    _, best = ckpt.load_tensors(run / ckpt.BEST)
+    _, last = ckpt.load_tensors(run / ckpt.LAST)
+    # the checkpoint knows the best loss found at the end, so a resume compares against it
+    assert last["trainer"]["best_loss"] == best["valid_loss"]
+    # nothing left to do: said so, and nothing changes
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    rc, lines = train(capsys, "--resume", run)
+    assert_one_line(rc, lines, "already finished", "--max-steps")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    # more steps: best is replaced only by a better model
+    rc, _ = train(capsys, "--resume", run, "--max-steps", "21", "--quiet")
+    assert rc == 0
+    _, best2 = ckpt.load_tensors(run / ckpt.BEST)
+    assert best2["valid_loss"] <= best["valid_loss"]
+
+
+def test_a_run_being_trained_cannot_be_trained_by_a_second_process(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=80)
+    run = tmp_path / "run"
+    rc, _ = train(capsys, "--train", corpus, "--out", run, *TINY, "--max-steps", "5")
+    assert rc == 0
+    with ckpt.run_lock(run):  # as a training process holds it
+        rc, lines = train(capsys, "--resume", run, "--max-steps", "10")
+        assert_one_line(rc, lines, "another lstmlm process", str(os.getpid()))
+        rc, lines = train(capsys, "--train", corpus, "--out", run, *TINY, "--overwrite")
+        assert_one_line(rc, lines, "another lstmlm process")
+    rc, _ = train(capsys, "--resume", run, "--max-steps", "10")  # released
+    assert rc == 0
+
+
+def test_run_files_follow_the_umask(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=80)
+    old = os.umask(0o022)
+    try:
+        rc, _ = train(
+            capsys, "--train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "5"
+        )
+    finally:
+        os.umask(old)
+    assert rc == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.SUMMARY):
+        assert modes[name] == 0o644, modes  # not mkstemp's 0600

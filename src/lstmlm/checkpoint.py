@@ -20,7 +20,8 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from .config import CELLS, RunConfig, replace
 from .distributed import resolve_device
+from .filemode import chmod_like_new
 from .model import LanguageModel
 from .tensorfile import read_header, read_into, write_safetensors
 from .vocab import Vocab
@@ -42,6 +44,7 @@ BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 _META_KEY = "lstmlm"
+LOCK = ".lock"  # held by the process training the run (run_lock)
 TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .NAME.<random>.tmp
 
 
@@ -55,6 +58,7 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
     except OSError as e:
         raise _write_error(path, e) from None
     try:
+        chmod_like_new(fd)  # mkstemp's 0600 would make every run file private
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -69,6 +73,41 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
             raise _write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN/.lock while training into RUN: a second process that tries to train the
+    same folder gets a ValueError instead of two runs writing one checkpoint. The lock goes
+    with the process, however it ends. (No-op where fcntl is missing.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / LOCK, "a+")  # noqa: SIM115 (held open for the whole block)
+    except OSError as e:
+        raise ValueError(f"{run_dir}: cannot write the run folder ({e.strerror})") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise ValueError(
+                f"{run_dir}: another lstmlm process (pid {holder}) is training this run; "
+                "wait for it to end or stop it first"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _write_error(path: Path, e: OSError) -> OSError:

@@ -926,8 +926,17 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"lstmlm: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lstmlm: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from .interrupt import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            print(
+                f"lstmlm: interrupted at step {e.step}; saved {e.run_dir / 'last.safetensors'}; "
+                f"continue with: lstmlm train --resume {e.run_dir}",
+                file=sys.stderr,
+            )
+        else:
+            print("lstmlm: interrupted", file=sys.stderr)
         return 130
 
 

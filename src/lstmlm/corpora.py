@@ -17,6 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.request import urlopen
 
+from .filemode import chmod_like_new
+
 CHUNK = 1 << 20  # hash and download in 1 MB chunks
 SPLITS = ("train", "valid", "test")
 
@@ -296,6 +298,7 @@ def _fetch(
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
+        chmod_like_new(fd)  # not mkstemp's 0600
         h = hashlib.sha256()
         done = 0
         with os.fdopen(fd, "wb") as out, urlopen(url, timeout=timeout) as resp:

@@ -7,6 +7,7 @@ is also appended to RUN/metrics.jsonl.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,6 +28,7 @@ from .dataset import Dataset, load_dataset
 from .evaluate import EvalResult, autocast
 from .generate import SampleConfig, generate
 from .guard import NonFiniteGuard, Snapshot, take_snapshot
+from .interrupt import TrainingInterrupted, stop_on_sigint
 from .model import LanguageModel, LMOutput
 from .regularize import (
     activation_regularization,
@@ -143,7 +145,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.device = distributed.resolve_device(self.tc.device, distributed.local_rank())
         torch.manual_seed(self.tc.seed)
-        self.model = LanguageModel(cfg.model, len(data.vocab)).to(self.device)
+        self.model = _build_model(cfg, len(data.vocab), self.device)
         if self.world > 1:  # same initial weights everywhere, different dropout masks
             torch.manual_seed(self.tc.seed + 7919 * (self.rank + 1))
         self.net = distributed.wrap(self.model, self.device)  # DDP when world > 1
@@ -303,6 +305,12 @@ class Trainer:
         return loss.detach()
 
     def run(self) -> TrainResult:
+        """Train until a budget is spent. Ctrl-C stops after the current step, saves the
+        checkpoint and raises `TrainingInterrupted` (see interrupt.py)."""
+        with stop_on_sigint(lambda: self.on_event("stop_requested", {})) as stop_requested:
+            return self._run(stop_requested)
+
+    def _run(self, stop_requested: Callable[[], bool]) -> TrainResult:
         tc, st = self.tc, self.st
         self.set_lr(st.lr)
         if not (self.run_dir / ckpt.LAST).exists():
@@ -361,11 +369,17 @@ class Trainer:
                     run_steps, run_tokens, t_run = 0, 0, time.monotonic()
                 # Clocks differ between ranks; all must stop / checkpoint together (one
                 # small all-reduce per step when world > 1).
-                time_up, ckpt_due = distributed.any_of(
+                time_up, ckpt_due, interrupted = distributed.any_of(
                     st.elapsed >= budget,
                     tc.checkpoint_minutes > 0
                     and time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60,
+                    stop_requested(),
                 )
+                if interrupted:
+                    self._flush_running(running, run_steps)
+                    self.save_last()
+                    self.log("interrupted", {"epoch": st.epoch + 1, "step": st.step})
+                    raise TrainingInterrupted(self.run_dir, st.step)
                 if time_up:
                     stopped = "time"
                     break
@@ -386,6 +400,20 @@ class Trainer:
                 break
             last_ckpt = time.monotonic()
         return self.finish(stopped, steps_per_epoch)
+
+    def limit_reached(self) -> str | None:
+        """Why this run has nothing left to train (its budget is spent), or None."""
+        st, tc = self.st, self.tc
+        if st.epoch >= tc.epochs:
+            return f"all {tc.epochs} epochs are done; raise --epochs to train on"
+        if tc.max_steps is not None and st.step >= tc.max_steps:
+            return f"{st.step} of --max-steps {tc.max_steps} are done; raise --max-steps"
+        if tc.max_minutes is not None and st.elapsed >= tc.max_minutes * 60:
+            return (
+                f"{st.elapsed / 60:.2f} of --max-minutes {tc.max_minutes:g} are used; "
+                "raise --max-minutes"
+            )
+        return None
 
     def nonfinite_step(self, window: int) -> bool:
         """After a skipped step: log it; maybe restore (True) or raise (diverged)."""
@@ -496,14 +524,15 @@ class Trainer:
         epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
         no_best = not (self.run_dir / ckpt.BEST).exists()
         if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view
-            # Stopped mid-epoch: save where we are first (so --resume continues exactly), then
-            # let the current (averaged, after an ASGD switch) weights compete for best.
-            self.save_last()
+            # Stopped mid-epoch: the current (averaged, after an ASGD switch) weights compete
+            # for best, then the checkpoint records where we are and the best loss, so that
+            # --resume continues exactly and never replaces best with a worse model.
             with averaged_weights(self.model, self.opt):
                 v = self.validate()
                 if v.loss < st.best_loss:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.save_best(v.loss)
+            self.save_last()
         if self.is_main:
             ckpt.load_model_file(self.model, self.run_dir / ckpt.BEST)  # no second copy
         distributed.broadcast_module(self.model)  # the others need not see the run folder
@@ -534,6 +563,23 @@ class Trainer:
         # would delete rank 0's temporary files as stale, one that exited would abort it.
         distributed.barrier()
         return result
+
+
+def _build_model(cfg: RunConfig, vocab_size: int, device: torch.device) -> LanguageModel:
+    """The run's model on `device`; ValueError (not an allocator traceback) when it does
+    not fit in memory."""
+    try:
+        return LanguageModel(cfg.model, vocab_size).to(device)
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(e).lower()
+        if not isinstance(e, MemoryError) and "alloc" not in text and "out of memory" not in text:
+            raise
+        m = cfg.model
+        raise ValueError(
+            f"the model does not fit in memory on {device} (vocabulary {vocab_size:,}, "
+            f"--emb-size {m.emb_size}, --hidden-size {m.hidden_size}, --num-layers "
+            f"{m.num_layers}); choose smaller sizes"
+        ) from None
 
 
 def _rank_key(key: str, rank: int) -> str:
@@ -571,11 +617,19 @@ def start_run(
             f"training text has {data.train.numel()} tokens, too few for batch "
             f"size {cfg.train.batch_size}{procs}"
         )
-    distributed.barrier()  # every rank has checked the folder before rank 0 fills it
-    if distributed.is_main():
-        _make_out_dir(out, overwrite)
-        ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
+    # The model is built before the folder is touched: a config that cannot be built (a
+    # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
+    # target as it was.
     trainer = Trainer(out, cfg, data, on_event)
+    with _locked(out):
+        distributed.barrier()  # every rank has checked the folder before rank 0 fills it
+        if distributed.is_main():
+            _make_out_dir(out, overwrite)
+            ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
+        return _start(trainer, cfg, data)
+
+
+def _start(trainer: Trainer, cfg: RunConfig, data: Dataset) -> TrainResult:
     trainer.log(
         "start",
         {
@@ -588,6 +642,11 @@ def start_run(
         },
     )
     return trainer.run()
+
+
+def _locked(run: Path) -> contextlib.AbstractContextManager[None]:
+    """The run folder's lock, held by the process that writes it (rank 0)."""
+    return ckpt.run_lock(run) if distributed.is_main() else contextlib.nullcontext()
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -656,14 +715,20 @@ def finetune_run(
     distributed.init(cfg.train.device)
     _check_out_dir(out, overwrite)
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
-    tensors, _ = ckpt.load_tensors(best)
-    distributed.barrier()
-    if distributed.is_main():
-        _make_out_dir(out, overwrite)
-        ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
+    # Built and loaded (straight into the parameters: no second copy) before the folder
+    # is touched, so a checkpoint that does not fit fails first.
     trainer = Trainer(out, cfg, data, on_event)
-    ckpt.load_model_tensors(trainer.model, tensors, "model.", source=str(best))
-    del tensors  # a model's worth of (mapped) memory, not to be held through the run
+    ckpt.load_model_file(trainer.model, best)
+    with _locked(out):
+        distributed.barrier()
+        if distributed.is_main():
+            _make_out_dir(out, overwrite)
+            ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
+        return _finetune(trainer, src)
+
+
+def _finetune(trainer: Trainer, src: Path) -> TrainResult:
+    cfg, data, vocab = trainer.cfg, trainer.data, trainer.data.vocab
     v = trainer.validate()
     trainer.st.best_loss = v.loss
     trainer.save_best(v.loss)
@@ -715,8 +780,23 @@ def resume_run(
         cfg.validate()
     distributed.init(cfg.train.device)
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
+    with _locked(run):
+        return _resume(run, cfg, data, overrides, on_event)
+
+
+def _resume(
+    run: Path,
+    cfg: RunConfig,
+    data: Dataset,
+    overrides: dict[str, Any] | None,
+    on_event: EventFn | None,
+) -> TrainResult:
+    vocab = data.vocab
     trainer = Trainer(run, cfg, data, on_event)
     trainer.load_last()
+    done = trainer.limit_reached()
+    if done:
+        raise ValueError(f"{run}: already finished ({done})")
     if overrides and distributed.is_main():
         ckpt.write_run_files(run, cfg, vocab, data.level, data.source)
     trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
