@@ -29,3 +29,18 @@ def write_corpus(path: Path, n_lines: int = 300, seed: int = 0) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def lowercase_config(train: Path, **train_kw) -> RunConfig:
+    """`tiny_config` with `--lowercase`: the run's text is lower-cased before tokenizing."""
+    cfg = tiny_config(train, **train_kw)
+    return RunConfig(DataConfig(train=str(train), lowercase=True), cfg.model, cfg.train)
+
+
+def write_mixed_case_corpus(path: Path, n_lines: int = 300, seed: int = 0) -> Path:
+    """`write_corpus` with every other line in upper case ("THE CAT SEES A BOOK")."""
+    write_corpus(path, n_lines, seed)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [line.upper() if i % 2 else line for i, line in enumerate(lines)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lstmlm
-from helpers import tiny_config, write_corpus
+from helpers import lowercase_config, tiny_config, write_corpus, write_mixed_case_corpus
 from lstmlm.api import TextModel
 from lstmlm.config import ModelConfig
 from lstmlm.evaluate import evaluate
@@ -92,3 +92,41 @@ def test_load_checks_which_and_the_path(model):
         lstmlm.load(model.run_dir, which="worst")
     with pytest.raises(ValueError, match="path"):
         lstmlm.load(None)
+
+
+# --- a run trained with --lowercase reads prompts and scored text in lower case ---
+
+
+@pytest.fixture(scope="module")
+def lowercase_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("api-lower")
+    corpus = write_mixed_case_corpus(d / "corpus.txt")
+    start_run(lowercase_config(corpus, epochs=1, lr=10.0), d / "run")
+    return lstmlm.load(d / "run")
+
+
+def test_lowercase_run_knows_upper_case_prompts(lowercase_model):
+    m = lowercase_model
+    assert "the" in m.vocab and "THE" not in m.vocab  # training lower-cased its text
+    assert m.unknown_tokens("THE CAT SEES THE PARK") == []
+    assert m.unknown_tokens("The Zebra") == ["zebra"]  # as the model reads it
+
+
+def test_lowercase_run_scores_upper_case_text_as_its_lower_case(lowercase_model):
+    m = lowercase_model
+    upper = m.score("THE CAT SEES THE PARK\nShe Likes A Book\n")
+    assert upper == m.score("the cat sees the park\nshe likes a book\n")
+    assert upper["tokens"] == 11
+
+
+def test_lowercase_run_continues_upper_case_prompts_as_lower_case(lowercase_model):
+    m = lowercase_model
+    kw = dict(max_new_tokens=10, temperature=0.8, seed=2, num_samples=2)
+    assert m.generate("THE OLD MAN", **kw) == m.generate("the old man", **kw)
+    kw = dict(max_new_tokens=10, temperature=0.8, seed=2)
+    assert list(m.stream("THE OLD MAN", **kw)) == list(m.stream("the old man", **kw))
+
+
+def test_a_cased_run_keeps_the_case_of_prompts(model):
+    assert model.lowercase is False
+    assert model.unknown_tokens("THE cat") == ["THE"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lstmlm.batching import batchify, num_windows, windows
+from lstmlm.batching import MIN_EVAL_COLUMN, batchify, eval_columns, num_windows, windows
 
 
 def test_batchify_shape_and_columns_are_contiguous():
@@ -28,3 +28,26 @@ def test_windows_cover_each_target_exactly_once(bptt):
 def test_too_short_text_is_refused():
     with pytest.raises(ValueError, match="too short"):
         batchify(torch.arange(5), 4)
+
+
+@pytest.mark.parametrize(
+    "n, asked, columns",
+    [
+        (7, 32, 1),  # a short text: one column, every target scored
+        (127, 100_000, 1),
+        (128, 100_000, 2),
+        (10_000, 100_000, 10_000 // MIN_EVAL_COLUMN),
+        (73_760, 32, 32),  # PTB valid as the runs evaluate it: unchanged
+        (82_430, 10, 10),  # PTB test with pytorch/examples' 10
+    ],
+)
+def test_eval_columns_are_at_least_min_length_long(n, asked, columns):
+    assert eval_columns(n, asked) == columns
+    data = batchify(torch.arange(n), columns)
+    scored = data.size(1) * (data.size(0) - 1)
+    assert n - 1 - scored < max(1, (n - 1) / 32)  # under 1/32 of the targets left out
+
+
+def test_eval_columns_refuses_a_non_positive_batch():
+    with pytest.raises(ValueError, match="batch size must be positive"):
+        eval_columns(1000, 0)

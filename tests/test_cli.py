@@ -1,5 +1,6 @@
 """The real `lstmlm` command in a subprocess, as a user runs it."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -8,7 +9,8 @@ import zipfile
 
 import pytest
 
-from helpers import write_corpus
+from helpers import write_corpus, write_mixed_case_corpus
+from lstmlm.cli import ProgressReporter
 
 TINY = [
     "--emb-size",
@@ -94,6 +96,19 @@ def test_generate_same_seed_same_text_and_unknown_warning(word_run):
     assert a.stdout == b.stdout
     assert a.stdout.startswith("the cat zebra")
     assert "zebra" in a.stderr and "<unk>" in a.stderr
+
+
+def test_generate_reads_the_prompt_of_a_lowercase_run_in_lower_case(tmp_path):
+    corpus = write_mixed_case_corpus(tmp_path / "c.txt")
+    r = lstmlm("train", "--train", corpus, "--out", tmp_path / "run", "--lowercase", *TINY)
+    assert r.returncode == 0, r.stderr
+    args = ("generate", tmp_path / "run", "--max-new-tokens", "12", "--seed", "1")
+    upper = lstmlm(*args, "--prompt", "THE CAT ZEBRA")
+    assert upper.returncode == 0, upper.stderr
+    assert "1 prompt token(s)" in upper.stderr and "zebra" in upper.stderr  # THE, CAT known
+    assert upper.stdout.startswith("THE CAT ZEBRA ")  # the prompt is shown as typed
+    lower = lstmlm(*args, "--prompt", "the cat zebra")
+    assert upper.stdout[len("THE CAT ZEBRA") :] == lower.stdout[len("the cat zebra") :]
 
 
 def test_char_level_reports_bpc(tmp_path):
@@ -225,3 +240,173 @@ def test_help_explains_every_subcommand():
         r = lstmlm(sub, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
     assert "--tie-weights" in lstmlm("train", "--help").stdout
+
+
+# --- help text: in-process, from the parser the command uses ---------------------------
+
+
+def _subparsers():
+    from lstmlm.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+def _expanded_help(parser, action):
+    """An option's help as --help shows it (%(default)s and the like filled in)."""
+    return action.help % {**vars(action), "prog": parser.prog}
+
+
+def test_every_option_has_help_and_shows_its_default():
+    subparsers = _subparsers()
+    assert set(subparsers) >= {"train", "evaluate", "generate", "download", "serve", "plot"}
+    for name, sp in subparsers.items():
+        assert sp.description, f"{name} has no description"
+        shown = sp.format_help()  # renders: no stray % in any help string
+        assert "(default: None)" not in shown, name
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS, f"{where}: no help"
+            text = _expanded_help(sp, action)
+            assert text.strip(), f"{where}: empty help"
+            assert text.count("(default:") <= 1, f"{where}: default shown twice: {text}"
+            default = action.default
+            if not action.option_strings or default in (None, False, argparse.SUPPRESS):
+                continue  # an off switch, or a value the help explains in words if needed
+            assert "(default:" in text and str(default) in text, f"{where}: default not shown"
+
+
+@pytest.mark.parametrize(
+    "command,fragments",
+    [
+        ("evaluate", ["--split", "(default: test)", "--dyn-lr", "(default: 0.001)"]),
+        ("generate", ["(default: 50)", "10,000 characters", "(default: a random seed"]),
+        ("download", ["LSTMLM_MIRROR", "built-in URLs"]),
+        ("plot", ["(default: curves.png)"]),
+        ("presets", ["--preset NAME"]),
+    ],
+)
+def test_help_names_defaults_limits_and_environment(command, fragments):
+    text = " ".join(_subparsers()[command].format_help().split())  # unwrapped
+    for fragment in fragments:
+        assert fragment in text, fragment
+
+
+def test_prompt_limit_in_help_is_the_one_enforced(word_run):
+    run, _ = word_run
+    assert "at most 10,000 characters" in " ".join(_subparsers()["generate"].format_help().split())
+    r = lstmlm("generate", run, "--prompt", "a" * 10_001)
+    assert_one_line_error(r, "10,000 characters")
+
+
+# --- progress display ------------------------------------------------------------------
+
+
+def _bar_states(text, prefix):
+    """Each state a tqdm bar starting with `prefix` was drawn in, in order."""
+    parts = (p.strip() for p in text.replace("\r", "\n").split("\n"))
+    return [p for p in parts if p.startswith(prefix)]
+
+
+def _last_position(text, prefix):
+    """The last position ("n/total") of the bar whose line starts with `prefix`."""
+    return _bar_states(text, prefix)[-1].split("|")[2].split()[0]
+
+
+def _start_event():
+    return {"source": "c.txt", "train_tokens": 1000, "vocab_size": 50, "params": 123}
+
+
+def _progress_event(step, done, steps):
+    return {
+        "epoch": 1,
+        "step": step,
+        "done": done,
+        "steps": steps,
+        "train_loss": 2.0,
+        "train_ppl": 7.4,
+        "lr": 20.0,
+        "tokens_per_sec": 1000.0,
+        "elapsed": 1.0,
+    }
+
+
+class _Stderr:
+    """What has been written to sys.stderr so far (pytest's capture of it)."""
+
+    def __init__(self, capsys):
+        self.capsys, self.text = capsys, ""
+
+    def getvalue(self):
+        self.text += self.capsys.readouterr().err
+        return self.text
+
+
+@pytest.fixture
+def stderr(capsys):
+    return _Stderr(capsys)
+
+
+def test_bar_reaches_the_final_step_of_a_run_stopped_before_log_every(stderr):
+    r = ProgressReporter()
+    r("start", _start_event())
+    r("epoch_start", {"epoch": 1, "steps": 100, "done": 0})
+    r("final_eval", {})  # --max-steps 7 with --log-every 50: no progress event came
+    r("final", {"steps": 7, "stopped": "steps"})
+    r.close()
+    out = stderr.getvalue()
+    assert _last_position(out, "epoch 1:") == "7/100", out
+    assert "evaluating the best model on valid and test" in out
+    assert r.bar is None
+
+
+def test_bar_after_resume_and_at_epoch_end_and_interrupt(stderr):
+    r = ProgressReporter()
+    r("resume", {"epoch": 1, "step": 25})
+    r("epoch_start", {"epoch": 1, "steps": 100, "done": 25})
+    r("final_eval", {})
+    r("final", {"steps": 31})
+    assert _last_position(stderr.getvalue(), "epoch 1:") == "31/100"
+
+    r("start", _start_event())
+    r("epoch_start", {"epoch": 1, "steps": 40, "done": 0})
+    r("epoch", {**_progress_event(40, 40, 40), "valid_ppl": 6.0, "valid_bpc": None})
+    assert _last_position(stderr.getvalue(), "epoch 1:") == "40/40"
+    r("epoch_start", {"epoch": 2, "steps": 40, "done": 0})
+    r("progress", _progress_event(60, 20, 40))
+    r("interrupted", {"epoch": 2, "step": 63})  # Ctrl-C: an error line follows
+    assert _last_position(stderr.getvalue(), "epoch 2:") == "23/40"
+    assert r.bar is None
+
+
+def test_evaluation_bar_shows_no_per_column_unit(stderr):
+    r = ProgressReporter()
+    for done in (0, 50, 100):
+        r.eval_progress(done, 100)
+    r.close()
+    states = _bar_states(stderr.getvalue(), "evaluating")
+    assert states and "50%" in states[-2] and "100%" in states[-1]
+    assert "/B" not in stderr.getvalue() and "it/s" not in stderr.getvalue()
+
+
+def test_quiet_reporter_writes_nothing(stderr):
+    r = ProgressReporter(quiet=True)
+    r("start", _start_event())
+    r("epoch_start", {"epoch": 1, "steps": 10, "done": 0})
+    r("progress", _progress_event(5, 5, 10))
+    r("final_eval", {})
+    r("final", {"steps": 7})
+    r.eval_progress(1, 2)
+    r.close()
+    assert stderr.getvalue() == ""
+
+
+def test_short_run_bar_ends_at_its_last_step(tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt")
+    tiny = [a for a in TINY if a != "--quiet"]
+    r = lstmlm("train", "--train", corpus, "--out", tmp_path / "run", *tiny, "--max-steps", "5")
+    assert r.returncode == 0, r.stderr
+    assert _last_position(r.stderr, "epoch 1:").startswith("5/"), r.stderr

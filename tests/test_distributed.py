@@ -27,6 +27,7 @@ from lstmlm.train import resume_run, start_run
 
 WORLD = 2
 EVAL_BATCHES = (5, 1)  # 5 columns: 2 + 3 per rank; 1 column: rank 1 scores nothing
+# Scored on the train split: columns are at least 64 tokens, and valid has ~90.
 
 
 def awd_config(corpus: Path, **train_kw) -> RunConfig:
@@ -96,7 +97,7 @@ def _worker(rank: int, port: int, root: str) -> None:
     # Sharded evaluation of a trained model.
     model, _, _ = ckpt.load_run(out / "full")
     data = load_dataset(awd_config(corpus).data)
-    ppl = [distributed.evaluate(model, data.valid, "word", b, 7).to_dict() for b in EVAL_BATCHES]
+    ppl = [distributed.evaluate(model, data.train, "word", b, 7).to_dict() for b in EVAL_BATCHES]
     if rank == 0:
         (out / "eval.json").write_text(json.dumps(ppl))
     distributed.shutdown()
@@ -167,7 +168,8 @@ def test_loss_falls_and_only_rank_0_writes(ddp):
     for r in range(WORLD):  # every rank's hidden (h, c) per layer and its RNG state
         assert {f"hidden.{r}.{i}.{j}" for i in (0, 1) for j in (0, 1)} <= keys
         assert f"rng.torch.{r}" in keys
-    assert not any(k.startswith(".") for k in os.listdir(ddp / "full"))  # no stray temp files
+    stray = [k for k in os.listdir(ddp / "full") if k.startswith(".") and k != ckpt.LOCK]
+    assert not stray  # no temporary files left behind
 
 
 def test_resume_with_two_processes_is_exact(ddp):
@@ -200,8 +202,9 @@ def test_sharded_evaluation_equals_single_process(ddp):
     model, _, _ = ckpt.load_run(ddp / "full")
     data = load_dataset(awd_config(ddp / "corpus.txt").data)
     got = json.loads((ddp / "eval.json").read_text())
+    assert got[0]["tokens"] == 5 * (data.train.numel() // 5 - 1)  # really 5 columns
     for b, d in zip(EVAL_BATCHES, got, strict=True):
-        ref = evaluate(model, data.valid, "word", b, 7)
+        ref = evaluate(model, data.train, "word", b, 7)
         assert d["tokens"] == ref.tokens
         assert d["ppl"] == pytest.approx(ref.ppl, rel=1e-5)
 

@@ -10,6 +10,7 @@ from lstmlm import checkpoint
 from lstmlm import evaluate as evaluate_module
 from lstmlm.cli import main
 from lstmlm.config import ModelConfig
+from lstmlm.dataset import encode_ids
 from lstmlm.evaluate import evaluate, token_nlls
 from lstmlm.model import LanguageModel
 from lstmlm.train import start_run
@@ -120,6 +121,42 @@ def test_fused_run_evaluates_with_the_manual_layer(run):
     c = evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
     assert c.loss == pytest.approx(a.loss, rel=1e-2)  # bf16 matmuls, fp32 state and softmax
     assert c == evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
+
+
+# --- how many targets get scored ---
+
+
+def _text_ids(vocab, path):
+    return encode_ids(vocab, write_corpus(path, n_lines=250, seed=7).read_text(), "word")
+
+
+def test_a_huge_batch_scores_nearly_every_token_as_batch_one_does(run, tmp_path):
+    model, vocab, _ = checkpoint.load_run(run)
+    ids = _text_ids(vocab, tmp_path / "t.txt")  # ~1100 tokens
+    one = evaluate(model, ids, "word", batch_size=1, bptt=50)
+    huge = evaluate(model, ids, "word", batch_size=100_000, bptt=50)
+    assert one.tokens == ids.numel() - 1
+    assert huge.tokens >= 0.97 * one.tokens  # columns of >= 64 tokens: under 1/32 left out
+    assert huge.ppl == pytest.approx(one.ppl, rel=0.02)
+
+
+def test_a_seven_token_text_scores_all_six_targets(run):
+    model, vocab, _ = checkpoint.load_run(run)
+    ids = torch.tensor(vocab.encode("the cat sees the park <eos> she".split()))
+    res = evaluate(model, ids, "word")  # the default 32 columns asked for
+    assert res.tokens == 6
+    assert res == evaluate(model, ids, "word", batch_size=1)
+
+
+def test_cli_huge_batch_size_scores_nearly_every_token(run, tmp_path, capsys):
+    ids = _text_ids(checkpoint.load_run(run)[1], tmp_path / "t.txt")
+    argv = ["evaluate", str(run), "--file", str(tmp_path / "t.txt"), "--json"]
+    assert main([*argv, "--batch-size", "100000"]) == 0
+    huge = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--batch-size", "1"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["tokens"] == ids.numel() - 1 and huge["tokens"] >= 0.97 * one["tokens"]
+    assert huge["ppl"] == pytest.approx(one["ppl"], rel=0.02)
 
 
 def test_load_run_rejects_an_unknown_cell(run):

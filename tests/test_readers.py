@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm.readers import read_text, split_text
+from lstmlm.readers import normalize_text, read_text, split_text
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -36,6 +36,14 @@ def test_lowercase(tmp_path):
     p = write(tmp_path / "a.txt", b"The Cat SAT\n")
     assert read_text(p, lowercase=True) == "the cat sat\n"
     assert read_text(p) == "The Cat SAT\n"
+
+
+def test_normalize_text_is_what_read_text_does_to_a_file(tmp_path):
+    raw = "The Cat\r\nSAT\rdown\n"
+    p = write(tmp_path / "a.txt", raw.encode())
+    assert normalize_text(raw) == read_text(p) == "The Cat\nSAT\ndown\n"
+    assert normalize_text(raw, lowercase=True) == read_text(p, lowercase=True)
+    assert normalize_text(raw, lowercase=True) == "the cat\nsat\ndown\n"
 
 
 def test_missing_path(tmp_path):

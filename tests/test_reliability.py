@@ -312,3 +312,22 @@ def test_run_files_follow_the_umask(tmp_path, capsys):
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
     for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.SUMMARY):
         assert modes[name] == 0o644, modes  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--train", "MISSING"], "no such file"),
+        (["--softmax", "adaptive", "--cutoffs", "5000"], "cutoff"),
+        (["--batch-size", "1000"], "too few for batch size 1000 x 2 processes"),
+    ],
+)
+def test_nproc_checks_before_starting_processes(tmp_path, capsys, flags, fragment):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=40)
+    flags = [str(tmp_path / "missing.txt") if f == "MISSING" else f for f in flags]
+    if "--train" not in flags:
+        flags = ["--train", str(corpus), *flags]
+    out = tmp_path / "out"
+    rc, lines = train(capsys, "--nproc", "2", "--out", out, *TINY, *flags)  # flags win
+    assert_one_line(rc, lines, fragment)  # one line from here, not one per process
+    assert not out.exists()

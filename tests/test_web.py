@@ -17,7 +17,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 import uvicorn  # noqa: E402
 from conftest import write_corpus  # noqa: E402
 
-from helpers import tiny_config  # noqa: E402
+from helpers import lowercase_config, tiny_config, write_mixed_case_corpus  # noqa: E402
 from lstmlm.cli import main  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
 from lstmlm.server import create_app, held_back, load_models, uvicorn_config  # noqa: E402
@@ -482,3 +482,22 @@ def test_a_bf16_server_says_so_and_samples_reproducibly(models):
     assert a["tokens"] == 20 and a["text"] == b["text"]
     with pytest.raises(ValueError, match="fp32 or bf16"):
         create_app(models, precision="fp16")
+
+
+def test_a_lowercase_run_serves_upper_case_prompts_and_text_as_lower_case(tmp_path):
+    corpus = write_mixed_case_corpus(tmp_path / "corpus.txt")
+    start_run(lowercase_config(corpus, epochs=1, lr=10.0), tmp_path / "lower")
+    with serving(create_app(load_models([tmp_path / "lower"]), ServerLimits(rate=0))) as url:
+        body = {"model": "lower", "seed": 4, "max_new_tokens": 12}
+        upper = gen(url, **body, prompt="THE CAT").json()
+        lower = gen(url, **body, prompt="the cat").json()
+        with httpx.stream("POST", f"{url}/v1/stream", json={**body, "prompt": "THE CAT"}) as r:
+            events = sse_events(r.read().decode())
+        scores = [
+            httpx.post(f"{url}/v1/score", json={"model": "lower", "text": t}).json()
+            for t in ("THE CAT SEES THE PARK\n", "the cat sees the park\n")
+        ]
+    assert upper["unknown"] == [] and upper["text"] == lower["text"]
+    assert events[0] == ("start", {"model": "lower", "seed": 4, "unknown": []})
+    assert events[-1][1]["text"] == lower["text"]
+    assert scores[0]["unknown"] == 0 and scores[0] == scores[1]

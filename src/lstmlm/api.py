@@ -22,6 +22,7 @@ from .generate import SampleConfig, encode_prompt
 from .generate import generate as _generate
 from .generate import stream as _stream
 from .model import LanguageModel
+from .readers import normalize_text
 from .tokenize import tokenize
 from .vocab import EOS, Vocab
 
@@ -29,13 +30,26 @@ MAX_PROMPT_CHARS = 100_000
 
 
 class TextModel:
-    """A trained model with its vocabulary and token level, in eval mode."""
+    """A trained model with its vocabulary and token level, in eval mode.
 
-    def __init__(self, model: LanguageModel, vocab: Vocab, level: str, run_dir: str = ""):
+    `lowercase` is the run's `DataConfig.lowercase`: prompts and scored text are
+    normalised as its training text was (`readers.normalize_text`) before tokenizing.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        vocab: Vocab,
+        level: str,
+        run_dir: str = "",
+        *,
+        lowercase: bool = False,
+    ):
         self.model = model.eval()
         self.vocab = vocab
         self.level = level
         self.run_dir = run_dir
+        self.lowercase = lowercase
 
     def __repr__(self) -> str:
         return (
@@ -86,7 +100,7 @@ class TextModel:
     def unknown_tokens(self, prompt: str) -> list[str]:
         """Tokens of `prompt` that the vocabulary lacks (read as `<unk>`)."""
         _check_text("the prompt", prompt)
-        return encode_prompt(prompt, self.vocab, self.level)[1]
+        return encode_prompt(self._normal(prompt), self.vocab, self.level)[1]
 
     def generate(
         self,
@@ -111,7 +125,7 @@ class TextModel:
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
             stop, stop_at_eos, min_new_tokens, seed, num_samples, precision,
         )  # fmt: skip
-        return _generate(self.model, self.vocab, self.level, prompt, cfg)
+        return _generate(self.model, self.vocab, self.level, self._normal(prompt), cfg)
 
     def stream(
         self,
@@ -135,7 +149,7 @@ class TextModel:
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
             stop, stop_at_eos, min_new_tokens, seed, 1, precision,
         )  # fmt: skip
-        return _stream(self.model, self.vocab, self.level, prompt, cfg)
+        return _stream(self.model, self.vocab, self.level, self._normal(prompt), cfg)
 
     def score(self, text: str) -> dict[str, Any]:
         """Perplexity of `text` (bits per char too for character levels).
@@ -144,13 +158,17 @@ class TextModel:
         the `<eos>` of each line end included, is scored.
         """
         _check_text("the text", text)
-        tokens = tokenize(text, self.level)
+        tokens = tokenize(self._normal(text), self.level)
         if not tokens:
             raise ValueError("no text to score")
         ids = torch.tensor(self.vocab.encode([EOS, *tokens]), dtype=torch.long)
         nll = token_nlls(self.model, ids)  # (N,)
         res = result(nll.double().sum().item(), nll.numel(), self.level)
         return res.to_dict()
+
+    def _normal(self, text: str) -> str:
+        """`text` normalised as the run's training text was."""
+        return normalize_text(text, lowercase=self.lowercase)
 
 
 def _check_text(what: str, text: object) -> None:
@@ -161,4 +179,5 @@ def _check_text(what: str, text: object) -> None:
 def load(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> TextModel:
     """Load a run folder's best (or last) weights for generating and scoring."""
     model, vocab, info = checkpoint.load_run(run_dir, which, device)
-    return TextModel(model, vocab, info.level, str(run_dir))
+    lowercase = info.config.data.lowercase
+    return TextModel(model, vocab, info.level, str(run_dir), lowercase=lowercase)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batching import batchify, windows
+from .batching import batchify, eval_columns, windows
 from .evaluate import EvalResult, autocast, result
 from .model import LanguageModel
 
@@ -115,7 +115,7 @@ def _cache_pass(
     was_training = model.training
     model.eval()
     device = model.embedding.weight.device
-    batch_size = max(1, min(batch_size, ids.numel() // 2))
+    batch_size = eval_columns(ids.numel(), batch_size)  # as evaluate() has it
     data = batchify(ids, batch_size).to(device)  # (L, B)
     state = model.init_state(batch_size)
     cache_h: Tensor | None = None  # (M, B, H)

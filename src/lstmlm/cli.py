@@ -119,13 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
         cfg = build_config(args)
-        given_level = "data.level" in vars(args)
-        level = cfg.data.level if (given_level or cfg.data.corpus is None) else None
         result = train.start_run(
             cfg,
             args.out,
             overwrite=args.overwrite,
-            level=level,
+            level=_train_level(args, cfg),
             on_event=reporter if main_rank else None,
         )
         run_dir = Path(args.out)
@@ -157,8 +155,19 @@ def launch_train(args: argparse.Namespace) -> int:
     elif not args.out:
         raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
     else:
-        build_config(args)
+        from . import train
+
+        cfg = build_config(args)
+        level = _train_level(args, cfg)
+        data = train.check_start(cfg, Path(args.out), args.overwrite, level, args.nproc)
+        train.check_model(cfg, len(data.vocab))
     return distributed.launch(args.nproc, without_option(args.argv, "--nproc"))
+
+
+def _train_level(args: argparse.Namespace, cfg: RunConfig) -> str | None:
+    """The token level asked for: given by flag, or a user text's; None = the corpus's own."""
+    given_level = "data.level" in vars(args)
+    return cfg.data.level if (given_level or cfg.data.corpus is None) else None
 
 
 def without_option(argv: list[str], flag: str) -> list[str]:
@@ -355,6 +364,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import checkpoint
     from .generate import SampleConfig, encode_prompt, generate, stream
+    from .readers import normalize_text
 
     scfg = SampleConfig(
         max_new_tokens=args.max_new_tokens,
@@ -376,7 +386,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if len(args.prompt) > 10_000:
         raise ValueError("--prompt is longer than 10,000 characters")
     model, vocab, info = checkpoint.load_run(args.run, args.which, args.device)
-    _, unknown = encode_prompt(args.prompt, vocab, info.level)
+    prompt = normalize_text(args.prompt, lowercase=info.config.data.lowercase)  # as trained
+    _, unknown = encode_prompt(prompt, vocab, info.level)
     if unknown:
         shown = ", ".join(sorted(set(unknown))[:10])
         print(
@@ -392,14 +403,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.stream:
         print(args.prompt, end="", flush=True)
         first = True
-        for piece in stream(model, vocab, info.level, args.prompt, scfg):
+        for piece in stream(model, vocab, info.level, prompt, scfg):
             if first and not piece.startswith("\n"):
                 piece = sep + piece
             first = False
             print(piece, end="", flush=True)
         print()
         return 0
-    texts = generate(model, vocab, info.level, args.prompt, scfg)
+    texts = generate(model, vocab, info.level, prompt, scfg)
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i + 1} ---")
@@ -566,11 +577,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 class ProgressReporter:
-    """Turns trainer events into a tqdm bar on stderr and one line per epoch."""
+    """Turns trainer events into a tqdm bar on stderr and one line per epoch.
+
+    The epoch bar moves on "progress" events (every --log-every steps); at the end of an
+    epoch, or of a run stopped mid-epoch (--max-steps, --max-minutes, Ctrl-C), it is moved
+    to the last step the trainer reported, so a short run does not end at "0/N".
+    """
+
+    # Evaluation reports positions along each of its parallel columns, not tokens: the bar
+    # shows the share done and the time left, not a count or a rate that would read as
+    # tokens (and understate the throughput by the batch size).
+    EVAL_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar: Any = None
+        self.step: int | None = None  # the trainer's last reported (global) step
+        self._anchor: tuple[int, int] | None = None  # (bar position, step) in this epoch
+        self._held_at: float | None = None  # the bar's elapsed seconds when training stopped
 
     def _new_bar(self, **kw: Any) -> None:
         from tqdm import tqdm
@@ -582,20 +606,31 @@ class ProgressReporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self._anchor = self._held_at = None
+
+    def _move_to_step(self, step: int) -> None:
+        """Put the epoch bar where `step` is: a step and a window of the epoch go together."""
+        if self.bar is not None and self._anchor is not None:
+            done, at = self._anchor
+            self.bar.n = min(max(done + step - at, 0), self.bar.total)
 
     def __call__(self, kind: str, d: dict[str, Any]) -> None:
-        if kind == "start" and not self.quiet:
-            print(
-                f"training on {d['source']}: {d['train_tokens']:,} tokens, vocab "
-                f"{d['vocab_size']:,}, {d['params']:,} parameters",
-                file=sys.stderr,
-            )
+        if kind == "start":
+            self.step = 0  # a new run, or a fine-tuning one, starts counting afresh
+            if not self.quiet:
+                print(
+                    f"training on {d['source']}: {d['train_tokens']:,} tokens, vocab "
+                    f"{d['vocab_size']:,}, {d['params']:,} parameters",
+                    file=sys.stderr,
+                )
         elif kind == "epoch_start":
             self._new_bar(
                 total=d["steps"], initial=d["done"], desc=f"epoch {d['epoch']}", unit="step"
             )
+            self._anchor = (d["done"], self.step) if self.step is not None else None
         elif kind == "progress" and self.bar is not None:
             self.bar.n = d["done"]
+            self._anchor = (d["done"], d["step"])
             self.bar.set_postfix(
                 loss=f"{d['train_loss']:.3f}",
                 ppl=f"{d['train_ppl']:.1f}",
@@ -605,6 +640,8 @@ class ProgressReporter:
             )
             self.bar.refresh()
         elif kind == "epoch":
+            if self.bar is not None:
+                self.bar.n = self.bar.total  # every window of the epoch is done
             self.close()
             if not self.quiet:
                 extra = f" bpc {d['valid_bpc']:.4f}" if d.get("valid_bpc") is not None else ""
@@ -617,17 +654,43 @@ class ProgressReporter:
         elif kind == "sample" and not self.quiet:
             print(f"--- sample, temperature {d['temperature']} ---\n{d['text']}", file=sys.stderr)
         elif kind == "final_eval":
+            message = "evaluating the best model on valid and test ..."
+            if self.bar is not None and not self.quiet:
+                # Stopped mid-epoch: the final step comes with the "final" event; keep the bar
+                # (its clock stopped) until then, and print above it.
+                self._held_at = self.bar.format_dict["elapsed"]
+                self.bar.write(message, file=sys.stderr)
+            else:
+                self.close()
+                if not self.quiet:
+                    print(message, file=sys.stderr)
+        elif kind == "final":
+            if self.bar is not None:
+                self._move_to_step(d["steps"])
+                if self._held_at is not None:  # the final evaluation is not training time
+                    pause = self.bar.format_dict["elapsed"] - self._held_at
+                    self.bar.start_t += pause  # as tqdm's unpause() does
+                    self.bar.last_print_t += pause
             self.close()
-            if not self.quiet:
-                print("evaluating the best model on valid and test ...", file=sys.stderr)
+        elif kind in ("interrupted", "diverged"):  # the run ends with an error line next
+            self._move_to_step(d["step"])
+            self.close()
         elif kind == "resume" and not self.quiet:
             print(f"resuming at epoch {d['epoch']}, step {d['step']}", file=sys.stderr)
+        elif kind == "stop_requested":  # always: the user asked and waits for an answer
+            print(
+                "\nstopping after this step and saving it (Ctrl-C again to quit at once, "
+                "losing what the last checkpoint does not hold)",
+                file=sys.stderr,
+            )
+        if "step" in d:
+            self.step = d["step"]
 
     def eval_progress(self, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.bar is None:
-            self._new_bar(total=total, desc="evaluating", unit="tok/B", leave=False)
+            self._new_bar(total=total, desc="evaluating", bar_format=self.EVAL_FORMAT, leave=False)
         self.bar.n = done
         self.bar.refresh()
 
@@ -644,6 +707,8 @@ class ProgressReporter:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Every option says what it does; one whose default a user needs to know ends with
+    # "(default: ...)", from %(default)s where the value itself is the answer.
     p = Parser(prog="lstmlm", description="Train, evaluate and sample LSTM/GRU language models.")
     p.add_argument("--version", action="version", version=f"lstmlm {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -651,23 +716,31 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train a model into a run folder",
-        description="Train a language model. Flags override the preset's values.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a language model. Flags override the preset's values; the defaults "
+        "shown are those used without --preset.",
     )
-    t.add_argument("--preset", help="named recipe (see `lstmlm presets`)")
-    t.add_argument("--out", help="run folder to create")
     t.add_argument(
-        "--resume", metavar="RUN", help="continue the run in this folder exactly where it stopped"
+        "--preset",
+        help="named recipe (see `lstmlm presets`) (default: none: the defaults shown below)",
+    )
+    t.add_argument("--out", help="run folder to create (required unless --resume)")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder exactly where it stopped; only budget and "
+        "logging flags (--epochs, --max-minutes, ...) may change",
     )
     t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     t.add_argument("--json", action="store_true", help="print a final JSON summary line")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--quiet", action="store_true", help="no progress bar or per-epoch lines on stderr"
+    )
     t.add_argument(
         "--nproc",
         type=int,
         metavar="N",
         help="train in N processes (DistributedDataParallel: gloo on CPU, nccl on GPUs) by "
-        "re-running this command through torchrun; --batch-size is per process",
+        "re-running this command through torchrun; --batch-size is per process (default: 1)",
     )
     t.add_argument(
         "--tensorboard",
@@ -675,17 +748,32 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="DIR",
-        help="also log to TensorBoard, in DIR (default: RUN/tensorboard); needs tensorboard",
+        help="also log to TensorBoard, in DIR (RUN/tensorboard when no DIR is given); needs "
+        "tensorboard (default: off)",
     )
     add_config_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="perplexity / bits per char of a trained model")
+    e = sub.add_parser(
+        "evaluate",
+        help="perplexity / bits per char of a trained model",
+        description="Score a split of the run's corpus, or a text file, with a trained model: "
+        "plain, with a neural cache (--cache, --search) or with dynamic evaluation "
+        "(--dynamic).",
+    )
     e.add_argument("run", help="run folder")
-    e.add_argument("--split", choices=("valid", "test", "train"), default="test")
+    e.add_argument(
+        "--split",
+        choices=("valid", "test", "train"),
+        default="test",
+        help="split of the run's corpus to score (default: %(default)s)",
+    )
     e.add_argument("--file", help="evaluate this text file instead of a split")
     e.add_argument(
-        "--which", choices=("best", "last"), default="best", help="which checkpoint (default: best)"
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
     )
     e.add_argument(
         "--batch-size",
@@ -695,7 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
         "with it (default: the run's --eval-batch-size, as its summary.json used)",
     )
     e.add_argument(
-        "--bptt", type=int, default=100, help="window length; state carries across windows"
+        "--bptt",
+        type=int,
+        default=100,
+        help="window length; state carries across windows (default: %(default)s)",
     )
     e.add_argument(
         "--precision",
@@ -713,8 +804,10 @@ def build_parser() -> argparse.ArgumentParser:
         "use torch's fused kernel without gradients), a GRU faster as manual on CPU (its C "
         "kernels: about 1.25x at 2x650) (default: the run's)",
     )
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)"
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument(
         "--per-token",
@@ -723,9 +816,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ec = e.add_argument_group("neural cache (Grave et al. 2017)")
     ec.add_argument("--cache", action="store_true", help="mix in a cache of recent hidden states")
-    ec.add_argument("--cache-window", type=int, default=500, help="positions remembered")
-    ec.add_argument("--cache-lambda", type=float, default=0.1, help="weight of the cache")
-    ec.add_argument("--cache-theta", type=float, default=1.0, help="scale of the dot products")
+    ec.add_argument(
+        "--cache-window",
+        type=int,
+        default=500,
+        help="positions remembered (also with --search) (default: %(default)s)",
+    )
+    ec.add_argument(
+        "--cache-lambda",
+        type=float,
+        default=0.1,
+        help="weight of the cache (default: %(default)s)",
+    )
+    ec.add_argument(
+        "--cache-theta",
+        type=float,
+        default=1.0,
+        help="scale of the dot products (default: %(default)s)",
+    )
     ec.add_argument(
         "--search",
         action="store_true",
@@ -735,51 +843,103 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument(
         "--dynamic", action="store_true", help="adapt a copy of the weights while scoring"
     )
-    ed.add_argument("--dyn-method", choices=("sgd", "rms"), default="sgd")
-    ed.add_argument("--dyn-lr", type=float, default=1e-3, help="learning rate of the updates")
     ed.add_argument(
-        "--dyn-decay", type=float, default=0.0, help="decay toward the trained weights per step"
+        "--dyn-method",
+        choices=("sgd", "rms"),
+        default="sgd",
+        help="update rule: sgd = plain gradient steps; rms = steps scaled by the gradients' "
+        "RMS (default: %(default)s)",
     )
-    ed.add_argument("--dyn-bptt", type=int, default=10, help="segment length (tokens)")
-    ed.add_argument("--dyn-batch-size", type=int, default=1, help="parallel columns")
+    ed.add_argument(
+        "--dyn-lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of the updates (default: %(default)s)",
+    )
+    ed.add_argument(
+        "--dyn-decay",
+        type=float,
+        default=0.0,
+        help="decay toward the trained weights per step (default: %(default)s)",
+    )
+    ed.add_argument(
+        "--dyn-bptt", type=int, default=10, help="segment length (tokens) (default: %(default)s)"
+    )
+    ed.add_argument(
+        "--dyn-batch-size", type=int, default=1, help="parallel columns (default: %(default)s)"
+    )
     ed.add_argument(
         "--dyn-stats-batches",
         type=int,
         default=100,
         help="rms: training segments for the gradient statistics (0 = running mean "
-        "over the evaluated text)",
+        "over the evaluated text) (default: %(default)s)",
     )
     e.set_defaults(func=cmd_evaluate)
 
-    g = sub.add_parser("generate", help="sample text from a trained model")
+    g = sub.add_parser(
+        "generate",
+        help="sample text from a trained model",
+        description="Continue a prompt with text sampled from a trained model.",
+    )
     g.add_argument("run", help="run folder")
-    g.add_argument("--prompt", default="", help="text to continue (words or characters)")
-    g.add_argument("--max-new-tokens", type=int, default=50)
-    g.add_argument("--min-new-tokens", type=int, default=0, help="no <eos> before this many")
+    g.add_argument(
+        "--prompt",
+        default="",
+        help="text to continue (words or characters), at most 10,000 characters "
+        "(default: none: start from the beginning of a line)",
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=50,
+        help="tokens to generate per sample (default: %(default)s)",
+    )
+    g.add_argument(
+        "--min-new-tokens",
+        type=int,
+        default=0,
+        help="no <eos> before this many (default: %(default)s)",
+    )
     g.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
         help="bf16: each new token's recurrent and decoder matmuls in bfloat16, state in "
         "fp32 (about 2.7x faster than fp32 on CPU at 2x650; the samples differ slightly from "
-        "fp32 ones)",
+        "fp32 ones) (default: %(default)s)",
     )
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
-    g.add_argument("--top-k", type=int, default=0, help="sample from the k most likely (0 = all)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="softmax temperature; 0 = greedy (argmax) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="sample from the k most likely (0 = all) (default: %(default)s)",
+    )
     g.add_argument(
         "--top-k-decay",
         type=float,
         default=1.0,
-        help="adjusted top-k: k_t = max(1, round(k * decay ** tokens_since_eos)) (1 = fixed k)",
+        help="adjusted top-k: k_t = max(1, round(k * decay ** tokens_since_eos)) "
+        "(1 = fixed k) (default: %(default)s)",
     )
     g.add_argument(
-        "--top-p", type=float, default=1.0, help="nucleus: smallest set with mass >= p (1 = off)"
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="nucleus: smallest set with mass >= p (1 = off) (default: %(default)s)",
     )
     g.add_argument(
         "--repetition-penalty",
         type=float,
         default=1.0,
-        help="CTRL-style penalty on tokens already generated (1 = off, 1.2 is usual)",
+        help="CTRL-style penalty on tokens already generated (1 = off, 1.2 is usual) "
+        "(default: %(default)s)",
     )
     g.add_argument(
         "--stop",
@@ -788,13 +948,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop when the text contains TEXT (cut there); repeat for several",
     )
     g.add_argument("--stop-at-eos", action="store_true", help="stop at the end of the line")
-    g.add_argument("--seed", type=int, default=None, help="same seed, same text")
     g.add_argument(
-        "--num-samples", type=int, default=1, help="samples made in parallel (seeds seed+i)"
+        "--seed",
+        type=int,
+        default=None,
+        help="same seed, same text (default: a random seed each time)",
+    )
+    g.add_argument(
+        "--num-samples",
+        type=int,
+        default=1,
+        help="samples made in parallel (seeds seed+i) (default: %(default)s)",
     )
     g.add_argument("--stream", action="store_true", help="print tokens as they are made")
-    g.add_argument("--which", choices=("best", "last"), default="best")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    g.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
+    )
+    g.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)"
+    )
     g.set_defaults(func=cmd_generate)
 
     ft = sub.add_parser(
@@ -807,19 +982,44 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", help="new run folder (default: RUN-finetune)")
     ft.add_argument("--epochs", type=int, help="at most this many epochs (default: the run's)")
     ft.add_argument("--lr", type=float, help="learning rate (default: the run's)")
-    ft.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    ft.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this many minutes (default: the run's --max-minutes)",
+    )
     ft.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     ft.add_argument("--json", action="store_true", help="print a final JSON summary line")
-    ft.add_argument("--quiet", action="store_true", help="no progress bar")
+    ft.add_argument(
+        "--quiet", action="store_true", help="no progress bar or per-epoch lines on stderr"
+    )
     ft.set_defaults(func=cmd_finetune)
 
-    pr = sub.add_parser("presets", help="list the named recipes")
+    pr = sub.add_parser(
+        "presets",
+        help="list the named recipes",
+        description="List the named training recipes for `lstmlm train --preset NAME` "
+        "(also `lstmlm compare --base-preset NAME`). A preset sets data, model and training "
+        "flags; flags given with it override its values. Comparison presets: "
+        "`lstmlm compare --list`.",
+    )
     pr.set_defaults(func=cmd_presets)
 
-    d = sub.add_parser("download", help="download a named corpus, checking its sha256")
+    d = sub.add_parser(
+        "download",
+        help="download a named corpus, checking its sha256",
+        description="Download a named corpus into DATA_DIR/CORPUS/ and check every file's "
+        "sha256; files already there with the right checksum are kept, and a failed download "
+        "leaves nothing behind. Environment: LSTMLM_MIRROR=URL tries each file first at "
+        "URL/CORPUS/FILE (e.g. URL/ptb/train.txt; file:// works too), then at the built-in "
+        "URLs.",
+    )
     d.add_argument("corpus", help="ptb, ptb-char, wikitext-2 or tinyshakespeare")
-    d.add_argument("--data-dir", default="data", help="where to put it (default: ./data)")
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument(
+        "--data-dir",
+        default="data",
+        help="where to put it (default: ./data, where `lstmlm train --corpus` looks too)",
+    )
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_download)
 
     sv = sub.add_parser(
@@ -827,49 +1027,97 @@ def build_parser() -> argparse.ArgumentParser:
         help="web page and JSON API to sample from trained models",
         description="Serve a page to play with models, and a JSON API (/docs). Model ids are "
         "the run folders' names.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sv.add_argument("runs", nargs="+", metavar="RUN", help="run folders to serve")
     sv.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default: loopback only, this machine; any other address "
-        "is reachable from other machines, with a warning: the server has no authentication)",
+        help="address to listen on (default: %(default)s, loopback: this machine only; any "
+        "other address is reachable from other machines, with a warning: the server has no "
+        "authentication)",
     )
-    sv.add_argument("--port", type=_port, default=8000, help="TCP port (default: 8000)")
-    sv.add_argument("--which", choices=("best", "last"), default="best", help="which checkpoint")
+    sv.add_argument("--port", type=_port, default=8000, help="TCP port (default: %(default)s)")
+    sv.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
+    )
     sv.add_argument(
         "--precision",
         choices=PRECISIONS,
         default="fp32",
         help="bf16: sample with bfloat16 copies of the weights (about 2.7x faster on CPU; "
-        "samples differ slightly from fp32 ones)",
-    )
-    sv.add_argument("--max-prompt-chars", type=int, default=2000, help="longest prompt (413)")
-    sv.add_argument(
-        "--max-new-tokens-limit", type=int, default=500, help="largest max_new_tokens (422)"
-    )
-    sv.add_argument("--max-score-chars", type=int, default=20_000, help="longest text to score")
-    sv.add_argument("--max-concurrent", type=int, default=2, help="model jobs running at once")
-    sv.add_argument(
-        "--max-queue", type=int, default=8, help="jobs that may wait for a slot (then 503)"
+        "samples differ slightly from fp32 ones) (default: %(default)s)",
     )
     sv.add_argument(
-        "--rate", type=float, default=60, help="model requests per minute per client (0 = off)"
+        "--max-prompt-chars",
+        type=int,
+        default=2000,
+        help="longest prompt, in characters; longer: HTTP 413 (default: %(default)s)",
     )
-    sv.add_argument("--burst", type=int, default=None, help="requests at once (default: rate/6)")
     sv.add_argument(
-        "--log-level", choices=("critical", "error", "warning", "info", "debug"), default="info"
+        "--max-new-tokens-limit",
+        type=int,
+        default=500,
+        help="largest max_new_tokens a request may ask for; more: HTTP 422 (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-score-chars",
+        type=int,
+        default=20_000,
+        help="longest text /v1/score accepts, in characters; longer: HTTP 413 "
+        "(default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        help="model jobs running at once (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--max-queue",
+        type=int,
+        default=8,
+        help="jobs that may wait for a slot, then HTTP 503 (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--rate",
+        type=float,
+        default=60,
+        help="model requests per minute per client, then HTTP 429 (0 = off) (default: %(default)s)",
+    )
+    sv.add_argument(
+        "--burst", type=int, default=None, help="requests at once per client (default: rate/6)"
+    )
+    sv.add_argument(
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug"),
+        default="info",
+        help="server log level (default: %(default)s)",
     )
     sv.set_defaults(func=cmd_serve)
 
-    pl = sub.add_parser("plot", help="draw training curves of runs into an image")
-    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
-    pl.add_argument("-o", "--output", default="curves.png", help="image file (.png, .svg, .pdf)")
-    pl.add_argument(
-        "--metric", choices=("auto", "ppl", "bpc"), default="auto", help="auto: bpc for char runs"
+    pl = sub.add_parser(
+        "plot",
+        help="draw training curves of runs into an image",
+        description="Draw the training (lines) and validation (markers) curves of runs, "
+        "against epochs and minutes, into one image.",
     )
-    pl.add_argument("--title", help="figure title")
+    pl.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    pl.add_argument(
+        "-o",
+        "--output",
+        default="curves.png",
+        help="image file (.png, .svg, .pdf) (default: %(default)s)",
+    )
+    pl.add_argument(
+        "--metric",
+        choices=("auto", "ppl", "bpc"),
+        default="auto",
+        help="auto: bpc when every run is character-level, else ppl (default: %(default)s)",
+    )
+    pl.add_argument("--title", help="figure title (default: none)")
     pl.set_defaults(func=cmd_plot)
 
     cp = sub.add_parser(
@@ -877,7 +1125,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train several variants on one corpus under one budget; write a report",
         description="Train each variant (a comparison preset's, and --variant ones) into "
         "OUT/runs/NAME, then write OUT/report.md, OUT/results.json and OUT/valid_ppl.png. "
-        "Config flags apply to every variant.",
+        "Config flags apply to every variant; their defaults shown are those used without "
+        "a preset.",
     )
     cp.add_argument("--preset", help="comparison preset (see --list)")
     cp.add_argument(
@@ -888,9 +1137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(tuples join values with '+'); repeat for several",
     )
     cp.add_argument(
-        "--base-preset", help="run preset the shared config starts from (see `lstmlm presets`)"
+        "--base-preset",
+        help="run preset the shared config starts from (see `lstmlm presets`) (default: the "
+        "comparison preset's, else none)",
     )
-    cp.add_argument("--out", help="report folder to write")
+    cp.add_argument("--out", help="report folder to write (required unless --list)")
     cp.add_argument("--overwrite", action="store_true", help="retrain variants already in --out")
     cp.add_argument(
         "--reuse", action="store_true", help="keep finished runs of the same config in --out"

@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .batching import eval_columns
 from .config import DEVICE_RE, EVAL_BATCH_SIZE
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def evaluate(
 
     if world() == 1:
         return plain(model, ids, level, batch_size, bptt, precision)
-    b = max(1, min(batch_size, ids.numel() // 2))  # as evaluate() clamps it
+    b = eval_columns(ids.numel(), batch_size)  # as evaluate() has it
     rows = ids.numel() // b
     lo, hi = _share(b, rank(), world())
     nll, count = 0.0, 0

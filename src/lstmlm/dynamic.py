@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .batching import batchify, windows
+from .batching import batchify, eval_columns, windows
 from .evaluate import EvalResult, evaluate, result
 from .model import LanguageModel
 from .rnn import detach_state
@@ -69,7 +69,7 @@ def gradient_stats(
     """Mean squared gradient per parameter over up to `max_batches` segments of `ids`."""
     params = [p for p in model.parameters() if p.requires_grad]
     ms = [torch.zeros_like(p) for p in params]
-    data = batchify(ids, max(1, min(batch_size, ids.numel() // 2))).to(ms[0].device)
+    data = batchify(ids, eval_columns(ids.numel(), batch_size)).to(ms[0].device)
     state = model.init_state(data.size(1))
     n = 0
     for _, x, y in windows(data, bptt):
@@ -109,7 +109,7 @@ def dynamic_evaluate(
                 ms = gradient_stats(work, stats_ids, cfg.bptt, cfg.batch_size, cfg.stats_batches)
         else:
             ms = [torch.zeros_like(p) for p in params]
-    batch_size = max(1, min(cfg.batch_size, ids.numel() // 2))
+    batch_size = eval_columns(ids.numel(), cfg.batch_size)  # as evaluate() has it
     data = batchify(ids, batch_size).to(device)  # (L, B)
     state = work.init_state(batch_size)
     total = torch.zeros((), dtype=torch.float64, device=device)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .batching import batchify, windows
+from .batching import batchify, eval_columns, windows
 from .config import EVAL_BATCH_SIZE
 from .model import LanguageModel
 
@@ -82,14 +82,18 @@ def evaluate(
 
     Dropout is off (eval mode); the same input gives the same number every time.
     Each column starts from a zero state, so `batch_size` moves the result slightly;
-    `bptt` only sets the chunking. On CPU, `precision="bf16"` runs nn.LSTM (oneDNN) and
-    the decoder in bf16, about 2x faster (benchmarks/bench_eval.py); softmax and loss
-    stay fp32.
+    `bptt` only sets the chunking. Each column is at least `batching.MIN_EVAL_COLUMN`
+    (64) tokens long (`batching.eval_columns`): a bigger `batch_size` than the text
+    allows gets fewer columns, so under 1/32 of the N - 1 targets (each column's first
+    token, the last N mod B tokens) go unscored, and a text under 128 tokens is one
+    column with every target scored. On CPU, `precision="bf16"` runs nn.LSTM (oneDNN)
+    and the decoder in bf16, about 2x faster (benchmarks/bench_eval.py); softmax and
+    loss stay fp32.
     """
     was_training = model.training
     model.eval()
     device = model.embedding.weight.device
-    batch_size = max(1, min(batch_size, ids.numel() // 2))
+    batch_size = eval_columns(ids.numel(), batch_size)
     data = batchify(ids, batch_size).to(device)  # (L, B)
     state = model.init_state(batch_size)
     total = torch.zeros((), dtype=torch.float64, device=device)

@@ -35,6 +35,17 @@ def read_text(path: str | Path, *, lowercase: bool = False) -> str:
     if not text.strip():
         what = "folder's .txt files are" if p.is_dir() else "file is"
         raise ValueError(f"{path}: {what} empty (no text to read)")
+    return normalize_text(text, lowercase=lowercase)
+
+
+def normalize_text(text: str, *, lowercase: bool = False) -> str:
+    """``text`` as a run's training text was read: "\\r\\n" / "\\r" become "\\n", and with
+    ``lowercase`` (the run's ``DataConfig.lowercase``) it is lower-cased.
+
+    Everything that turns a user's text into ids for a trained run (prompts, scored
+    text) passes it through here with the run's settings, as ``read_text`` does.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text.lower() if lowercase else text
 
 

@@ -49,6 +49,7 @@ from .generate import SampleConfig, encode_prompt, sample_ids
 from .limits import Admission, Busy, RateLimiter, ServerLimits
 from .model import LanguageModel
 from .plot import choose_metric, read_curves
+from .readers import normalize_text
 from .tokenize import detokenize, tokenize
 from .vocab import EOS, Vocab
 
@@ -81,6 +82,18 @@ class ServedModel:
     vocab: Vocab
     level: str
     card: dict[str, Any] = field(default_factory=dict)
+    lowercase: bool = False  # the run's DataConfig.lowercase
+
+    def encode(self, prompt: str) -> tuple[list[int], list[str]]:
+        """(ids, unknown tokens) of `prompt`, normalised as the run's training text was."""
+        return encode_prompt(self._normal(prompt), self.vocab, self.level)
+
+    def tokens(self, text: str) -> list[str]:
+        """Tokens of `text` to score, normalised as the run's training text was."""
+        return tokenize(self._normal(text), self.level)
+
+    def _normal(self, text: str) -> str:
+        return normalize_text(text, lowercase=self.lowercase)
 
 
 def load_models(runs: list[str | Path], which: str = "best") -> dict[str, ServedModel]:
@@ -94,7 +107,9 @@ def load_models(runs: list[str | Path], which: str = "best") -> dict[str, Served
         mid = run.resolve().name
         if mid in models:
             raise ValueError(f"two runs are named {mid!r}; model ids are folder names")
-        models[mid] = ServedModel(mid, run, model, vocab, info.level, _card(mid, run, model, info))
+        card = _card(mid, run, model, info)
+        lowercase = info.config.data.lowercase
+        models[mid] = ServedModel(mid, run, model, vocab, info.level, card, lowercase)
     return models
 
 
@@ -241,7 +256,7 @@ def stream_completion(
     """
     res = result if result is not None else Completion()
     t0 = time.monotonic()
-    ids, _ = encode_prompt(prompt, m.vocab, m.level)
+    ids, _ = m.encode(prompt)
     at_eos = bool(getattr(cfg, "stop_at_eos", False))
     new: list[int] = []
     text, sent, sep = "", "", None
@@ -487,7 +502,7 @@ def create_app(
         finally:
             cancel.set()
             admission.release()
-        _, unknown = encode_prompt(req.prompt, m.vocab, m.level)
+        _, unknown = m.encode(req.prompt)
         return GenerateResponse(
             model=m.id,
             prompt=req.prompt,
@@ -532,7 +547,7 @@ def create_app(
         # The slot is held until the thread is done, whether or not the client stays.
         future = loop.run_in_executor(pool, work)
         future.add_done_callback(lambda _: admission.release())
-        _, unknown = encode_prompt(req.prompt, m.vocab, m.level)
+        _, unknown = m.encode(req.prompt)
         start = {"model": m.id, "seed": seed, "unknown": sorted(set(unknown))}
 
         async def events() -> AsyncIterator[str]:
@@ -591,7 +606,7 @@ def create_app(
                 f"text has {len(req.text):,} characters; this server scores at most "
                 f"{limits.max_score_chars:,}",
             )
-        tokens = tokenize(req.text, m.level)
+        tokens = m.tokens(req.text)
         if not tokens:
             raise ApiError(422, "text has no tokens to score")
         ids = m.vocab.encode([EOS, *tokens])  # scored as if after a line break

@@ -605,18 +605,9 @@ def start_run(
     on_event: EventFn | None = None,
 ) -> TrainResult:
     """Train a new model into `out_dir` (refuses to replace an existing run)."""
-    cfg.validate()
     distributed.init(cfg.train.device)  # joins torchrun's process group; no-op for one process
     out = Path(out_dir)
-    _check_out_dir(out, overwrite)
-    data = load_dataset(cfg.data, level=level)  # read before touching the output folder
-    world = distributed.world()
-    if cfg.train.batch_size * world * 2 > data.train.numel():
-        procs = f" x {world} processes" if world > 1 else ""
-        raise ValueError(
-            f"training text has {data.train.numel()} tokens, too few for batch "
-            f"size {cfg.train.batch_size}{procs}"
-        )
+    data = check_start(cfg, out, overwrite, level, distributed.world())
     # The model is built before the folder is touched: a config that cannot be built (a
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
     # target as it was.
@@ -627,6 +618,32 @@ def start_run(
             _make_out_dir(out, overwrite)
             ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
         return _start(trainer, cfg, data)
+
+
+def check_start(
+    cfg: RunConfig, out: Path, overwrite: bool, level: str | None = None, world: int = 1
+) -> Dataset:
+    """Every check of a new run that needs no model in memory: the config, the output
+    folder, the text (read here) against the batch size. Returns the dataset. `lstmlm
+    train --nproc` runs it once before starting its processes, so that a mistake is one
+    line rather than a report from each of them."""
+    cfg.validate()
+    _check_out_dir(out, overwrite)
+    data = load_dataset(cfg.data, level=level)  # read before touching the output folder
+    if cfg.train.batch_size * world * 2 > data.train.numel():
+        procs = f" x {world} processes" if world > 1 else ""
+        raise ValueError(
+            f"training text has {data.train.numel()} tokens, too few for batch "
+            f"size {cfg.train.batch_size}{procs}"
+        )
+    return data
+
+
+def check_model(cfg: RunConfig, vocab_size: int) -> None:
+    """Build the model without memory (PyTorch's meta device): the checks that need the
+    vocabulary (adaptive softmax cutoffs) run, no weights are made."""
+    with torch.device("meta"):
+        LanguageModel(cfg.model, vocab_size)
 
 
 def _start(trainer: Trainer, cfg: RunConfig, data: Dataset) -> TrainResult:
