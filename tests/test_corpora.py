@@ -172,12 +172,18 @@ def test_first_complete_root_wins(tmp_path):
     assert find_corpus("tiny", incomplete)["test"] == Path.cwd() / "data" / "tiny" / "test.txt"
 
 
+def test_a_data_dir_that_is_not_a_folder_is_named(tmp_path):
+    with pytest.raises(ValueError, match="--data-dir .*missing: no such folder"):
+        find_corpus("tiny", tmp_path / "missing")
+
+
 def test_unknown_name():
     with pytest.raises(ValueError, match=r"unknown corpus 'nope'.*ptb, ptb-char"):
         find_corpus("nope")
 
 
 def test_not_found_message(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError) as info:
         find_corpus("tiny", tmp_path / "empty")
     msg = str(info.value)

@@ -350,3 +350,8 @@ def test_too_many_samples_at_once_is_a_value_error_before_any_work(lm):
     ids, _ = encode_prompt("the cat", vocab, level)
     with pytest.raises(ValueError, match="num-samples .* too many"):
         next(sample_ids(model, ids, SampleConfig(1, num_samples=10**9)))
+
+
+def test_min_new_tokens_above_max_is_a_value_error():
+    with pytest.raises(ValueError, match="min-new-tokens"):
+        SampleConfig(5, min_new_tokens=10).validate()

@@ -331,3 +331,35 @@ def test_nproc_checks_before_starting_processes(tmp_path, capsys, flags, fragmen
     rc, lines = train(capsys, "--nproc", "2", "--out", out, *TINY, *flags)  # flags win
     assert_one_line(rc, lines, fragment)  # one line from here, not one per process
     assert not out.exists()
+
+
+def test_a_run_on_a_relative_path_works_from_another_folder(tmp_path, capsys, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write_corpus(tmp_path / "in" / "c.txt", n_lines=80)
+    monkeypatch.chdir(tmp_path)
+    rc, _ = train(capsys, "--train", "in/c.txt", "--out", "run", *TINY, "--max-steps", "5")
+    assert rc == 0
+    monkeypatch.chdir(tmp_path / "in")  # elsewhere: the run still finds its text
+    assert main(["evaluate", "../run", "--split", "valid"]) == 0
+    rc, _ = train(capsys, "--resume", "../run", "--max-steps", "8")
+    assert rc == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--min-freq", "100000"], "only <eos> and <unk>"),
+        (["--corpus", "ptb", "--data-dir", "NOWHERE"], "no such folder"),
+    ],
+)
+def test_text_that_cannot_make_a_model_is_one_line(tmp_path, capsys, flags, fragment):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=40)
+    flags = [str(tmp_path / "nowhere") if f == "NOWHERE" else f for f in flags]
+    source = [] if "--corpus" in flags else ["--train", str(corpus)]
+    rc, lines = train(capsys, *source, "--out", tmp_path / "out", *TINY, *flags)
+    assert_one_line(rc, lines, fragment)
+
+
+def test_resume_with_another_out_is_refused(tmp_path, capsys):
+    rc, lines = train(capsys, "--resume", tmp_path / "a", "--out", tmp_path / "b")
+    assert_one_line(rc, lines, "drop --out")

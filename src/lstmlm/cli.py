@@ -96,6 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed, train
     from .allocator import keep_freed_memory
 
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError("--resume continues RUN in its own folder; drop --out")
     if args.nproc is not None and args.nproc != 1:
         return launch_train(args)
     keep_freed_memory()  # no page faults for buffers freed and re-made every step

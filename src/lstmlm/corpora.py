@@ -198,6 +198,8 @@ def find_corpus(
     With ``verify`` each file's sha256 is checked (cached per path, size and mtime).
     """
     spec = get_spec(name)
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"--data-dir {data_dir}: no such folder")
     roots = search_path(data_dir)
     for root in roots:
         paths = {split: root / f.path for split, f in spec.files.items()}

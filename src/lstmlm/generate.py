@@ -75,8 +75,11 @@ class SampleConfig:
             raise ValueError(f"--top-k-decay must be in (0, 1], got {self.top_k_decay}")
         if not (0 < self.repetition_penalty < math.inf):
             raise ValueError(f"--repetition-penalty must be > 0, got {self.repetition_penalty}")
-        if self.min_new_tokens < 0:
-            raise ValueError(f"--min-new-tokens must be >= 0, got {self.min_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(
+                f"--min-new-tokens must be in [0, --max-new-tokens {self.max_new_tokens}], "
+                f"got {self.min_new_tokens}"
+            )
         if self.seed is not None:
             _check_type("seed", self.seed, int)
             if not (0 <= self.seed < 2**63):

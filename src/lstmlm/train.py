@@ -607,6 +607,7 @@ def start_run(
     """Train a new model into `out_dir` (refuses to replace an existing run)."""
     distributed.init(cfg.train.device)  # joins torchrun's process group; no-op for one process
     out = Path(out_dir)
+    cfg = absolute_paths(cfg)
     data = check_start(cfg, out, overwrite, level, distributed.world())
     # The model is built before the folder is touched: a config that cannot be built (a
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
@@ -620,6 +621,18 @@ def start_run(
         return _start(trainer, cfg, data)
 
 
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its text and data folder paths absolute: the run folder then works from
+    any working directory (evaluate, --resume and finetune read the text again)."""
+    d = cfg.data
+    fixed = {
+        k: str(Path(v).expanduser().resolve())
+        for k in ("train", "valid", "test", "data_dir")
+        if (v := getattr(d, k)) is not None
+    }
+    return replace(cfg, data=replace(d, **fixed)) if fixed else cfg
+
+
 def check_start(
     cfg: RunConfig, out: Path, overwrite: bool, level: str | None = None, world: int = 1
 ) -> Dataset:
@@ -630,6 +643,11 @@ def check_start(
     cfg.validate()
     _check_out_dir(out, overwrite)
     data = load_dataset(cfg.data, level=level)  # read before touching the output folder
+    if len(data.vocab) <= 2:  # <eos>, <unk> and nothing else
+        raise ValueError(
+            f"the vocabulary has only <eos> and <unk>: no token of the text occurs "
+            f"--min-freq {cfg.data.min_freq} times; lower --min-freq"
+        )
     if cfg.train.batch_size * world * 2 > data.train.numel():
         procs = f" x {world} processes" if world > 1 else ""
         raise ValueError(
