@@ -1,12 +1,16 @@
+import json
 import pickle
+import shutil
 
 import pytest
+import safetensors.torch
 import torch
 
 from helpers import tiny_config
 from lstmlm import checkpoint as ckpt
 from lstmlm.config import ModelConfig
 from lstmlm.model import LanguageModel
+from lstmlm.tensorfile import CHECKSUMS, read_header
 from lstmlm.train import start_run
 
 
@@ -117,3 +121,58 @@ def test_load_model_file_refuses_a_torn_or_foreign_file(run, tmp_path):
     bad.write_bytes(b"\x00" * 3)
     with pytest.raises(ValueError, match="not a readable"):
         ckpt.load_model_file(model, bad)
+
+
+def _copy_run(run, dest):
+    dest.mkdir()
+    for name in (ckpt.CONFIG, ckpt.VOCAB, ckpt.BEST, ckpt.LAST):
+        shutil.copy(run / name, dest / name)
+    return dest
+
+
+def _xor_every_7th_byte_of_the_last_2kb(path):
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) - 2048, len(data), 7):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_weights_are_refused_by_every_loader(run, tmp_path):
+    copy = _copy_run(run, tmp_path / "copy")
+    best = copy / ckpt.BEST
+    with open(best, "rb") as f:
+        header, metadata, start = read_header(f)
+    assert set(json.loads(metadata[CHECKSUMS])) == set(header)  # every tensor has one
+    data = bytearray(best.read_bytes())
+    data[start + header["model.embedding.weight"]["data_offsets"][0] + 9] ^= 0x01  # one bit
+    best.write_bytes(bytes(data))
+    model, _, _ = ckpt.load_run(run)
+    msg = "damaged checkpoint: tensor model.embedding.weight fails its checksum; load last"
+    for load in (
+        lambda: ckpt.load_tensors(best),
+        lambda: ckpt.load_model_file(model, best),  # read straight into the parameters
+        lambda: ckpt.load_run(copy),
+    ):
+        with pytest.raises(ValueError, match=msg) as e:
+            load()
+        assert "\n" not in str(e.value) and str(e.value).startswith(f"{best}: ")
+    ckpt.load_run(copy, which="last")  # the advice holds: last.safetensors is intact
+    _xor_every_7th_byte_of_the_last_2kb(copy / ckpt.LAST)  # the damage seen in the field
+    with pytest.raises(ValueError, match=r"tensor \S+ fails its checksum; load best.safetensors"):
+        ckpt.load_tensors(copy / ckpt.LAST)  # what --resume reads
+
+
+def test_checkpoint_written_without_checksums_still_loads(run, tmp_path):
+    old = _copy_run(run, tmp_path / "old")
+    tensors, meta = ckpt.load_tensors(run / ckpt.BEST)
+    # A file as written before checksums: the same tensors and metadata, no CRC table.
+    safetensors.torch.save_file(tensors, str(old / ckpt.BEST), {"lstmlm": json.dumps(meta)})
+    with open(old / ckpt.BEST, "rb") as f:
+        assert CHECKSUMS not in read_header(f)[1]
+    got, got_meta = ckpt.load_tensors(old / ckpt.BEST)
+    assert got_meta == meta and got.keys() == tensors.keys()
+    assert all(torch.equal(got[k], t) for k, t in tensors.items())
+    model, _, _ = ckpt.load_run(old)  # read_into path
+    fresh, _, _ = ckpt.load_run(run)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k

@@ -1,13 +1,22 @@
 import io
 import json
 import tracemalloc
+import zlib
 
 import pytest
 import safetensors
 import safetensors.torch
 import torch
 
-from lstmlm.tensorfile import read_into, write_safetensors
+from lstmlm.tensorfile import (
+    CHECKSUMS,
+    ChecksumError,
+    checksums,
+    read_header,
+    read_into,
+    verify,
+    write_safetensors,
+)
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -98,3 +107,57 @@ def test_read_into_refuses_other_dtypes_shapes_names_and_short_files(tmp_path):
     short.write_bytes(path.read_bytes()[:-8])
     with open(short, "rb") as f, pytest.raises(ValueError, match="ends inside"):
         read_into(f, {"w": torch.empty(3, 4)})
+
+
+def _flip_byte_of(path, name: str, at: int = 0) -> None:
+    """XOR one byte of tensor `name`'s data in the file at `path`."""
+    with open(path, "rb") as f:
+        header, _, start = read_header(f)
+    data = bytearray(path.read_bytes())
+    data[start + header[name]["data_offsets"][0] + at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_every_tensor_has_the_crc32_of_its_bytes_in_the_metadata(tmp_path):
+    tensors = _tensors()
+    path = tmp_path / "x.safetensors"
+    with open(path, "wb") as f:
+        write_safetensors(f, tensors, {"k": "v"})
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        assert metadata["k"] == "v"  # the caller's metadata is kept
+        sums = json.loads(metadata[CHECKSUMS])
+        for k, t in tensors.items():
+            assert sums[k] == zlib.crc32(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            verify(k, f.get_tensor(k), checksums(metadata))  # intact: no error
+
+
+def test_read_into_refuses_damaged_bytes(tmp_path):
+    path = tmp_path / "x.safetensors"
+    g = torch.Generator().manual_seed(1)
+    with open(path, "wb") as f:
+        write_safetensors(f, {"a": torch.randn(8, generator=g), "w": torch.randn(3, 4)}, {})
+    _flip_byte_of(path, "w", at=5)
+    targets = {"a": torch.empty(8), "w": torch.empty(3, 4)}
+    with open(path, "rb") as f, pytest.raises(ChecksumError, match="^tensor w fails its checksum$"):
+        read_into(f, targets)
+    with open(path, "rb") as f:
+        read_into(f, {"a": targets["a"]})  # the intact tensor still reads
+    assert torch.equal(targets["a"], torch.randn(8, generator=torch.Generator().manual_seed(1)))
+
+
+def test_files_without_checksums_are_read_unchecked_and_bad_tables_refused(tmp_path):
+    tensors = {"w": torch.arange(12.0).reshape(3, 4)}
+    path = tmp_path / "lib.safetensors"
+    safetensors.torch.save_file(tensors, str(path), metadata={"k": "v"})  # no checksums
+    assert checksums({"k": "v"}) is None
+    _flip_byte_of(path, "w")
+    target = torch.empty(3, 4)
+    with open(path, "rb") as f:
+        read_into(f, {"w": target})  # nothing to check against: read as it is
+    assert not torch.equal(target, tensors["w"])
+    for table in ("{not json", '{"w": "123"}', "[1, 2]"):
+        with pytest.raises(ChecksumError, match="unreadable"):
+            checksums({CHECKSUMS: table})
+    with pytest.raises(ChecksumError, match="tensor v has no checksum"):
+        verify("v", torch.ones(2), {"w": 1})

@@ -8,9 +8,11 @@
     RUN/summary.json      final evaluation
 
 Everything that is a tensor goes into safetensors; everything else goes into
-its JSON metadata. Every file is written to a temporary name, flushed to disk
-and renamed over the old one, so a crash leaves either the old or the new
-file, never a torn one.
+its JSON metadata, with a CRC-32 of every tensor (see tensorfile) that every
+load checks: a file damaged on disk is refused, never loaded as garbage
+weights. Every file is written to a temporary name, flushed to disk and
+renamed over the old one, so a crash leaves either the old or the new file,
+never a torn one.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .config import CELLS, RunConfig, replace
 from .distributed import resolve_device
 from .filemode import chmod_like_new
 from .model import LanguageModel
-from .tensorfile import read_header, read_into, write_safetensors
+from .tensorfile import ChecksumError, checksums, read_header, read_into, verify, write_safetensors
 from .vocab import Vocab
 
 CONFIG = "config.json"
@@ -145,6 +147,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Write `tensors` and the JSON-able `meta` to `path` atomically, with a CRC-32 of every
+    tensor in the file's metadata (checked by `load_tensors` and `load_model_file`)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {_META_KEY: json.dumps(meta)}
     atomic_write(path, lambda f: write_safetensors(f, tensors, metadata))  # streamed, no blob
@@ -156,11 +160,24 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         raise ValueError(f"{path}: checkpoint not found")
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get(_META_KEY, "{}"))
+            metadata = f.metadata() or {}
+            meta = json.loads(metadata.get(_META_KEY, "{}"))
+            sums = checksums(metadata)  # None for a file written before checksums
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            for k, t in tensors.items():
+                verify(k, t, sums)  # over the tensor's own memory, no copy
+    except ChecksumError as e:
+        raise _damaged(path, e) from None
     except Exception as e:  # safetensors raises several types for a torn or foreign file
         raise ValueError(f"{path}: not a readable lstmlm checkpoint ({_short(e)})") from None
     return tensors, meta
+
+
+def _damaged(path: Path, e: ChecksumError) -> ValueError:
+    """The one-line error for a checkpoint whose bytes changed after it was written."""
+    other = {BEST: (LAST, "last"), LAST: (BEST, "best")}.get(path.name)
+    instead = f"load {other[0]} instead (--which {other[1]}) or retrain" if other else "retrain"
+    return ValueError(f"{path}: damaged checkpoint: {e}; {instead}")
 
 
 def _short(e: Exception) -> str:
@@ -209,7 +226,9 @@ def load_model_file(model: LanguageModel, path: str | Path, prefix: str = "model
             _check_weights(model, shapes, str(path))
             f.seek(0)
             targets = {prefix + k: v for k, v in model.state_dict().items() if k not in tied}
-            read_into(f, targets)
+            read_into(f, targets)  # checks each tensor's checksum
+    except ChecksumError as e:
+        raise _damaged(path, e) from None
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
         if str(e).startswith(str(path)):
             raise

@@ -7,6 +7,11 @@ writer streams: an 8-byte little-endian header length, the JSON header (dtype, s
 byte range of each tensor, plus `__metadata__`), then each tensor's bytes in header
 order, read in place from the tensor. Files are read back with `safetensors.safe_open`,
 or with `read_into`, which fills existing tensors in place (the same saving on load).
+
+Every file records a CRC-32 of each tensor's bytes in its metadata (`CHECKSUMS`), taken
+from the tensor's own memory; `read_into` and `verify` check them, so flipped bytes in the
+data are refused instead of loading as garbage weights. Files without them (written
+before, or by another writer) are read unchecked.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import json
 import struct
+import zlib
 from typing import BinaryIO
 
 import torch
@@ -31,11 +37,18 @@ _DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
+CHECKSUMS = "crc32"  # metadata key: JSON {tensor name: zlib.crc32 of its bytes}
+
+
+class ChecksumError(ValueError):
+    """A tensor's bytes do not match the checksum recorded when the file was written."""
 
 
 def write_safetensors(f: BinaryIO, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """Write `tensors` (CPU, contiguous) and string `metadata` to the open binary file `f`."""
-    header: dict[str, object] = {"__metadata__": metadata}
+    """Write `tensors` (CPU, contiguous) and string `metadata` to the open binary file `f`,
+    with each tensor's CRC-32 added to the metadata under `CHECKSUMS`."""
+    header: dict[str, object] = {}
+    sums: dict[str, int] = {}
     offset = 0
     for name, t in tensors.items():
         if t.dtype not in _DTYPES:
@@ -48,15 +61,53 @@ def write_safetensors(f: BinaryIO, tensors: dict[str, Tensor], metadata: dict[st
             "shape": list(t.shape),
             "data_offsets": [offset, offset + n],
         }
+        sums[name] = crc32(t)
         offset += n
+    header = {"__metadata__": {**metadata, CHECKSUMS: json.dumps(sums)}, **header}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
     f.write(struct.pack("<Q", len(text)))
     f.write(text)
     for t in tensors.values():
-        n = t.numel() * t.element_size()
-        if n:
-            f.write(memoryview((ctypes.c_ubyte * n).from_address(t.data_ptr())))
+        if t.numel():
+            f.write(_bytes(t))
+
+
+def _bytes(t: Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, in place (no copy)."""
+    n = t.numel() * t.element_size()
+    return memoryview((ctypes.c_ubyte * n).from_address(t.data_ptr()))
+
+
+def crc32(t: Tensor) -> int:
+    """zlib.crc32 of a contiguous CPU tensor's bytes, read from its own memory."""
+    return zlib.crc32(_bytes(t)) if t.numel() else 0
+
+
+def checksums(metadata: dict[str, str]) -> dict[str, int] | None:
+    """The per-tensor CRC-32s recorded in a file's metadata; None if it has none (a file
+    written before they were added, or by another writer). ChecksumError if unreadable."""
+    text = metadata.get(CHECKSUMS)
+    if text is None:
+        return None
+    try:
+        sums = json.loads(text)
+    except ValueError:
+        sums = None
+    if not isinstance(sums, dict) or not all(type(v) is int for v in sums.values()):
+        raise ChecksumError("its table of checksums is unreadable")
+    return sums
+
+
+def verify(name: str, t: Tensor, sums: dict[str, int] | None) -> None:
+    """ChecksumError unless tensor `name` (as read, contiguous on CPU) has its recorded
+    CRC-32; nothing to check when `sums` is None."""
+    if sums is None:
+        return
+    if name not in sums:
+        raise ChecksumError(f"tensor {name} has no checksum")
+    if crc32(t) != sums[name]:
+        raise ChecksumError(f"tensor {name} fails its checksum")
 
 
 def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
@@ -67,6 +118,8 @@ def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
         raise ValueError(f"header of {size} bytes is not plausible")
     header = json.loads(f.read(size))
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError("the header's metadata is not a table")
     return header, metadata, 8 + size
 
 
@@ -75,9 +128,11 @@ def read_into(f: BinaryIO, targets: dict[str, Tensor]) -> None:
 
     The bytes go from the file straight into the tensors' memory: no mapped file and no
     second copy of the weights, so loading a checkpoint into a live model does not raise
-    the process's peak memory. Dtype, shape and byte range are checked first.
+    the process's peak memory. Dtype, shape and byte range are checked first, the recorded
+    checksum (if any) after: ChecksumError for damaged bytes, which are then in the tensor.
     """
-    header, _, start = read_header(f)
+    header, metadata, start = read_header(f)
+    sums = checksums(metadata)
     for name, t in targets.items():
         entry = header.get(name)
         if entry is None:
@@ -94,5 +149,6 @@ def read_into(f: BinaryIO, targets: dict[str, Tensor]) -> None:
         if end - begin != n:
             raise ValueError(f"{name}: {end - begin} bytes in the file for {n} in the tensor")
         f.seek(start + begin)
-        if n and f.readinto(memoryview((ctypes.c_ubyte * n).from_address(t.data_ptr()))) != n:
+        if n and f.readinto(_bytes(t)) != n:
             raise ValueError(f"{name}: the file ends inside its data")
+        verify(name, t, sums)
