@@ -363,3 +363,18 @@ def test_text_that_cannot_make_a_model_is_one_line(tmp_path, capsys, flags, frag
 def test_resume_with_another_out_is_refused(tmp_path, capsys):
     rc, lines = train(capsys, "--resume", tmp_path / "a", "--out", tmp_path / "b")
     assert_one_line(rc, lines, "drop --out")
+
+
+def test_a_changed_text_is_not_resumed_silently(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=120)
+    run = tmp_path / "run"
+    rc, _ = train(capsys, "--train", corpus, "--out", run, *TINY, "--max-steps", "5")
+    assert rc == 0
+    rc, _ = train(capsys, "--resume", run, "--max-steps", "7")  # same text: fine
+    assert rc == 0
+    with corpus.open("a") as f:
+        f.write("a new line moves the valid/test split\n")
+    rc, lines = train(capsys, "--resume", run, "--max-steps", "9")
+    assert_one_line(rc, lines, "cannot resume exactly", "has changed since it was trained")
+    assert main(["evaluate", str(run), "--split", "valid"]) == 0  # scored, with a warning
+    assert "has changed since it was trained" in capsys.readouterr().err

@@ -299,8 +299,14 @@ class RunInfo:
     extra: dict[str, Any]
 
 
-def write_run_files(run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str) -> None:
+def write_run_files(
+    run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str, text_sha256: str = ""
+) -> None:
+    """RUN/vocab.json and RUN/config.json; `text_sha256` fingerprints the text trained on
+    (see `check_same_text`)."""
     info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
+    if text_sha256:
+        info["text_sha256"] = text_sha256
     atomic_write(run_dir / VOCAB, vocab.to_json())
     atomic_write(run_dir / CONFIG, json.dumps(info, indent=2))
 

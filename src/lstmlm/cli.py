@@ -239,8 +239,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def dataset() -> Any:
         if not datasets:
             from .dataset import load_dataset
+            from .train import text_changed
 
             datasets.append(load_dataset(info.config.data, level=info.level, vocab=vocab))
+            changed = text_changed(info, datasets[0])
+            if changed:
+                print(f"lstmlm: warning: {args.run}: {changed}", file=sys.stderr)
         return datasets[0]
 
     if args.file:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class Dataset:
     valid: Tensor
     test: Tensor
     source: str  # where the text came from, for the model card
+    text_sha256: str = ""  # of the three texts as read: a run notices when its text changed
 
 
 def read_splits(cfg: DataConfig) -> tuple[dict[str, str], str, str]:
@@ -69,8 +71,13 @@ def load_dataset(cfg: DataConfig, level: str | None = None, vocab: Vocab | None 
     level = level or corpus_level
     if vocab is None:
         vocab = Vocab.build(iter_tokens(texts["train"], level), cfg.min_freq, cfg.max_vocab)
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        digest.update(texts[split].encode("utf-8", "surrogatepass") + b"\0")
     ids = {split: encode_ids(vocab, text, level) for split, text in texts.items()}
     for split, t in ids.items():
         if t.numel() < 2:
             raise ValueError(f"the {split} text has fewer than 2 tokens")
-    return Dataset(vocab, level, ids["train"], ids["valid"], ids["test"], source)
+    return Dataset(
+        vocab, level, ids["train"], ids["valid"], ids["test"], source, digest.hexdigest()
+    )

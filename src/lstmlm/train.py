@@ -617,8 +617,20 @@ def start_run(
         distributed.barrier()  # every rank has checked the folder before rank 0 fills it
         if distributed.is_main():
             _make_out_dir(out, overwrite)
-            ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source)
+            ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source, data.text_sha256)
         return _start(trainer, cfg, data)
+
+
+def text_changed(info: ckpt.RunInfo, data: Dataset) -> str:
+    """Why `data` is not the text the run was trained on ("" when it is, or when the run
+    predates the fingerprint)."""
+    recorded = info.extra.get("text_sha256", "")
+    if not recorded or recorded == data.text_sha256:
+        return ""
+    return (
+        f"its text ({data.source}) has changed since it was trained, so its train/valid/test "
+        "differ from the run's; restore that text, or train a new run on this one"
+    )
 
 
 def absolute_paths(cfg: RunConfig) -> RunConfig:
@@ -758,7 +770,7 @@ def finetune_run(
         distributed.barrier()
         if distributed.is_main():
             _make_out_dir(out, overwrite)
-            ckpt.write_run_files(out, cfg, vocab, data.level, data.source)
+            ckpt.write_run_files(out, cfg, vocab, data.level, data.source, data.text_sha256)
         return _finetune(trainer, src)
 
 
@@ -815,6 +827,9 @@ def resume_run(
         cfg.validate()
     distributed.init(cfg.train.device)
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
+    changed = text_changed(info, data)
+    if changed:
+        raise ValueError(f"{run}: cannot resume exactly: {changed}")
     with _locked(run):
         return _resume(run, cfg, data, overrides, on_event)
 
@@ -833,6 +848,6 @@ def _resume(
     if done:
         raise ValueError(f"{run}: already finished ({done})")
     if overrides and distributed.is_main():
-        ckpt.write_run_files(run, cfg, vocab, data.level, data.source)
+        ckpt.write_run_files(run, cfg, vocab, data.level, data.source, data.text_sha256)
     trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
     return trainer.run()
