@@ -9,6 +9,7 @@ from lstmlm.compare import (
     COMPARISONS,
     RESULTS,
     Variant,
+    check_comparison,
     get_comparison,
     parse_variant,
     plan,
@@ -113,18 +114,21 @@ def test_bad_variant_specs(spec, message):
         parse_variant(spec)
 
 
-def test_plan_rules(corpus):
+def test_plan_rules(corpus, tmp_path):
     common = {"train": str(corpus)}
     a, b = Variant("a", {"rnn": "lstm"}), Variant("b", {"rnn": "gru"})
+    _, one = plan(None, [a], common)  # counted by check_comparison, after the folders
     with pytest.raises(ValueError, match="at least two"):
-        plan(None, [a], common)
+        check_comparison(one, tmp_path / "r")
+    with pytest.raises(ValueError, match="nothing to compare"):
+        check_comparison(plan(None, [], common)[1], tmp_path / "r")
     with pytest.raises(ValueError, match="named 'a'"):
         plan(None, [a, Variant("a", {})], common)
     with pytest.raises(ValueError, match="share the corpus"):
         plan(None, [a, Variant("c", {"min_freq": 2})], common)
     with pytest.raises(ValueError, match="--rnn is what variant a changes"):
         plan(None, [a, b], {**common, "rnn": "gru"})
-    with pytest.raises(ValueError, match="--hidden-size must be"):
+    with pytest.raises(ValueError, match="^variant c: --hidden-size must be"):
         plan(None, [a, Variant("c", {"hidden_size": 0})], common)
     with pytest.raises(ValueError, match="unknown comparison preset"):
         get_comparison("nope")
@@ -150,3 +154,73 @@ def test_cli_errors_are_one_line(corpus, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     assert main(["compare", "--list"]) == 0
     assert "compare-ptb-small" in capsys.readouterr().out
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("lstmlm: error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        (["a:rnn=lstm", "x:softmax=adaptive"], "variant x: --cutoffs 2000 10000: every cutoff"),
+        (["a", "b:batch-size=100000"], "variant b: training text has"),
+        (["a", "b:dropout=1.5"], "variant b: --dropout must be in [0, 1)"),
+    ],
+)
+def test_a_bad_variant_stops_the_comparison_before_anything_is_trained(
+    tmp_path, capsys, variants, message
+):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=40)  # 25 words: below the cutoffs
+    out = tmp_path / "r"
+    argv = ["compare", "--train", str(corpus), "--out", str(out), *TINY[:6], "--quiet"]
+    assert main([*argv, *(f"--variant={v}" for v in variants)]) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()  # variant a was neither trained nor given a folder
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--variant", "a:rnn=foo"], "variant a: --rnn must be one of"),
+        (["--variant", "a", "--base-preset", "nope"], "unknown preset 'nope'"),
+        (["--variant", "a", "--out", "FILE"], "FILE: exists and is not a folder"),
+        (["--variant", "a:rnn=gru"], "a comparison needs at least two variants"),
+    ],
+)
+def test_one_variant_shows_the_real_error_first(tmp_path, capsys, flags, message):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=40)
+    flags = [str(corpus) if f == "FILE" else f for f in flags]
+    argv = ["compare", "--train", str(corpus), "--out", str(tmp_path / "r"), *flags]
+    assert main(argv) == 2
+    assert message.replace("FILE", str(corpus)) in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_later_variants_unusable_folder_is_found_before_training(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=40)
+    out = tmp_path / "r"
+    (out / "runs" / "c").mkdir(parents=True)
+    (out / "runs" / "b").write_text("not a folder")
+    (out / "runs" / "c" / "metrics.jsonl").write_text("")  # a run's file, not a run
+    argv = ["compare", "--train", str(corpus), "--out", str(out), *TINY[:6], "--quiet"]
+    assert main([*argv, "--variant", "a", "--variant", "b:rnn=gru"]) == 2
+    assert f"{out / 'runs' / 'b'}: exists and is not a folder" in one_line_error(capsys)
+    assert main([*argv, "--variant", "a", "--variant", "c:rnn=gru"]) == 2
+    assert "holds metrics.jsonl, which a run would replace" in one_line_error(capsys)
+    assert not (out / "runs" / "a").exists()
+
+
+def test_reuse_finds_runs_of_a_relative_text_path(tmp_path, capsys, monkeypatch):
+    write_corpus(tmp_path / "corpus.txt", n_lines=40)
+    monkeypatch.chdir(tmp_path)  # runs store the text's absolute path; the flag gave it relative
+    argv = ["compare", "--train", "corpus.txt", "--out", "r", *TINY, "--max-steps", "2"]
+    argv += ["--variant", "a", "--variant", "b:rnn=gru"]
+    assert main(argv) == 0
+    summary = (tmp_path / "r/runs/a/summary.json").read_text()
+    assert main([*argv, "--reuse", "--json"]) == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [v["wall_minutes"] for v in printed["variants"]] == [None, None]
+    assert (tmp_path / "r/runs/a/summary.json").read_text() == summary

@@ -5,6 +5,7 @@ from conftest import write_corpus
 
 from helpers import tiny_config
 from lstmlm.cli import main
+from lstmlm.config import DataConfig, RunConfig
 from lstmlm.plot import choose_metric, plot_runs, read_curves, transform
 from lstmlm.train import start_run
 
@@ -60,8 +61,12 @@ def test_torn_last_line_is_skipped(run_dir, tmp_path):
 
 def test_metric_choice_and_transform():
     assert choose_metric(["char", "symbols"]) == "bpc"
-    assert choose_metric(["char", "word"]) == "ppl"
+    assert choose_metric(["word", "word"]) == "ppl"
     assert choose_metric(["char"], "ppl") == "ppl"
+    with pytest.raises(ValueError, match="a word-level run is word-level and a char-level run"):
+        choose_metric(["word", "char"])
+    with pytest.raises(ValueError, match="bpc is for char/symbols runs; w is word-level"):
+        choose_metric(["word"], "bpc", ["w"])
     with pytest.raises(ValueError, match="unknown metric"):
         choose_metric(["word"], "nats")
     assert transform(1.0, "bpc") == pytest.approx(1.4427, abs=1e-4)
@@ -76,8 +81,51 @@ def test_plot_writes_a_png(run_dir, tmp_path):
 
 def test_cli_plot(run_dir, tmp_path, capsys):
     out = tmp_path / "c.png"
-    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "bpc"]) == 0
+    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "ppl"]) == 0
     assert out.read_bytes()[:8] == PNG
     assert "wrote" in capsys.readouterr().out
     assert main(["plot", str(tmp_path / "nope"), "-o", str(out)]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_bpc_of_a_word_level_run_is_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    with pytest.raises(ValueError, match=f"bpc is for char/symbols runs; {run_dir} is word"):
+        plot_runs([run_dir], out, metric="bpc")
+    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "bpc"]) == 2
+    err = capsys.readouterr().err
+    assert "use --metric ppl" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_word_and_char_runs_do_not_share_an_axis(run_dir, tmp_path, capsys):
+    cfg = tiny_config(write_corpus(tmp_path / "corpus.txt", n_lines=40), epochs=1, max_steps=6)
+    char = tmp_path / "char"
+    start_run(RunConfig(DataConfig(train=cfg.data.train, level="char"), cfg.model, cfg.train), char)
+    assert read_curves(char).level == "char"
+    out = tmp_path / "c.png"
+    for metric in ("auto", "ppl", "bpc"):
+        with pytest.raises(ValueError, match=f"{run_dir} is word-level and {char} is char-level"):
+            plot_runs([run_dir, char], out, metric=metric)
+    assert main(["plot", str(char), str(run_dir), "-o", str(out)]) == 2
+    assert "cannot share an axis" in capsys.readouterr().err
+    assert not out.exists()
+    assert plot_runs([char, char], out).read_bytes()[:8] == PNG  # one level: drawn in bpc
+
+
+@pytest.mark.parametrize("records", [None, [], [{"event": "start", "config": {}}]])
+def test_a_run_without_training_records_is_refused(run_dir, tmp_path, capsys, records):
+    import shutil
+
+    copy = tmp_path / "fresh"
+    shutil.copytree(run_dir, copy)
+    if records is None:
+        (copy / "metrics.jsonl").unlink()
+    else:
+        (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "c.png"
+    with pytest.raises(ValueError, match=f"^{copy} has no training records yet$"):
+        plot_runs([run_dir, copy], out)
+    assert main(["plot", str(copy), "-o", str(out)]) == 2
+    assert "has no training records yet" in capsys.readouterr().err
+    assert not out.exists()

@@ -1121,7 +1121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         choices=("auto", "ppl", "bpc"),
         default="auto",
-        help="auto: bpc when every run is character-level, else ppl (default: %(default)s)",
+        help="auto: bpc when every run is character-level, else ppl; bpc is for character "
+        "runs only, and word and character runs cannot share one plot (default: %(default)s)",
     )
     pl.add_argument("--title", help="figure title (default: none)")
     pl.set_defaults(func=cmd_plot)

@@ -41,6 +41,7 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("train", TrainConfig),
 )
 RESULTS, REPORT_MD, PLOT = "results.json", "report.md", "valid_ppl.png"
+_RUN_FILES = (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -215,21 +216,20 @@ def plan(
     common: dict[str, Any] | None = None,
     base_preset: str | None = None,
 ) -> tuple[RunConfig, list[tuple[Variant, RunConfig]]]:
-    """The shared base config and each variant's full config, validated.
+    """The shared base config and each variant's full config, validated (an error in a
+    variant's config names the variant).
 
     Order of precedence: run preset < comparison base < `common` (flags for every
     variant) < the variant's own overrides; `common` may not set what a variant sets.
+    The number of variants is checked by `check_comparison`, after the configs and the
+    report folder, so that a mistake in those is the error shown.
     """
     common = dict(common or {})
     variants = list(comparison.variants if comparison else ()) + list(extra)
-    if not variants:
-        raise ValueError("nothing to compare: give --preset NAME or --variant NAME:flag=value")
     names = [v.name for v in variants]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"two variants are named {dup[0]!r}; variant names must differ")
-    if len(variants) < 2:
-        raise ValueError("a comparison needs at least two variants")
     for v in variants:
         data_keys = [k for k in v.overrides if FIELDS[k][0] == "data"]
         if data_keys:
@@ -247,8 +247,91 @@ def plan(
         apply(preset_config(preset or None), comparison.base if comparison else {}), common
     )
     base = base.validate()
-    configs = [(v, apply(base, v.overrides).validate()) for v in variants]
-    return base, configs
+    return base, [(v, _variant_config(base, v)) for v in variants]
+
+
+def _variant_config(base: RunConfig, v: Variant) -> RunConfig:
+    """`base` with the variant's overrides, validated; an error names the variant."""
+    try:
+        return apply(base, v.overrides).validate()
+    except ValueError as e:
+        raise ValueError(f"variant {v.name}: {e}") from None
+
+
+def check_comparison(
+    configs: Sequence[tuple[Variant, RunConfig]],
+    out_dir: str | Path,
+    *,
+    level: str | None = None,
+    overwrite: bool = False,
+    reuse: bool = False,
+) -> list[bool]:
+    """Every check that can stop a comparison, before anything is trained or written:
+    the report folder, the number of variants, each variant's run folder, the text (read
+    once) against each variant's batch size, and each variant's model against the
+    vocabulary (built on the meta device: no weights). Returns, per variant, whether it
+    is to be trained (False: a finished run kept by `reuse`)."""
+    from .train import check_start
+
+    out = Path(out_dir)
+    runs = out / "runs"
+    for folder in (out, runs):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder}: exists and is not a folder; choose another --out")
+    if not configs:
+        raise ValueError("nothing to compare: give --preset NAME or --variant NAME:flag=value")
+    if len(configs) < 2:
+        raise ValueError("a comparison needs at least two variants")
+    todo = [_needs_training(cfg, runs / v.name, overwrite, reuse) for v, cfg in configs]
+    pending = [(v, cfg) for (v, cfg), t in zip(configs, todo, strict=True) if t]
+    if pending:
+        # The first variant's run checks the text as training will (and reads it); the
+        # variants share it, so the rest are checked against the same tokens.
+        data = check_start(pending[0][1], runs / pending[0][0].name, overwrite, level)
+        for v, cfg in pending:
+            _check_variant(v, cfg, len(data.vocab), data.train.numel())
+    return todo
+
+
+def _needs_training(cfg: RunConfig, run: Path, overwrite: bool, reuse: bool) -> bool:
+    """False for a finished run of the same config kept by `reuse`; True for a run to
+    train; ValueError for a folder the run may not (or cannot) be written to."""
+    from .train import absolute_paths
+
+    if run.exists() and not run.is_dir():
+        raise ValueError(f"{run}: exists and is not a folder; move it or choose another --out")
+    done = (run / ckpt.SUMMARY).is_file()
+    if reuse and done:
+        # A run stores its text paths absolute (older runs as given).
+        if ckpt.read_run_files(run)[0].config not in (absolute_paths(cfg), cfg):
+            raise ValueError(f"{run}: holds a run with another config; use --overwrite")
+        return False
+    if overwrite:
+        return True
+    if ckpt.is_run_dir(run):
+        raise ValueError(
+            f"{run}: already holds a run; use --overwrite to retrain"
+            + (" or --reuse to keep finished variants" if done else "")
+        )
+    taken = [n for n in _RUN_FILES if (run / n).exists()]
+    if taken:
+        raise ValueError(f"{run}: holds {taken[0]}, which a run would replace; use --overwrite")
+    return True
+
+
+def _check_variant(v: Variant, cfg: RunConfig, vocab_size: int, train_tokens: int) -> None:
+    """The checks of one variant that need the text: batch size and model (on meta)."""
+    from .train import check_model
+
+    try:
+        if cfg.train.batch_size * 2 > train_tokens:
+            raise ValueError(
+                f"training text has {train_tokens} tokens, too few for batch size "
+                f"{cfg.train.batch_size}"
+            )
+        check_model(cfg, vocab_size)
+    except ValueError as e:
+        raise ValueError(f"variant {v.name}: {e}") from None
 
 
 # --- running ----------------------------------------------------------------------------
@@ -279,7 +362,7 @@ class CompareResult:
     source: str
     variants: list[VariantResult]
     report: Path
-    plot: Path | None  # None when matplotlib is missing
+    plot: Path | None  # None when matplotlib is missing (or no run has a record)
     results: Path
 
 
@@ -298,6 +381,9 @@ def run_comparison(
 ) -> CompareResult:
     """Train each variant into OUT/runs/NAME, one after the other, then write the report.
 
+    Everything `check_comparison` checks is checked first: a variant that cannot train
+    stops the comparison before any variant is trained or any folder written.
+
     `on_event` gets the trainer's events, and ("variant", {index, total, name, label,
     run_dir, reused}) before each variant. `reuse` keeps finished runs (summary.json
     present) whose config is the variant's own; `overwrite` retrains them.
@@ -305,23 +391,8 @@ def run_comparison(
     from .train import start_run
 
     emit = on_event or (lambda kind, d: None)
-    out = Path(out_dir)
-    runs = out / "runs"
-    todo: list[bool] = []
-    for v, cfg in configs:  # check every folder before training anything
-        run = runs / v.name
-        done = (run / ckpt.SUMMARY).is_file()
-        if reuse and done:
-            if ckpt.read_run_files(run)[0].config != cfg:
-                raise ValueError(f"{run}: holds a run with another config; use --overwrite")
-            todo.append(False)
-            continue
-        if ckpt.is_run_dir(run) and not overwrite:
-            raise ValueError(
-                f"{run}: already holds a run; use --overwrite to retrain"
-                + (" or --reuse to keep finished variants" if done else "")
-            )
-        todo.append(True)
+    runs = Path(out_dir) / "runs"
+    todo = check_comparison(configs, out_dir, level=level, overwrite=overwrite, reuse=reuse)
     wall: dict[str, float] = {}
     for i, ((v, cfg), train_it) in enumerate(zip(configs, todo, strict=True)):
         run = runs / v.name
@@ -343,7 +414,7 @@ def run_comparison(
     results = [_variant_result(v, runs / v.name, wall.get(v.name)) for v, _ in configs]
     info, _ = ckpt.read_run_files(runs / configs[0][0].name)
     return write_report(
-        out,
+        out_dir,
         base,
         results,
         info.level,
@@ -494,7 +565,10 @@ def _plot(path: Path, results: list[VariantResult], title: str | None) -> Path |
         return None
     from .plot import plot_curves
 
-    curves = [variant_curves(r) for r in results]
+    # A run stopped before any record has no curve; its row in the table still counts.
+    curves = [c for c in map(variant_curves, results) if c.train or c.valid]
+    if not curves:
+        return None
     label = "bits per char" if curves[0].level in ("char", "symbols") else "perplexity"
     head = f"{title}: " if title else ""
     return plot_curves(

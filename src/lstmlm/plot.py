@@ -2,7 +2,8 @@
 
 `read_curves` has no plotting in it (the web server draws the same numbers in
 the browser); `plot_runs` needs matplotlib and uses its Agg backend, so it
-works without a display.
+works without a display. Runs drawn together share one axis, so they must all be
+word-level or all character-level (char/symbols); bpc is for character levels.
 """
 
 from __future__ import annotations
@@ -83,12 +84,31 @@ def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
     return Curves(run.resolve().name, info.level, train, valid, summary)
 
 
-def choose_metric(levels: list[str], metric: str = "auto") -> str:
-    """bpc when every run is character-level (for "auto"), else perplexity."""
+def choose_metric(levels: list[str], metric: str = "auto", names: list[str] | None = None) -> str:
+    """bpc when every run is character-level (for "auto"), else perplexity.
+
+    Runs share one axis, so they must count their loss per the same unit: a word-level
+    run's loss is per word, a char or symbols run's per character, and no metric (bits,
+    perplexity or the loss in nats itself) makes a word and a character comparable, so
+    mixing word-level with character-level runs is a ValueError. bpc is for character
+    levels only. `names` (one per level) name the runs in the messages.
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    names = names or [f"a {lv}-level run" for lv in levels]
+    words = [n for n, lv in zip(names, levels, strict=True) if lv not in CHAR_LEVELS]
+    chars = [(n, lv) for n, lv in zip(names, levels, strict=True) if lv in CHAR_LEVELS]
+    if words and chars:
+        raise ValueError(
+            f"{words[0]} is word-level and {chars[0][0]} is {chars[0][1]}-level: a loss per "
+            "word and one per character cannot share an axis; plot them separately"
+        )
+    if metric == "bpc" and words:
+        raise ValueError(
+            f"--metric bpc is for char/symbols runs; {words[0]} is word-level (use --metric ppl)"
+        )
     if metric == "auto":
-        return "bpc" if levels and all(lv in CHAR_LEVELS for lv in levels) else "ppl"
+        return "bpc" if chars else "ppl"
     return metric
 
 
@@ -106,10 +126,16 @@ def plot_runs(
     title: str | None = None,
     dpi: int = 110,
 ) -> Path:
-    """Draw train (line) and valid (markers) curves of `runs` against epochs and minutes."""
+    """Draw train (line) and valid (markers) curves of `runs` against epochs and minutes.
+
+    ValueError when a run has no training records yet, when word-level and character-level
+    runs are mixed, or for bpc on a word-level run (see `choose_metric`).
+    """
     if not runs:
         raise ValueError("give at least one run folder")
-    return plot_curves([read_curves(r) for r in runs], out, metric, title, dpi)
+    curves = [read_curves(r) for r in runs]
+    metric = check_curves(curves, metric, [str(r) for r in runs])
+    return _draw(curves, out, metric, title, dpi)
 
 
 def plot_curves(
@@ -122,7 +148,21 @@ def plot_curves(
     """`plot_runs` on curves already read (and perhaps renamed or extended by the caller)."""
     if not curves:
         raise ValueError("give at least one curve")
-    metric = choose_metric([c.level for c in curves], metric)
+    return _draw(curves, out, check_curves(curves, metric), title, dpi)
+
+
+def check_curves(curves: list[Curves], metric: str, names: list[str] | None = None) -> str:
+    """The metric to draw `curves` in (see `choose_metric`); ValueError for a curve with
+    no points. `names` (default: the curves' own) name the runs in the messages."""
+    names = names or [c.name for c in curves]
+    for c, name in zip(curves, names, strict=True):
+        if not c.train and not c.valid:
+            raise ValueError(f"{name} has no training records yet")
+    return choose_metric([c.level for c in curves], metric, names)
+
+
+def _draw(curves: list[Curves], out: str | Path, metric: str, title: str | None, dpi: int) -> Path:
+    """The figure of `curves` in `metric` ("ppl" or "bpc"), written to `out`."""
     try:
         import matplotlib
     except ImportError:
@@ -165,8 +205,7 @@ def plot_curves(
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
     ax_epoch.set_ylabel(ylabel)
-    if any(c.train or c.valid for c in curves):
-        ax_min.legend(fontsize=8, loc="upper right")
+    ax_min.legend(fontsize=8, loc="upper right")  # every curve has points (check_curves)
     fig.suptitle(title or f"{ylabel}: " + ", ".join(c.name for c in curves))
     out = Path(out)
     try:
