@@ -5,6 +5,19 @@ from pathlib import Path
 
 from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
+# The headless browser the web page tests drive (tests skip when it is missing).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def tiny_config(train: Path, **train_kw) -> RunConfig:
     tk = dict(

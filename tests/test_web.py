@@ -17,23 +17,17 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 import uvicorn  # noqa: E402
 from conftest import write_corpus  # noqa: E402
 
-from helpers import lowercase_config, tiny_config, write_mixed_case_corpus  # noqa: E402
+from helpers import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    lowercase_config,
+    tiny_config,
+    write_mixed_case_corpus,
+)
 from lstmlm.cli import main  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
 from lstmlm.server import create_app, held_back, load_models, uvicorn_config  # noqa: E402
 from lstmlm.train import start_run  # noqa: E402
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -251,16 +245,22 @@ def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
         assert gen(url, prompt="the", max_new_tokens=5).status_code == 200  # slot released
 
 
-def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
+def slow_models(run_dir):
+    """The run loaded with 20 ms added to each sampling step: 500 tokens take 10 s."""
     models = load_models([run_dir])
     embedding = models["tiny"].model.embedding  # every sampling step goes through it
     forward = embedding.forward
 
-    def slow_forward(*args, **kw):  # 500 tokens would take 10 s
+    def slow_forward(*args, **kw):
         time.sleep(0.02)
         return forward(*args, **kw)
 
     embedding.forward = slow_forward
+    return models
+
+
+def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
+    models = slow_models(run_dir)
     limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
     with serving(create_app(models, limits)) as url:
         body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}
@@ -380,15 +380,7 @@ def test_cards_do_not_show_the_servers_folders(base, run_dir):
 
 
 def test_a_client_leaving_a_plain_generate_frees_its_slot(run_dir):
-    models = load_models([run_dir])
-    embedding = models["tiny"].model.embedding  # every sampling step goes through it
-    forward = embedding.forward
-
-    def slow_forward(*args, **kw):  # 500 tokens would take 10 s
-        time.sleep(0.02)
-        return forward(*args, **kw)
-
-    embedding.forward = slow_forward
+    models = slow_models(run_dir)
     limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
     with serving(create_app(models, limits)) as url:
         body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}

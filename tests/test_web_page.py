@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,22 +24,11 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 import uvicorn  # noqa: E402
 from conftest import write_corpus  # noqa: E402
 
-from helpers import tiny_config  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, tiny_config  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
 from lstmlm.server import create_app, load_models  # noqa: E402
 from lstmlm.train import start_run  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MAX_PROMPT_CHARS = 300
 CUT_SHORT = (
     b'event: start\ndata: {"model": "tiny", "seed": 1, "unknown": []}\n\n'
