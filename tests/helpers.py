@@ -1,7 +1,13 @@
 """Small corpora and configs shared by the tests."""
 
 import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
@@ -17,6 +23,32 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@contextmanager
+def serving(app: Any, log_level: str = "warning") -> Iterator[str]:
+    """Run `app` with uvicorn, set up as `lstmlm serve` sets it up, in a thread on a free
+    loopback port; yield its base URL."""
+    import uvicorn
+
+    from lstmlm.server import uvicorn_config
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, log_level=log_level))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def tiny_config(train: Path, **train_kw) -> RunConfig:

@@ -5,7 +5,6 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,19 @@ pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed"
 pytest.importorskip("uvicorn", reason="the web extra (uvicorn) is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-import uvicorn  # noqa: E402
 from conftest import write_corpus  # noqa: E402
 
 from helpers import (  # noqa: E402
     CHROMIUM,
     CHROMIUM_ARGS,
     lowercase_config,
+    serving,
     tiny_config,
     write_mixed_case_corpus,
 )
 from lstmlm.cli import main  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
-from lstmlm.server import create_app, held_back, load_models, uvicorn_config  # noqa: E402
+from lstmlm.server import create_app, held_back, load_models  # noqa: E402
 from lstmlm.train import start_run  # noqa: E402
 
 
@@ -37,27 +36,6 @@ def run_dir(tmp_path_factory) -> Path:
     run = tmp / "tiny"
     start_run(tiny_config(corpus, epochs=3, lr=10.0), run)
     return run
-
-
-@contextmanager
-def serving(app):
-    """Run `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))  # as `lstmlm serve`
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

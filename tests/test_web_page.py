@@ -7,9 +7,6 @@ connection, or a stream that ends without its `done` event).
 
 import asyncio
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +18,9 @@ pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed"
 pytest.importorskip("uvicorn", reason="the web extra (uvicorn) is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-import uvicorn  # noqa: E402
 from conftest import write_corpus  # noqa: E402
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, tiny_config  # noqa: E402
+from helpers import CHROMIUM, CHROMIUM_ARGS, serving, tiny_config  # noqa: E402
 from lstmlm.limits import ServerLimits  # noqa: E402
 from lstmlm.server import create_app, load_models  # noqa: E402
 from lstmlm.train import start_run  # noqa: E402
@@ -79,27 +75,6 @@ class StreamControl:
             yield
         finally:
             self.mode, self.delay = None, 0.0
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="critical", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
