@@ -199,7 +199,7 @@ def test_rate_limit_is_429_per_client(models):
 
 def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
     models = load_models([run_dir])
-    decoder = models["tiny"].model.decoder  # the prompt's last position goes through it
+    decoder = models["tiny"].text.model.decoder  # the prompt's last position goes through it
     entered, gate = threading.Event(), threading.Event()
     forward = decoder.forward
 
@@ -226,7 +226,7 @@ def test_full_queue_is_503_and_the_event_loop_stays_free(run_dir):
 def slow_models(run_dir):
     """The run loaded with 20 ms added to each sampling step: 500 tokens take 10 s."""
     models = load_models([run_dir])
-    embedding = models["tiny"].model.embedding  # every sampling step goes through it
+    embedding = models["tiny"].text.model.embedding  # every sampling step goes through it
     forward = embedding.forward
 
     def slow_forward(*args, **kw):

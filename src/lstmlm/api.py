@@ -100,7 +100,7 @@ class TextModel:
     def unknown_tokens(self, prompt: str) -> list[str]:
         """Tokens of `prompt` that the vocabulary lacks (read as `<unk>`)."""
         _check_text("the prompt", prompt)
-        return encode_prompt(self._normal(prompt), self.vocab, self.level)[1]
+        return self.encode(prompt)[1]
 
     def generate(
         self,
@@ -125,7 +125,7 @@ class TextModel:
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
             stop, stop_at_eos, min_new_tokens, seed, num_samples, precision,
         )  # fmt: skip
-        return _generate(self.model, self.vocab, self.level, self._normal(prompt), cfg)
+        return _generate(self.model, self.vocab, self.level, self.normalize(prompt), cfg)
 
     def stream(
         self,
@@ -149,7 +149,7 @@ class TextModel:
             max_new_tokens, temperature, top_k, top_p, top_k_decay, repetition_penalty,
             stop, stop_at_eos, min_new_tokens, seed, 1, precision,
         )  # fmt: skip
-        return _stream(self.model, self.vocab, self.level, self._normal(prompt), cfg)
+        return _stream(self.model, self.vocab, self.level, self.normalize(prompt), cfg)
 
     def score(self, text: str) -> dict[str, Any]:
         """Perplexity of `text` (bits per char too for character levels).
@@ -158,7 +158,7 @@ class TextModel:
         the `<eos>` of each line end included, is scored.
         """
         _check_text("the text", text)
-        tokens = tokenize(self._normal(text), self.level)
+        tokens = self.tokens(text)
         if not tokens:
             raise ValueError("no text to score")
         ids = torch.tensor(self.vocab.encode([EOS, *tokens]), dtype=torch.long)
@@ -166,9 +166,17 @@ class TextModel:
         res = result(nll.double().sum().item(), nll.numel(), self.level)
         return res.to_dict()
 
-    def _normal(self, text: str) -> str:
-        """`text` normalised as the run's training text was."""
+    def normalize(self, text: str) -> str:
+        """`text` normalised as the run's training text was (every user text passes here)."""
         return normalize_text(text, lowercase=self.lowercase)
+
+    def encode(self, prompt: str) -> tuple[list[int], list[str]]:
+        """(ids, unknown tokens) of `prompt`, normalised, starting with `<eos>`."""
+        return encode_prompt(self.normalize(prompt), self.vocab, self.level)
+
+    def tokens(self, text: str) -> list[str]:
+        """Tokens of `text` to score, normalised."""
+        return tokenize(self.normalize(text), self.level)
 
 
 def _check_text(what: str, text: object) -> None:

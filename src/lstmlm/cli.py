@@ -368,9 +368,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from . import checkpoint
-    from .generate import SampleConfig, encode_prompt, generate, stream
-    from .readers import normalize_text
+    from .api import load
+    from .generate import SampleConfig, generate, stream
 
     scfg = SampleConfig(
         max_new_tokens=args.max_new_tokens,
@@ -391,9 +390,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--stream prints one sample; drop --num-samples")
     if len(args.prompt) > 10_000:
         raise ValueError("--prompt is longer than 10,000 characters")
-    model, vocab, info = checkpoint.load_run(args.run, args.which, args.device)
-    prompt = normalize_text(args.prompt, lowercase=info.config.data.lowercase)  # as trained
-    _, unknown = encode_prompt(prompt, vocab, info.level)
+    lm = load(args.run, args.which, args.device)
+    prompt = lm.normalize(args.prompt)  # as the run's training text was read
+    _, unknown = lm.encode(args.prompt)
     if unknown:
         shown = ", ".join(sorted(set(unknown))[:10])
         print(
@@ -402,21 +401,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     sep = (
-        " "
-        if info.level == "word" and args.prompt and not args.prompt.endswith(("\n", " "))
-        else ""
+        " " if lm.level == "word" and args.prompt and not args.prompt.endswith(("\n", " ")) else ""
     )
     if args.stream:
         print(args.prompt, end="", flush=True)
         first = True
-        for piece in stream(model, vocab, info.level, prompt, scfg):
+        for piece in stream(lm.model, lm.vocab, lm.level, prompt, scfg):
             if first and not piece.startswith("\n"):
                 piece = sep + piece
             first = False
             print(piece, end="", flush=True)
         print()
         return 0
-    texts = generate(model, vocab, info.level, prompt, scfg)
+    texts = generate(lm.model, lm.vocab, lm.level, prompt, scfg)
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i + 1} ---")

@@ -43,15 +43,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from . import checkpoint as ckpt
+from .api import TextModel
 from .config import PRECISIONS
 from .evaluate import evaluate
-from .generate import SampleConfig, encode_prompt, sample_ids
+from .generate import SampleConfig, sample_ids
 from .limits import Admission, Busy, RateLimiter, ServerLimits
 from .model import LanguageModel
 from .plot import choose_metric, read_curves
-from .readers import normalize_text
-from .tokenize import detokenize, tokenize
-from .vocab import EOS, Vocab
+from .tokenize import detokenize
+from .vocab import EOS
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(SampleConfig))
@@ -78,22 +78,8 @@ class ApiError(Exception):
 class ServedModel:
     id: str
     run_dir: Path
-    model: LanguageModel
-    vocab: Vocab
-    level: str
+    text: TextModel  # the model, its vocabulary and level, and how user text is read
     card: dict[str, Any] = field(default_factory=dict)
-    lowercase: bool = False  # the run's DataConfig.lowercase
-
-    def encode(self, prompt: str) -> tuple[list[int], list[str]]:
-        """(ids, unknown tokens) of `prompt`, normalised as the run's training text was."""
-        return encode_prompt(self._normal(prompt), self.vocab, self.level)
-
-    def tokens(self, text: str) -> list[str]:
-        """Tokens of `text` to score, normalised as the run's training text was."""
-        return tokenize(self._normal(text), self.level)
-
-    def _normal(self, text: str) -> str:
-        return normalize_text(text, lowercase=self.lowercase)
 
 
 def load_models(runs: list[str | Path], which: str = "best") -> dict[str, ServedModel]:
@@ -107,9 +93,8 @@ def load_models(runs: list[str | Path], which: str = "best") -> dict[str, Served
         mid = run.resolve().name
         if mid in models:
             raise ValueError(f"two runs are named {mid!r}; model ids are folder names")
-        card = _card(mid, run, model, info)
-        lowercase = info.config.data.lowercase
-        models[mid] = ServedModel(mid, run, model, vocab, info.level, card, lowercase)
+        lm = TextModel(model, vocab, info.level, str(run), lowercase=info.config.data.lowercase)
+        models[mid] = ServedModel(mid, run, lm, _card(mid, run, model, info))
     return models
 
 
@@ -256,23 +241,24 @@ def stream_completion(
     """
     res = result if result is not None else Completion()
     t0 = time.monotonic()
-    ids, _ = m.encode(prompt)
+    lm = m.text
+    ids, _ = lm.encode(prompt)
     at_eos = bool(getattr(cfg, "stop_at_eos", False))
     new: list[int] = []
     text, sent, sep = "", "", None
     with torch.inference_mode():
-        for tok in sample_ids(m.model, ids, cfg):  # (num_samples,) ids per step
+        for tok in sample_ids(lm.model, ids, cfg):  # (num_samples,) ids per step
             if cancel is not None and cancel.is_set():
                 res.finish_reason = "cancelled"
                 break
             t = int(tok[0])
-            if at_eos and t == m.vocab.eos_id:
+            if at_eos and t == lm.vocab.eos_id:
                 res.finish_reason = "eos"
                 break
             new.append(t)
-            body = detokenize(m.vocab.decode(new), m.level)
+            body = detokenize(lm.vocab.decode(new), lm.level)
             if sep is None:
-                sep = joiner(prompt, m.level, body)
+                sep = joiner(prompt, lm.level, body)
             text = sep + body
             cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
             if cut >= 0:
@@ -502,7 +488,7 @@ def create_app(
         finally:
             cancel.set()
             admission.release()
-        _, unknown = m.encode(req.prompt)
+        _, unknown = m.text.encode(req.prompt)
         return GenerateResponse(
             model=m.id,
             prompt=req.prompt,
@@ -547,7 +533,7 @@ def create_app(
         # The slot is held until the thread is done, whether or not the client stays.
         future = loop.run_in_executor(pool, work)
         future.add_done_callback(lambda _: admission.release())
-        _, unknown = m.encode(req.prompt)
+        _, unknown = m.text.encode(req.prompt)
         start = {"model": m.id, "seed": seed, "unknown": sorted(set(unknown))}
 
         async def events() -> AsyncIterator[str]:
@@ -606,16 +592,17 @@ def create_app(
                 f"text has {len(req.text):,} characters; this server scores at most "
                 f"{limits.max_score_chars:,}",
             )
-        tokens = m.tokens(req.text)
+        lm = m.text
+        tokens = lm.tokens(req.text)
         if not tokens:
             raise ApiError(422, "text has no tokens to score")
-        ids = m.vocab.encode([EOS, *tokens])  # scored as if after a line break
-        unknown = sum(1 for t in tokens if t not in m.vocab)
+        ids = lm.vocab.encode([EOS, *tokens])  # scored as if after a line break
+        unknown = sum(1 for t in tokens if t not in lm.vocab)
         await admit()
         try:
             res = await asyncio.get_running_loop().run_in_executor(
                 pool,
-                lambda: evaluate(m.model, torch.tensor(ids, dtype=torch.long), m.level, 1, 100),
+                lambda: evaluate(lm.model, torch.tensor(ids, dtype=torch.long), lm.level, 1, 100),
             )
         finally:
             admission.release()
