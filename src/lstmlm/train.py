@@ -11,7 +11,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -613,12 +613,20 @@ def start_run(
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
     # target as it was.
     trainer = Trainer(out, cfg, data, on_event)
+    with _new_run_folder(out, overwrite, cfg, data):
+        return _start(trainer, cfg, data)
+
+
+@contextlib.contextmanager
+def _new_run_folder(out: Path, overwrite: bool, cfg: RunConfig, data: Dataset) -> Iterator[None]:
+    """Hold the folder's lock, make it (clearing an --overwrite target) and write its run
+    files, once every rank has checked it; the block trains into it."""
     with _locked(out):
         distributed.barrier()  # every rank has checked the folder before rank 0 fills it
         if distributed.is_main():
             _make_out_dir(out, overwrite)
             ckpt.write_run_files(out, cfg, data.vocab, data.level, data.source, data.text_sha256)
-        return _start(trainer, cfg, data)
+        yield
 
 
 def text_changed(info: ckpt.RunInfo, data: Dataset) -> str:
@@ -766,11 +774,7 @@ def finetune_run(
     # is touched, so a checkpoint that does not fit fails first.
     trainer = Trainer(out, cfg, data, on_event)
     ckpt.load_model_file(trainer.model, best)
-    with _locked(out):
-        distributed.barrier()
-        if distributed.is_main():
-            _make_out_dir(out, overwrite)
-            ckpt.write_run_files(out, cfg, vocab, data.level, data.source, data.text_sha256)
+    with _new_run_folder(out, overwrite, cfg, data):
         return _finetune(trainer, src)
 
 
