@@ -217,16 +217,15 @@ def load_model_file(model: LanguageModel, path: str | Path, prefix: str = "model
     tied = set(model.tied_keys)
     try:
         with open(path, "rb") as f:
-            header, _, _ = read_header(f)
+            parsed = read_header(f)
             shapes = {
                 k[len(prefix) :]: tuple(e["shape"])
-                for k, e in header.items()
+                for k, e in parsed[0].items()
                 if k.startswith(prefix)
             }
             _check_weights(model, shapes, str(path))
-            f.seek(0)
             targets = {prefix + k: v for k, v in model.state_dict().items() if k not in tied}
-            read_into(f, targets)  # checks each tensor's checksum
+            read_into(f, targets, parsed)  # checks each tensor's checksum
     except ChecksumError as e:
         raise _damaged(path, e) from None
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
@@ -303,7 +302,7 @@ def write_run_files(
     run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str, text_sha256: str = ""
 ) -> None:
     """RUN/vocab.json and RUN/config.json; `text_sha256` fingerprints the text trained on
-    (see `check_same_text`)."""
+    (see `train.text_changed`)."""
     info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
     if text_sha256:
         info["text_sha256"] = text_sha256

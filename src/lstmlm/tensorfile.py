@@ -123,15 +123,20 @@ def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
     return header, metadata, 8 + size
 
 
-def read_into(f: BinaryIO, targets: dict[str, Tensor]) -> None:
+def read_into(
+    f: BinaryIO,
+    targets: dict[str, Tensor],
+    parsed: tuple[dict[str, dict], dict[str, str], int] | None = None,
+) -> None:
     """Fill each tensor of `targets` (CPU, contiguous) in place from the tensor of that name.
 
     The bytes go from the file straight into the tensors' memory: no mapped file and no
     second copy of the weights, so loading a checkpoint into a live model does not raise
     the process's peak memory. Dtype, shape and byte range are checked first, the recorded
     checksum (if any) after: ChecksumError for damaged bytes, which are then in the tensor.
+    `parsed`: the file's `read_header` result when the caller has read it already.
     """
-    header, metadata, start = read_header(f)
+    header, metadata, start = parsed if parsed is not None else read_header(f)
     sums = checksums(metadata)
     for name, t in targets.items():
         entry = header.get(name)
