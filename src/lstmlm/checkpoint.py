@@ -46,6 +46,7 @@ BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 _META_KEY = "lstmlm"
+RUN_FILES = (CONFIG, VOCAB, LAST, BEST, METRICS, SUMMARY)  # what a run writes in its folder
 LOCK = ".lock"  # held by the process training the run (run_lock)
 TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .NAME.<random>.tmp
 

@@ -41,7 +41,6 @@ SECTIONS: tuple[tuple[str, type], ...] = (
     ("train", TrainConfig),
 )
 RESULTS, REPORT_MD, PLOT = "results.json", "report.md", "valid_ppl.png"
-_RUN_FILES = (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -296,7 +295,7 @@ def check_comparison(
 def _needs_training(cfg: RunConfig, run: Path, overwrite: bool, reuse: bool) -> bool:
     """False for a finished run of the same config kept by `reuse`; True for a run to
     train; ValueError for a folder the run may not (or cannot) be written to."""
-    from .train import absolute_paths
+    from .train import absolute_paths, run_files_in
 
     if run.exists() and not run.is_dir():
         raise ValueError(f"{run}: exists and is not a folder; move it or choose another --out")
@@ -313,7 +312,7 @@ def _needs_training(cfg: RunConfig, run: Path, overwrite: bool, reuse: bool) -> 
             f"{run}: already holds a run; use --overwrite to retrain"
             + (" or --reuse to keep finished variants" if done else "")
         )
-    taken = [n for n in _RUN_FILES if (run / n).exists()]
+    taken = run_files_in(run)
     if taken:
         raise ValueError(f"{run}: holds {taken[0]}, which a run would replace; use --overwrite")
     return True
@@ -321,14 +320,10 @@ def _needs_training(cfg: RunConfig, run: Path, overwrite: bool, reuse: bool) -> 
 
 def _check_variant(v: Variant, cfg: RunConfig, vocab_size: int, train_tokens: int) -> None:
     """The checks of one variant that need the text: batch size and model (on meta)."""
-    from .train import check_model
+    from .train import check_batch_size, check_model
 
     try:
-        if cfg.train.batch_size * 2 > train_tokens:
-            raise ValueError(
-                f"training text has {train_tokens} tokens, too few for batch size "
-                f"{cfg.train.batch_size}"
-            )
+        check_batch_size(cfg.train.batch_size, train_tokens)
         check_model(cfg, vocab_size)
     except ValueError as e:
         raise ValueError(f"variant {v.name}: {e}") from None

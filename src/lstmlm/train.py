@@ -668,12 +668,7 @@ def check_start(
             f"the vocabulary has only <eos> and <unk>: no token of the text occurs "
             f"--min-freq {cfg.data.min_freq} times; lower --min-freq"
         )
-    if cfg.train.batch_size * world * 2 > data.train.numel():
-        procs = f" x {world} processes" if world > 1 else ""
-        raise ValueError(
-            f"training text has {data.train.numel()} tokens, too few for batch "
-            f"size {cfg.train.batch_size}{procs}"
-        )
+    check_batch_size(cfg.train.batch_size, data.train.numel(), world)
     return data
 
 
@@ -704,6 +699,21 @@ def _locked(run: Path) -> contextlib.AbstractContextManager[None]:
     return ckpt.run_lock(run) if distributed.is_main() else contextlib.nullcontext()
 
 
+def run_files_in(folder: Path) -> list[str]:
+    """The names of the files a run would write that `folder` already holds."""
+    return [n for n in ckpt.RUN_FILES if (folder / n).exists()]
+
+
+def check_batch_size(batch_size: int, train_tokens: int, world: int = 1) -> None:
+    """ValueError when the training text is too short for `batch_size` columns per process
+    (each column needs at least two tokens)."""
+    if batch_size * world * 2 > train_tokens:
+        procs = f" x {world} processes" if world > 1 else ""
+        raise ValueError(
+            f"training text has {train_tokens} tokens, too few for batch size {batch_size}{procs}"
+        )
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
@@ -713,8 +723,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
             "--overwrite to replace it"
         )
     # Any other folder is fine (its files are left alone), unless a run would replace one.
-    ours = (ckpt.CONFIG, ckpt.VOCAB, ckpt.LAST, ckpt.BEST, ckpt.METRICS, ckpt.SUMMARY)
-    taken = [n for n in ours if (out / n).exists()] if out.is_dir() and not overwrite else []
+    taken = run_files_in(out) if out.is_dir() and not overwrite else []
     if taken:
         raise ValueError(
             f"{out}: holds {taken[0]}, which a run would replace; choose another --out "
