@@ -354,8 +354,7 @@ def test_bar_reaches_the_final_step_of_a_run_stopped_before_log_every(stderr):
     r = ProgressReporter()
     r("start", _start_event())
     r("epoch_start", {"epoch": 1, "steps": 100, "done": 0})
-    r("final_eval", {})  # --max-steps 7 with --log-every 50: no progress event came
-    r("final", {"steps": 7, "stopped": "steps"})
+    r("final_eval", {"step": 7})  # --max-steps 7 with --log-every 50: no progress event came
     r.close()
     out = stderr.getvalue()
     assert _last_position(out, "epoch 1:") == "7/100", out
@@ -367,8 +366,7 @@ def test_bar_after_resume_and_at_epoch_end_and_interrupt(stderr):
     r = ProgressReporter()
     r("resume", {"epoch": 1, "step": 25})
     r("epoch_start", {"epoch": 1, "steps": 100, "done": 25})
-    r("final_eval", {})
-    r("final", {"steps": 31})
+    r("final_eval", {"step": 31})
     assert _last_position(stderr.getvalue(), "epoch 1:") == "31/100"
 
     r("start", _start_event())
@@ -397,8 +395,7 @@ def test_quiet_reporter_writes_nothing(stderr):
     r("start", _start_event())
     r("epoch_start", {"epoch": 1, "steps": 10, "done": 0})
     r("progress", _progress_event(5, 5, 10))
-    r("final_eval", {})
-    r("final", {"steps": 7})
+    r("final_eval", {"step": 7})
     r.eval_progress(1, 2)
     r.close()
     assert stderr.getvalue() == ""

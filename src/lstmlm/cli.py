@@ -460,21 +460,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         burst=args.burst,
     ).validate()
     app = create_app(args.runs, limits, args.which, args.precision)
-    _check_can_listen(args.host, args.port)
-    if not is_loopback(args.host):
+    host = args.host.strip("[]")  # an IPv6 address may come in brackets, as in a URL
+    _check_can_listen(host, args.port)
+    if not is_loopback(host):
         print(
             f"lstmlm: warning: listening on {args.host}: other machines can reach this "
             "server, and it has no authentication",
             file=sys.stderr,
         )
-    shown = "localhost" if is_loopback(args.host) else args.host.strip("[]")
+    shown = "localhost" if is_loopback(host) else host
     if ":" in shown:
         shown = f"[{shown}]"  # an IPv6 address in a URL
     print(
         f"serving {', '.join(app.state.models)} at http://{shown}:{args.port}/ (docs: /docs)",
         file=sys.stderr,
     )
-    uvicorn.Server(uvicorn_config(app, args.host.strip("[]"), args.port, args.log_level)).run()
+    uvicorn.Server(uvicorn_config(app, host, args.port, args.log_level)).run()
     return 0
 
 
@@ -484,7 +485,7 @@ def _check_can_listen(host: str, port: int) -> None:
     import socket
 
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
         raise ValueError(f"--host {host}: cannot resolve it ({e.strerror or e})") from None
     family, kind, proto, _, addr = infos[0]
@@ -597,7 +598,6 @@ class ProgressReporter:
         self.bar: Any = None
         self.step: int | None = None  # the trainer's last reported (global) step
         self._anchor: tuple[int, int] | None = None  # (bar position, step) in this epoch
-        self._held_at: float | None = None  # the bar's elapsed seconds when training stopped
 
     def _new_bar(self, **kw: Any) -> None:
         from tqdm import tqdm
@@ -609,7 +609,7 @@ class ProgressReporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        self._anchor = self._held_at = None
+        self._anchor = None
 
     def _move_to_step(self, step: int) -> None:
         """Put the epoch bar where `step` is: a step and a window of the epoch go together."""
@@ -656,25 +656,11 @@ class ProgressReporter:
                 )
         elif kind == "sample" and not self.quiet:
             print(f"--- sample, temperature {d['temperature']} ---\n{d['text']}", file=sys.stderr)
-        elif kind == "final_eval":
-            message = "evaluating the best model on valid and test ..."
-            if self.bar is not None and not self.quiet:
-                # Stopped mid-epoch: the final step comes with the "final" event; keep the bar
-                # (its clock stopped) until then, and print above it.
-                self._held_at = self.bar.format_dict["elapsed"]
-                self.bar.write(message, file=sys.stderr)
-            else:
-                self.close()
-                if not self.quiet:
-                    print(message, file=sys.stderr)
-        elif kind == "final":
-            if self.bar is not None:
-                self._move_to_step(d["steps"])
-                if self._held_at is not None:  # the final evaluation is not training time
-                    pause = self.bar.format_dict["elapsed"] - self._held_at
-                    self.bar.start_t += pause  # as tqdm's unpause() does
-                    self.bar.last_print_t += pause
+        elif kind == "final_eval":  # stopped mid-epoch, the bar is still open
+            self._move_to_step(d.get("step", 0))
             self.close()
+            if not self.quiet:
+                print("evaluating the best model on valid and test ...", file=sys.stderr)
         elif kind in ("interrupted", "diverged"):  # the run ends with an error line next
             self._move_to_step(d["step"])
             self.close()

@@ -536,7 +536,7 @@ class Trainer:
         if self.is_main:
             ckpt.load_model_file(self.model, self.run_dir / ckpt.BEST)  # no second copy
         distributed.broadcast_module(self.model)  # the others need not see the run folder
-        self.on_event("final_eval", {})
+        self.on_event("final_eval", {"step": st.step})  # the last step trained
         valid, test = (
             self.validate(),
             distributed.evaluate(
