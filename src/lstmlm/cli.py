@@ -367,6 +367,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_PROMPT_CHARS = 10_000  # generate --prompt
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .api import load
     from .generate import SampleConfig, generate, stream
@@ -388,8 +391,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     scfg.validate()
     if args.stream and args.num_samples != 1:
         raise ValueError("--stream prints one sample; drop --num-samples")
-    if len(args.prompt) > 10_000:
-        raise ValueError("--prompt is longer than 10,000 characters")
+    if len(args.prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"--prompt is longer than {MAX_PROMPT_CHARS:,} characters")
     lm = load(args.run, args.which, args.device)
     prompt = lm.normalize(args.prompt)  # as the run's training text was read
     _, unknown = lm.encode(args.prompt)
@@ -875,7 +878,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--prompt",
         default="",
-        help="text to continue (words or characters), at most 10,000 characters "
+        help=f"text to continue (words or characters), at most {MAX_PROMPT_CHARS:,} characters "
         "(default: none: start from the beginning of a line)",
     )
     g.add_argument(
