@@ -237,6 +237,15 @@ def slow_models(run_dir):
     return models
 
 
+def assert_slot_frees(url: str, why: str) -> None:
+    """The server's only slot serves a short request within 5 s (503 while still held)."""
+    deadline = time.monotonic() + 5
+    while (code := gen(url, prompt="the", max_new_tokens=2).status_code) == 503:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+    assert code == 200
+
+
 def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
     models = slow_models(run_dir)
     limits = ServerLimits(rate=0, max_concurrent=1, max_queue=0)
@@ -246,11 +255,7 @@ def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
             lines = r.iter_lines()
             assert next(lines) == "event: start"
         # Gone: sampling stops within a step or two, and the slot is free long before 10 s.
-        deadline = time.monotonic() + 5
-        while (code := gen(url, prompt="the", max_new_tokens=2).status_code) == 503:
-            assert time.monotonic() < deadline, "the abandoned stream kept its slot"
-            time.sleep(0.05)
-        assert code == 200
+        assert_slot_frees(url, "the abandoned stream kept its slot")
 
 
 def test_oversize_body_is_413_before_it_is_read(base):
@@ -364,11 +369,7 @@ def test_a_client_leaving_a_plain_generate_frees_its_slot(run_dir):
         body = {"model": "tiny", "prompt": "the", "max_new_tokens": 500}
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/generate", json=body, timeout=0.5)  # hangs up after 0.5 s
-        deadline = time.monotonic() + 5
-        while (code := gen(url, prompt="the", max_new_tokens=2).status_code) == 503:
-            assert time.monotonic() < deadline, "the abandoned request kept its slot"
-            time.sleep(0.05)
-        assert code == 200
+        assert_slot_frees(url, "the abandoned request kept its slot")
 
 
 def test_head_of_the_page(base):
