@@ -698,6 +698,16 @@ class ProgressReporter:
 # --- parser --------------------------------------------------------------------
 
 
+def add_which_flag(p: argparse.ArgumentParser) -> None:
+    """--which: the run's checkpoint to load (evaluate, generate, serve)."""
+    p.add_argument(
+        "--which",
+        choices=("best", "last"),
+        default="best",
+        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Every option says what it does; one whose default a user needs to know ends with
     # "(default: ...)", from %(default)s where the value itself is the answer.
@@ -761,12 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="split of the run's corpus to score (default: %(default)s)",
     )
     e.add_argument("--file", help="evaluate this text file instead of a split")
-    e.add_argument(
-        "--which",
-        choices=("best", "last"),
-        default="best",
-        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
-    )
+    add_which_flag(e)
     e.add_argument(
         "--batch-size",
         type=int,
@@ -953,12 +958,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="samples made in parallel (seeds seed+i) (default: %(default)s)",
     )
     g.add_argument("--stream", action="store_true", help="print tokens as they are made")
-    g.add_argument(
-        "--which",
-        choices=("best", "last"),
-        default="best",
-        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
-    )
+    add_which_flag(g)
     g.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)"
     )
@@ -1029,12 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
         "authentication)",
     )
     sv.add_argument("--port", type=_port, default=8000, help="TCP port (default: %(default)s)")
-    sv.add_argument(
-        "--which",
-        choices=("best", "last"),
-        default="best",
-        help="checkpoint: best (lowest validation loss) or last (default: %(default)s)",
-    )
+    add_which_flag(sv)
     sv.add_argument(
         "--precision",
         choices=PRECISIONS,
