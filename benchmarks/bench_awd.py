@@ -78,12 +78,12 @@ def run_reference(args: argparse.Namespace, data: Path) -> dict:
 
 def run_awd(args: argparse.Namespace, data: Path) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
-    from lstmlm.config import DataConfig, RunConfig, replace
-    from lstmlm.dataset import load_dataset
-    from lstmlm.presets import preset_config
-    from lstmlm.tokenize import tokenize
-    from lstmlm.train import Trainer
-    from lstmlm.vocab import Vocab
+    from lstmlm.config.presets import preset_config
+    from lstmlm.config.schema import DataConfig, RunConfig, replace
+    from lstmlm.data.dataset import load_dataset
+    from lstmlm.data.tokenize import tokenize
+    from lstmlm.data.vocab import Vocab
+    from lstmlm.training.runs import Trainer
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -28,7 +28,7 @@ import json
 import torch
 from common import SHARED, machine, median_seconds, reference_cmd, run_json
 
-from lstmlm.rnn_manual import _step_linear
+from lstmlm.nn.manual.layers import _step_linear
 
 H, V = 650, 10_000
 G = 4 * H  # LSTM gates

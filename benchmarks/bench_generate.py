@@ -24,9 +24,9 @@ import torch
 from common import machine
 from torch import nn
 
-from lstmlm.config import ModelConfig
-from lstmlm.generate import SampleConfig, sample_ids
-from lstmlm.model import LanguageModel
+from lstmlm.config.schema import ModelConfig
+from lstmlm.generation.sampling import SampleConfig, sample_ids
+from lstmlm.nn.model import LanguageModel
 
 
 class NaiveLM(nn.Module):

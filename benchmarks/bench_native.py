@@ -19,8 +19,8 @@ import time
 import torch
 from common import machine
 
-import lstmlm.native as native
-from lstmlm.rnn_manual import ManualGRU, ManualLSTM
+import lstmlm.nn.manual.native as native
+from lstmlm.nn.manual.layers import ManualGRU, ManualLSTM
 
 LAYERS = {"lstm": ManualLSTM, "gru": ManualGRU}
 SHAPES = [(35, 20, 650), (20, 20, 200)]  # (T, B, H): the medium and small presets
@@ -47,7 +47,9 @@ def main() -> None:
     args = p.parse_args()
     _use_kernels(True)
     if native.step_kernels() is None:
-        raise SystemExit("bench_native: the C kernels did not build here (see lstmlm.native)")
+        raise SystemExit(
+            "bench_native: the C kernels did not build here (see lstmlm.nn.manual.native)"
+        )
     results: dict[str, object] = {"benchmark": "native", **machine(), "cases": []}
     for kind, cls in LAYERS.items():
         for T, B, H in SHAPES:

@@ -3,7 +3,7 @@
     python benchmarks/bench_ops.py [--repeats 30]
 
 1. Dropout masks: `torch.nn.functional.dropout` (one `bernoulli_` draw per element)
-   against `lstmlm.regularize.dropout` (masks from 16-bit random numbers, four per
+   against `lstmlm.nn.regularize.dropout` (masks from 16-bit random numbers, four per
    64-bit draw), on a medium-size activation (35, 20, 650), p = 0.5.
 2. Inference through a hand-written LSTM layer: `ManualLSTM` with gradients (the
    training path: window projection, Python time loop saving for BPTT) against the
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from common import machine, median_seconds
 
-from lstmlm.regularize import dropout
-from lstmlm.rnn_manual import ManualLSTM
+from lstmlm.nn.manual.layers import ManualLSTM
+from lstmlm.nn.regularize import dropout
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:

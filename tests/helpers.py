@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lstmlm.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 # The headless browser the web page tests drive (tests skip when it is missing).
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,7 +31,7 @@ def serving(app: Any, log_level: str = "warning") -> Iterator[str]:
     loopback port; yield its base URL."""
     import uvicorn
 
-    from lstmlm.server import uvicorn_config
+    from lstmlm.serving.app import uvicorn_config
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

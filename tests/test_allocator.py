@@ -13,7 +13,7 @@ import pytest
 # the RSS growth while they lived and what of it is still held after the free (MB).
 PROBE = """
 import sys, torch
-from lstmlm.allocator import keep_freed_memory
+from lstmlm.training.allocator import keep_freed_memory
 def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"):

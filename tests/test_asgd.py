@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from lstmlm.asgd import averaged_weights, make_asgd, validation_stalled
+from lstmlm.training.asgd import averaged_weights, make_asgd, validation_stalled
 
 
 def test_switch_rule_on_a_scripted_validation_sequence():

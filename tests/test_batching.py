@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lstmlm.batching import MIN_EVAL_COLUMN, batchify, eval_columns, num_windows, windows
+from lstmlm.data.batching import MIN_EVAL_COLUMN, batchify, eval_columns, num_windows, windows
 
 
 def test_batchify_shape_and_columns_are_contiguous():

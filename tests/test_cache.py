@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint
-from lstmlm.cache import CacheConfig, cache_evaluate, cache_search
-from lstmlm.cli import main
-from lstmlm.evaluate import evaluate
-from lstmlm.train import start_run
+from lstmlm.cli.main import main
+from lstmlm.evaluation.cache import CacheConfig, cache_evaluate, cache_search
+from lstmlm.evaluation.perplexity import evaluate
+from lstmlm.storage import checkpoint
+from lstmlm.training.runs import start_run
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lstmlm.cells import (
+from lstmlm.nn.manual.cells import (
     GRUCell,
     LSTMCell,
     MogrifierLSTMCell,

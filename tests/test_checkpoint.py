@@ -7,11 +7,11 @@ import safetensors.torch
 import torch
 
 from helpers import tiny_config
-from lstmlm import checkpoint as ckpt
-from lstmlm.config import ModelConfig
-from lstmlm.model import LanguageModel
-from lstmlm.tensorfile import CHECKSUMS, read_header
-from lstmlm.train import start_run
+from lstmlm.config.schema import ModelConfig
+from lstmlm.nn.model import LanguageModel
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.storage.tensorfile import CHECKSUMS, read_header
+from lstmlm.training.runs import start_run
 
 
 @pytest.fixture(scope="module")

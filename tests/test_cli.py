@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from helpers import write_corpus, write_mixed_case_corpus
-from lstmlm.cli import ProgressReporter
+from lstmlm.cli.main import ProgressReporter
 
 TINY = [
     "--emb-size",
@@ -246,7 +246,7 @@ def test_help_explains_every_subcommand():
 
 
 def _subparsers():
-    from lstmlm.cli import build_parser
+    from lstmlm.cli.main import build_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -3,9 +3,8 @@ import json
 import pytest
 
 from helpers import write_corpus
-from lstmlm.checkpoint import read_run_files
-from lstmlm.cli import main
-from lstmlm.compare import (
+from lstmlm.cli.main import main
+from lstmlm.reports.compare import (
     COMPARISONS,
     RESULTS,
     Variant,
@@ -16,6 +15,7 @@ from lstmlm.compare import (
     variant_curves,
     variant_spec,
 )
+from lstmlm.storage.checkpoint import read_run_files
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = [
@@ -78,7 +78,7 @@ def test_existing_runs_are_not_replaced_unless_asked(report, capsys):
 
 def test_end_of_budget_validation_is_a_valid_point(report):
     results = json.loads((report / RESULTS).read_text())
-    from lstmlm.compare import VariantResult
+    from lstmlm.reports.compare import VariantResult
 
     r = VariantResult(**{**results["variants"][0], "epochs": 0.5, "best_epoch": 0.5})
     c = variant_curves(r)

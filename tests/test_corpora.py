@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm import corpora
-from lstmlm.corpora import (
+from lstmlm.data import corpora
+from lstmlm.data.corpora import (
     CORPORA,
     CorpusFile,
     CorpusSpec,

@@ -9,7 +9,7 @@ import time
 import torch
 
 from helpers import write_corpus
-from lstmlm import checkpoint as ckpt
+from lstmlm.storage import checkpoint as ckpt
 
 ARGS = [
     "--emb-size",

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lstmlm.dataset import encode_ids
-from lstmlm.tokenize import iter_tokens, tokenize
-from lstmlm.vocab import Vocab
+from lstmlm.data.dataset import encode_ids
+from lstmlm.data.tokenize import iter_tokens, tokenize
+from lstmlm.data.vocab import Vocab
 
 TEXT = "the cat sat\non the mat\r\n\nzebra here\n"
 

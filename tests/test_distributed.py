@@ -18,12 +18,12 @@ import torch
 import torch.multiprocessing as mp
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint as ckpt
-from lstmlm import distributed
-from lstmlm.config import ModelConfig, RunConfig, TrainConfig, replace
-from lstmlm.dataset import load_dataset
-from lstmlm.evaluate import evaluate
-from lstmlm.train import resume_run, start_run
+from lstmlm.config.schema import ModelConfig, RunConfig, TrainConfig, replace
+from lstmlm.data.dataset import load_dataset
+from lstmlm.evaluation.perplexity import evaluate
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.training import distributed
+from lstmlm.training.runs import resume_run, start_run
 
 WORLD = 2
 EVAL_BATCHES = (5, 1)  # 5 columns: 2 + 3 per rank; 1 column: rank 1 scores nothing
@@ -70,7 +70,7 @@ def _worker(rank: int, port: int, root: str) -> None:
         WORLD_SIZE=str(WORLD),
     )
     torch.set_num_threads(1)
-    import lstmlm.train as train_mod
+    import lstmlm.training.runs as train_mod
 
     hashes: list[str] = []
 
@@ -255,7 +255,7 @@ def test_launch_command_is_torchrun():
 
 
 def test_shards_are_contiguous_pieces_of_the_stream():
-    from lstmlm.batching import batchify
+    from lstmlm.data.batching import batchify
 
     ids = torch.arange(48)
     columns = batchify(ids, 2 * 3)  # (8, 6)
@@ -278,7 +278,7 @@ def test_device_flag_is_checked():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cli_device_cuda_without_gpu_is_one_line_error(corpus, tmp_path, capsys):
-    from lstmlm.cli import main
+    from lstmlm.cli.main import main
 
     rc = main(["train", "--train", str(corpus), "--out", str(tmp_path / "r"), "--device", "cuda"])
     err = capsys.readouterr().err.strip()
@@ -287,7 +287,7 @@ def test_cli_device_cuda_without_gpu_is_one_line_error(corpus, tmp_path, capsys)
 
 
 def test_load_run_and_evaluate_accept_a_device(corpus, tmp_path, capsys):
-    from lstmlm.cli import main
+    from lstmlm.cli.main import main
 
     start_run(tiny_config(corpus, epochs=1, max_steps=3), tmp_path / "r")
     model, _, _ = ckpt.load_run(tmp_path / "r", device="auto")

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint
-from lstmlm.cli import main
-from lstmlm.dynamic import DynamicConfig, dynamic_evaluate
-from lstmlm.evaluate import evaluate
-from lstmlm.train import start_run
+from lstmlm.cli.main import main
+from lstmlm.evaluation.dynamic import DynamicConfig, dynamic_evaluate
+from lstmlm.evaluation.perplexity import evaluate
+from lstmlm.storage import checkpoint
+from lstmlm.training.runs import start_run
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_adapting_to_a_repetitive_text_lowers_ppl(lm, cfg):
 
 def test_rms_with_training_statistics(lm, run):
     model, vocab, level = lm
-    from lstmlm.dataset import load_dataset
+    from lstmlm.data.dataset import load_dataset
 
     info, _ = checkpoint.read_run_files(run)
     train = load_dataset(info.config.data, level=level, vocab=vocab).train

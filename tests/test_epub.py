@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm import epub
-from lstmlm.epub import read_epub
+from lstmlm.data import epub
+from lstmlm.data.epub import read_epub
 
 CONTAINER = """<?xml version="1.0" encoding="UTF-8"?>
 <container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">

@@ -6,14 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint
-from lstmlm import evaluate as evaluate_module
-from lstmlm.cli import main
-from lstmlm.config import ModelConfig
-from lstmlm.dataset import encode_ids
-from lstmlm.evaluate import evaluate, token_nlls
-from lstmlm.model import LanguageModel
-from lstmlm.train import start_run
+from lstmlm.cli.main import main
+from lstmlm.config.schema import ModelConfig
+from lstmlm.data.dataset import encode_ids
+from lstmlm.evaluation import perplexity as evaluate_module
+from lstmlm.evaluation.perplexity import evaluate, token_nlls
+from lstmlm.nn.model import LanguageModel
+from lstmlm.storage import checkpoint
+from lstmlm.training.runs import start_run
 
 
 @pytest.fixture
@@ -167,7 +167,7 @@ def test_load_run_rejects_an_unknown_cell(run):
 def test_evaluate_batch_size_defaults_to_the_config_default():
     import inspect
 
-    from lstmlm.config import TrainConfig
+    from lstmlm.config.schema import TrainConfig
 
     default = inspect.signature(evaluate).parameters["batch_size"].default
     assert default == TrainConfig().eval_batch_size > 10

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint
-from lstmlm.generate import (
+from lstmlm.data.tokenize import detokenize
+from lstmlm.data.vocab import EOS
+from lstmlm.generation.sampling import (
     SampleConfig,
     apply_repetition_penalty,
     encode_prompt,
@@ -14,9 +15,8 @@ from lstmlm.generate import (
     stream,
     token_piece,
 )
-from lstmlm.tokenize import detokenize
-from lstmlm.train import start_run
-from lstmlm.vocab import EOS
+from lstmlm.storage import checkpoint
+from lstmlm.training.runs import start_run
 
 
 @pytest.fixture(scope="module")
@@ -210,9 +210,9 @@ def test_bad_options_are_value_errors(kw):
     ],
 )
 def test_fast_step_equals_forward(kw):
-    from lstmlm.config import ModelConfig
-    from lstmlm.generate import step_fn
-    from lstmlm.model import LanguageModel
+    from lstmlm.config.schema import ModelConfig
+    from lstmlm.generation.sampling import step_fn
+    from lstmlm.nn.model import LanguageModel
 
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(**{"emb_size": 8, "hidden_size": 10, **kw}), 13).eval()
@@ -236,7 +236,7 @@ def test_fast_step_equals_forward(kw):
 
 
 def test_bf16_step_is_close_to_fp32_and_seeded(lm):
-    from lstmlm.generate import step_fn
+    from lstmlm.generation.sampling import step_fn
 
     model, vocab, level = lm
     tok = torch.tensor([3, 5])
@@ -255,9 +255,9 @@ def test_bf16_step_is_close_to_fp32_and_seeded(lm):
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])
 def test_bf16_step_runs_the_recurrent_matmuls_on_bf16_weights(rnn):
-    from lstmlm.config import ModelConfig
-    from lstmlm.generate import step_fn
-    from lstmlm.model import LanguageModel
+    from lstmlm.config.schema import ModelConfig
+    from lstmlm.generation.sampling import step_fn
+    from lstmlm.nn.model import LanguageModel
 
     torch.manual_seed(0)
     model = LanguageModel(ModelConfig(rnn=rnn, emb_size=8, hidden_size=10, num_layers=1), 13)

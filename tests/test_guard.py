@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint as ckpt
-from lstmlm.dataset import load_dataset
-from lstmlm.guard import NonFiniteGuard, restore_snapshot, step_is_finite, take_snapshot
-from lstmlm.model import LanguageModel
-from lstmlm.train import Trainer, start_run
+from lstmlm.data.dataset import load_dataset
+from lstmlm.nn.model import LanguageModel
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.training.guard import NonFiniteGuard, restore_snapshot, step_is_finite, take_snapshot
+from lstmlm.training.runs import Trainer, start_run
 
 
 def test_guard_counts_skip_restore_diverged():

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from lstmlm.limits import Admission, Busy, RateLimiter, ServerLimits
+from lstmlm.serving.limits import Admission, Busy, RateLimiter, ServerLimits
 
 
 class Clock:

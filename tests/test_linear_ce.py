@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lstmlm.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
+from lstmlm.nn.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
 
 N, D, V = ROWS_PER_BLOCK * 2 + 5, 12, 37  # more than one block, the last one partial
 

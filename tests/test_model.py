@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lstmlm.config import ModelConfig
-from lstmlm.model import LanguageModel
+from lstmlm.config.schema import ModelConfig
+from lstmlm.nn.model import LanguageModel
 
 
 def tiny(**kw) -> ModelConfig:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import lstmlm.native as native
-from lstmlm.rnn_manual import ManualGRU, ManualLSTM
+import lstmlm.nn.manual.native as native
+from lstmlm.nn.manual.layers import ManualGRU, ManualLSTM
 
 needs_cc = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"

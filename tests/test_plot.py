@@ -4,10 +4,10 @@ import pytest
 from conftest import write_corpus
 
 from helpers import tiny_config
-from lstmlm.cli import main
-from lstmlm.config import DataConfig, RunConfig
-from lstmlm.plot import choose_metric, plot_runs, read_curves, transform
-from lstmlm.train import start_run
+from lstmlm.cli.main import main
+from lstmlm.config.schema import DataConfig, RunConfig
+from lstmlm.reports.plot import choose_metric, plot_runs, read_curves, transform
+from lstmlm.training.runs import start_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

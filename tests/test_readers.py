@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lstmlm.readers import normalize_text, read_text, split_text
+from lstmlm.data.readers import normalize_text, read_text, split_text
 
 
 def write(path: Path, data: bytes) -> Path:

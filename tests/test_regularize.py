@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from lstmlm.config import ModelConfig
-from lstmlm.model import LanguageModel
-from lstmlm.regularize import (
+from lstmlm.config.schema import ModelConfig
+from lstmlm.nn.model import LanguageModel
+from lstmlm.nn.regularize import (
     VBPTT_MAX_DELTA,
     VBPTT_MIN,
     activation_regularization,

@@ -11,8 +11,8 @@ import tempfile
 import pytest
 
 from helpers import write_corpus
-from lstmlm import checkpoint as ckpt
-from lstmlm.cli import main
+from lstmlm.cli.main import main
+from lstmlm.storage import checkpoint as ckpt
 
 TINY = "--emb-size 16 --hidden-size 16 --num-layers 1 --batch-size 4 --bptt 8 --quiet".split()
 
@@ -101,7 +101,7 @@ def replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)  # the new file is written, not yet renamed
     return real(src, dst)
 os.replace = replace
-from lstmlm.cli import main
+from lstmlm.cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -8,9 +8,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-import lstmlm.rnn_manual as rnn_manual
-from lstmlm.cells import MogrifierLSTMCell
-from lstmlm.rnn_manual import ManualGRU, ManualLSTM, MogrifierLSTM
+import lstmlm.nn.manual.layers as rnn_manual
+from lstmlm.nn.manual.cells import MogrifierLSTMCell
+from lstmlm.nn.manual.layers import ManualGRU, ManualLSTM, MogrifierLSTM
 
 T, B, IN, H = 6, 3, 5, 7
 IMPLS = ["function", "loop"]

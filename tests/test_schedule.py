@@ -4,10 +4,10 @@ import math
 import pytest
 
 from helpers import tiny_config
-from lstmlm import checkpoint as ckpt
-from lstmlm.config import TrainConfig
-from lstmlm.schedule import cosine_factor, run_progress
-from lstmlm.train import start_run
+from lstmlm.config.schema import TrainConfig
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.training.runs import start_run
+from lstmlm.training.schedule import cosine_factor, run_progress
 
 
 def test_cosine_factor_runs_from_one_to_final():

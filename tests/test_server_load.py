@@ -16,7 +16,7 @@ pytest.importorskip("uvicorn", reason="the web extra (uvicorn) is not installed"
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 from helpers import tiny_config, write_corpus  # noqa: E402
-from lstmlm.train import start_run  # noqa: E402
+from lstmlm.training.runs import start_run  # noqa: E402
 
 REQUESTS = 200
 CONCURRENCY = 20

@@ -11,16 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from helpers import tiny_config, write_corpus
-from lstmlm import checkpoint as ckpt
-from lstmlm.config import ModelConfig, RunConfig, replace
-from lstmlm.dataset import load_dataset
-from lstmlm.evaluate import autocast, evaluate
-from lstmlm.generate import SampleConfig, generate, step_fn
-from lstmlm.model import LanguageModel
-from lstmlm.softmax import AdaptiveSoftmax, FullSoftmax
-from lstmlm.tokenize import tokenize
-from lstmlm.train import Trainer, start_run
-from lstmlm.vocab import Vocab
+from lstmlm.config.schema import ModelConfig, RunConfig, replace
+from lstmlm.data.dataset import load_dataset
+from lstmlm.data.tokenize import tokenize
+from lstmlm.data.vocab import Vocab
+from lstmlm.evaluation.perplexity import autocast, evaluate
+from lstmlm.generation.sampling import SampleConfig, generate, step_fn
+from lstmlm.nn.model import LanguageModel
+from lstmlm.nn.softmax import AdaptiveSoftmax, FullSoftmax
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.training.runs import Trainer, start_run
 
 V = 30
 CUTOFFS = (5, 12)

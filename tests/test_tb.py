@@ -5,9 +5,9 @@ import pytest
 from conftest import write_corpus
 
 from helpers import tiny_config
-from lstmlm.cli import main
-from lstmlm.tb import TensorBoardSink, tee
-from lstmlm.train import start_run
+from lstmlm.cli.main import main
+from lstmlm.training.runs import start_run
+from lstmlm.training.tb import TensorBoardSink, tee
 
 
 def scalars(log_dir):

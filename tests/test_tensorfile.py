@@ -8,7 +8,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from lstmlm.tensorfile import (
+from lstmlm.storage.tensorfile import (
     CHECKSUMS,
     ChecksumError,
     checksums,

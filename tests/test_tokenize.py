@@ -1,5 +1,5 @@
-from lstmlm.tokenize import detokenize, tokenize, tokenize_prompt
-from lstmlm.vocab import EOS
+from lstmlm.data.tokenize import detokenize, tokenize, tokenize_prompt
+from lstmlm.data.vocab import EOS
 
 
 def test_word_level_has_eos_per_line():

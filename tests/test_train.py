@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from helpers import tiny_config
-from lstmlm import checkpoint as ckpt
-from lstmlm.config import ModelConfig, RunConfig, replace
-from lstmlm.dataset import load_dataset
-from lstmlm.train import Trainer, resume_run, start_run
+from lstmlm.config.schema import ModelConfig, RunConfig, replace
+from lstmlm.data.dataset import load_dataset
+from lstmlm.storage import checkpoint as ckpt
+from lstmlm.training.runs import Trainer, resume_run, start_run
 
 
 def test_tiny_model_learns_the_corpus(corpus, tmp_path):
@@ -32,7 +32,7 @@ def test_carried_state_is_detached(corpus, tmp_path):
     t.train_step(x, t.train_data[1:9])
     assert all(not s.requires_grad or s.grad_fn is not None for layer in t.hidden for s in layer)
     t.train_step(x, t.train_data[1:9])  # would fail "backward through the graph a second time"
-    from lstmlm.rnn import detach_state
+    from lstmlm.nn.rnn import detach_state
 
     assert all(s.grad_fn is None for layer in detach_state(t.hidden) for s in layer)
 
@@ -57,7 +57,7 @@ def test_resume_after_interruption_gives_identical_weights(corpus, tmp_path):
 
 
 def replace_train(cfg, **kw):
-    from lstmlm.config import RunConfig
+    from lstmlm.config.schema import RunConfig
 
     return RunConfig(cfg.data, cfg.model, replace(cfg.train, **kw), cfg.preset)
 
@@ -131,7 +131,7 @@ def _assert_same_checkpoints(a, b):
 
 def test_resume_is_exact_with_variable_bptt_and_nt_asgd(corpus, tmp_path, monkeypatch):
     # Force the switch to averaged SGD at the end of epoch 1 so the resumed part spans it.
-    import lstmlm.train as train_mod
+    import lstmlm.training.runs as train_mod
 
     monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: True)
     awd = ModelConfig(
@@ -156,11 +156,11 @@ def test_resume_is_exact_with_variable_bptt_and_nt_asgd(corpus, tmp_path, monkey
 
 
 def test_asgd_fine_tuning_stops_when_validation_stalls(corpus, tmp_path, monkeypatch):
-    from lstmlm.train import finetune_run
+    from lstmlm.training.runs import finetune_run
 
     start_run(tiny_config(corpus, epochs=1), tmp_path / "run")
     best_loss = _all_tensors(tmp_path / "run" / ckpt.BEST)[1]["valid_loss"]
-    import lstmlm.train as train_mod
+    import lstmlm.training.runs as train_mod
 
     stalls = iter([False, True])
     monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: next(stalls))

@@ -1,6 +1,6 @@
 import pytest
 
-from lstmlm.vocab import EOS, UNK, Vocab
+from lstmlm.data.vocab import EOS, UNK, Vocab
 
 
 def test_build_orders_specials_then_frequency():

@@ -23,10 +23,10 @@ from helpers import (  # noqa: E402
     tiny_config,
     write_mixed_case_corpus,
 )
-from lstmlm.cli import main  # noqa: E402
-from lstmlm.limits import ServerLimits  # noqa: E402
-from lstmlm.server import create_app, held_back, load_models  # noqa: E402
-from lstmlm.train import start_run  # noqa: E402
+from lstmlm.cli.main import main  # noqa: E402
+from lstmlm.serving.app import create_app, held_back, load_models  # noqa: E402
+from lstmlm.serving.limits import ServerLimits  # noqa: E402
+from lstmlm.training.runs import start_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -382,7 +382,7 @@ def test_head_of_the_page(base):
      ("[::1]", True), ("::1", True), ("0.0.0.0", False), ("::", False), ("example.com", False)],
 )  # fmt: skip
 def test_is_loopback(host, loopback):
-    from lstmlm.server import is_loopback
+    from lstmlm.serving.app import is_loopback
 
     assert is_loopback(host) is loopback
 

@@ -21,9 +21,9 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 from conftest import write_corpus  # noqa: E402
 
 from helpers import CHROMIUM, CHROMIUM_ARGS, serving, tiny_config  # noqa: E402
-from lstmlm.limits import ServerLimits  # noqa: E402
-from lstmlm.server import create_app, load_models  # noqa: E402
-from lstmlm.train import start_run  # noqa: E402
+from lstmlm.serving.app import create_app, load_models  # noqa: E402
+from lstmlm.serving.limits import ServerLimits  # noqa: E402
+from lstmlm.training.runs import start_run  # noqa: E402
 
 MAX_PROMPT_CHARS = 300
 CUT_SHORT = (

@@ -8,13 +8,13 @@ __version__ = "0.1.0"
 __all__ = ["TextModel", "__version__", "load"]
 
 if TYPE_CHECKING:
-    from .api import TextModel, load
+    from lstmlm.api import TextModel, load
 
 
 def __getattr__(name: str) -> Any:
     # `import lstmlm` stays light: torch and the model code load on first use of the API.
     if name in ("load", "TextModel"):
-        from . import api
+        from lstmlm import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'lstmlm' has no attribute {name!r}")

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from . import checkpoint
-from .evaluate import result, token_nlls
-from .generate import SampleConfig, encode_prompt
-from .generate import generate as _generate
-from .generate import stream as _stream
-from .model import LanguageModel
-from .readers import normalize_text
-from .tokenize import tokenize
-from .vocab import EOS, Vocab
+from lstmlm.data.readers import normalize_text
+from lstmlm.data.tokenize import tokenize
+from lstmlm.data.vocab import EOS, Vocab
+from lstmlm.evaluation.perplexity import result, token_nlls
+from lstmlm.generation.sampling import SampleConfig, encode_prompt
+from lstmlm.generation.sampling import generate as _generate
+from lstmlm.generation.sampling import stream as _stream
+from lstmlm.nn.model import LanguageModel
+from lstmlm.storage import checkpoint
 
 MAX_PROMPT_CHARS = 100_000
 

@@ -1,0 +1,141 @@
+"""Perplexity and bits per character of a token stream."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lstmlm.config.schema import EVAL_BATCH_SIZE
+from lstmlm.data.batching import batchify, eval_columns, windows
+from lstmlm.nn.model import LanguageModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    tokens: int
+    loss: float  # mean negative log-likelihood, nats per token
+    ppl: float
+    bpc: float | None  # bits per token, for character levels
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def result(total_nll: float, tokens: int, level: str) -> EvalResult:
+    loss = total_nll / max(tokens, 1)
+    ppl = math.exp(loss) if loss < 700 else math.inf
+    bpc = loss / math.log(2) if level in ("char", "symbols") else None
+    return EvalResult(tokens, loss, ppl, bpc)
+
+
+def autocast(precision: str, device_type: str = "cpu"):
+    if precision == "bf16":
+        if device_type == "cpu":
+            _warn_if_bf16_is_slow()
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has bf16 matmul kernels for this CPU (AVX-512 or newer).
+
+    Without them (AVX2-only CPUs, most laptops before 2021) bf16 matmuls fall back to
+    slow paths; everything measured in benchmarks/ ran on a CPU that has them.
+    """
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+@functools.cache  # once per process
+def _warn_if_bf16_is_slow() -> None:
+    if not cpu_has_fast_bf16():
+        log.warning(
+            "this CPU has no fast bf16 matmuls (oneDNN reports none); --precision bf16 "
+            "may run slower than fp32 here"
+        )
+
+
+@torch.inference_mode()
+def evaluate(
+    model: LanguageModel,
+    ids: Tensor,
+    level: str,
+    batch_size: int = EVAL_BATCH_SIZE,
+    bptt: int = 70,
+    precision: str = "fp32",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score `ids` (N,) in `batch_size` parallel columns, state carried across windows.
+
+    Dropout is off (eval mode); the same input gives the same number every time.
+    Each column starts from a zero state, so `batch_size` moves the result slightly;
+    `bptt` only sets the chunking. Each column is at least `batching.MIN_EVAL_COLUMN`
+    (64) tokens long (`batching.eval_columns`): a bigger `batch_size` than the text
+    allows gets fewer columns, so under 1/32 of the N - 1 targets (each column's first
+    token, the last N mod B tokens) go unscored, and a text under 128 tokens is one
+    column with every target scored. On CPU, `precision="bf16"` runs nn.LSTM (oneDNN)
+    and the decoder in bf16, about 2x faster (benchmarks/bench_eval.py); softmax and
+    loss stay fp32.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    batch_size = eval_columns(ids.numel(), batch_size)
+    data = batchify(ids, batch_size).to(device)  # (L, B)
+    state = model.init_state(batch_size)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for offset, x, y in windows(data, bptt):
+        with autocast(precision, device.type):
+            # With targets the model returns the mean NLL from its head's own loss (for the
+            # full softmax one fused decoder + cross-entropy pass over blocks of rows), not
+            # (T, B, V) logits that would be cast to fp32 and log-softmaxed in full.
+            out = model(x, state, y)
+        state = out.state
+        total += out.loss.double() * y.numel()
+        count += y.numel()
+        if progress is not None:
+            progress(offset + x.size(0), data.size(0) - 1)
+    model.train(was_training)
+    return result(total.item(), count, level)
+
+
+@torch.inference_mode()
+def token_nlls(
+    model: LanguageModel, ids: Tensor, bptt: int = 100, precision: str = "fp32"
+) -> Tensor:
+    """NLL in nats of every token of `ids` (N,) but the first, in text order: (N - 1,).
+
+    Batch size 1, state carried across windows; the sum equals `evaluate(..., batch_size=1)`.
+    """
+    if ids.numel() < 2:
+        raise ValueError(f"text of {ids.numel()} tokens is too short to score")
+    was_training = model.training
+    model.eval()
+    device = model.embedding.weight.device
+    data = ids.to(device).view(-1, 1)  # (N, 1)
+    state = model.init_state(1)
+    out_nll: list[Tensor] = []
+    for _, x, y in windows(data, bptt):
+        with autocast(precision, device.type):
+            out = model(x, state)
+        state = out.state
+        nll = F.cross_entropy(
+            out.logits.float().view(-1, out.logits.size(-1)), y.reshape(-1), reduction="none"
+        )
+        out_nll.append(nll)  # (T,)
+    model.train(was_training)
+    return torch.cat(out_nll).cpu()

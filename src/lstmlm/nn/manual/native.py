@@ -1,0 +1,232 @@
+"""The fused C kernels of ``kernels/lstm_step.c`` and ``kernels/gru_step.c``: built with
+the system C compiler on first use, cached, loaded through ctypes.
+
+The hand-written LSTM's and GRU's time loops (``rnn_manual.py``) make, per step, one
+matmul call and a few small elementwise torch ops (gates, state update, their
+gradients). On a 2-core CPU those small ops cost more than their arithmetic: dispatch,
+a pass over memory each, and torch's tanh at about 2 ns per element. The kernels do a
+step's elementwise work in one pass, and also write the bf16 copy the next matmul reads.
+
+There is nothing to install: the first ``step_kernels()`` call compiles the sources with
+``$CC`` or ``cc`` (``-O3 -march=native``, about a second) into ``$LSTMLM_CACHE``
+(default ``~/.cache/lstmlm``), keyed by the source, the flags, the compiler and the CPU,
+and checks the result against torch on a small case. Without a compiler, or if the build
+or the check fails, it returns None and callers use torch ops; ``LSTMLM_NATIVE=0`` turns
+the kernels off. The outcome is logged (logger ``lstmlm.nn.manual.native``: a warning when the
+kernels cannot be had, info otherwise), never printed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+KERNELS = Path(__file__).parent / "kernels"
+SOURCES = (KERNELS / "lstm_step.c", KERNELS / "gru_step.c")
+HEADERS = (KERNELS / "step_common.h",)
+LIBRARY = "rnn_steps"  # the cached file is rnn_steps-<key>.so
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c11", "-shared", "-fPIC")
+ENV_SWITCH = "LSTMLM_NATIVE"  # "0" turns the kernels off
+ENV_CACHE = "LSTMLM_CACHE"
+
+_I64, _PTR, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+# lstm_forward_step(B, H, x_proj, rec, mm_bf16, bias, c_prev, acts, c, tanh_c, h, h_bf16)
+_FORWARD_ARGS = [_I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+# lstm_backward_step(B, H, dh_rec, mm_bf16, d_out, acts, c_prev, tanh_c, dc, d_gates, d_bias)
+_BACKWARD_ARGS = [_I64, _I64, _PTR, _INT, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+# gru_forward_step(B, H, x_proj, rec, mm_bf16, b_ih, b_hh, h_prev, acts, h_n, h, h_bf16)
+_GRU_FORWARD_ARGS = [_I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR]
+# gru_backward_step(B, H, dh_rec, mm_bf16, d_out, acts, h_n, h_prev, dh_carry, d_x, d_hp,
+#                   db_ih, db_hh)
+_GRU_BACKWARD_ARGS = [_I64, _I64, _PTR, _INT, *[_PTR] * 9]
+
+
+@dataclass(frozen=True)
+class StepKernels:
+    """The entry points; arguments are sizes, data pointers and 0/1 dtype flags.
+
+    Every tensor behind a pointer is a contiguous CPU tensor: fp32, or bf16 where the
+    flag (or the ``*_bf16`` output) says so. See ``kernels/lstm_step.c`` and
+    ``kernels/gru_step.c`` for the layouts.
+    """
+
+    lstm_forward_step: ctypes._CFuncPtr
+    lstm_backward_step: ctypes._CFuncPtr
+    gru_forward_step: ctypes._CFuncPtr
+    gru_backward_step: ctypes._CFuncPtr
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether tensors can go to the kernels (CPU, fp32) and the kernels exist.
+
+    The callers hand the kernels contiguous copies where a tensor is not contiguous.
+    """
+    ok = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+    return ok and step_kernels() is not None
+
+
+@functools.cache  # built (or found in the cache) and checked once per process
+def step_kernels() -> StepKernels | None:
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        log.info("native RNN kernels off (%s=0)", ENV_SWITCH)
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build()))
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning(
+            "C step kernels unavailable (%s); the hand-written LSTM/GRU run on torch ops, "
+            "slower (%s=0 turns the kernels off without this warning)",
+            e,
+            ENV_SWITCH,
+        )
+        return None
+    signatures = {
+        "lstm_forward_step": _FORWARD_ARGS,
+        "lstm_backward_step": _BACKWARD_ARGS,
+        "gru_forward_step": _GRU_FORWARD_ARGS,
+        "gru_backward_step": _GRU_BACKWARD_ARGS,
+    }
+    for name, args in signatures.items():
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = None
+    kernels = StepKernels(**{name: getattr(lib, name) for name in signatures})
+    if not (_lstm_agrees_with_torch(kernels) and _gru_agrees_with_torch(kernels)):
+        log.warning("native RNN kernels disagree with torch; using torch ops")
+        return None
+    return kernels
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise OSError("no C compiler (set CC, or install cc/gcc)")
+    return cc
+
+
+def _cache_dir() -> Path:
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lstmlm"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and feature flags where Linux says."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + platform.processor()
+    keep = ("model name", "flags", "Features", "CPU part")
+    lines = sorted({line for line in info.splitlines() if line.startswith(keep)})
+    return platform.machine() + "\n".join(lines)
+
+
+def _build() -> Path:
+    cc = _compiler()
+    version = subprocess.run(
+        [cc, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    texts = [p.read_bytes() for p in (*SOURCES, *HEADERS)]
+    key = hashlib.sha256(
+        b"\0".join([*texts, " ".join(FLAGS).encode(), version.encode(), _cpu_id().encode()])
+    ).hexdigest()[:16]
+    target = _cache_dir() / f"{LIBRARY}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: processes building at once never see a torn file.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        result = subprocess.run(
+            [cc, *FLAGS, "-o", str(built), *map(str, SOURCES)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise OSError(f"{cc} failed: {result.stderr.strip()[-500:]}")
+        os.replace(built, target)
+    log.info("built native RNN kernels: %s", target)
+    # Builds of older sources or CPUs (lstm_step-*.so: before the GRU kernels joined).
+    for old in [*target.parent.glob(f"{LIBRARY}-*.so"), *target.parent.glob("lstm_step-*.so")]:
+        if old != target:
+            old.unlink(missing_ok=True)  # a process that loaded it keeps its mapping
+    return target
+
+
+def _lstm_agrees_with_torch(k: StepKernels) -> bool:
+    """One fp32 LSTM forward and backward step on values that reach both gate tails."""
+    B, H = 3, 37  # H not a multiple of the vector width: the loop tails run too
+    gen = torch.Generator().manual_seed(0)
+    x_proj, rec = (torch.randn(B, 4 * H, generator=gen) * 6 for _ in range(2))
+    bias = torch.randn(4 * H, generator=gen)
+    c_prev = torch.randn(B, H, generator=gen)
+    acts, c, tanh_c, h = torch.empty(B, 4 * H), *(torch.empty(B, H) for _ in range(3))
+    k.lstm_forward_step(
+        B, H, *_ptrs(x_proj, rec), 0, *_ptrs(bias, c_prev, acts, c, tanh_c, h), None
+    )
+    i, f, g, o = (x_proj + rec + bias).chunk(4, dim=1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    want_c = f * c_prev + i * g
+    ok = torch.allclose(acts, torch.cat((i, f, g, o), dim=1), atol=1e-6)
+    ok = ok and torch.allclose(c, want_c, atol=1e-5)
+    ok = ok and torch.allclose(h, o * want_c.tanh(), atol=1e-5)
+    dh_rec, d_out, dc = (torch.randn(B, H, generator=gen) for _ in range(3))
+    d_c = dc + (dh_rec + d_out) * o * (1 - tanh_c**2)
+    d_gates, d_bias = torch.empty(B, 4 * H), torch.zeros(4 * H)
+    k.lstm_backward_step(
+        B, H, *_ptrs(dh_rec), 0, *_ptrs(d_out, acts, c_prev, tanh_c, dc, d_gates, d_bias)
+    )
+    want_i = d_c * g * i * (1 - i)
+    ok = ok and torch.allclose(d_gates[:, :H], want_i, atol=1e-5)
+    ok = ok and torch.allclose(d_bias, d_gates.sum(0), atol=1e-5)
+    return ok and torch.allclose(dc, d_c * f, atol=1e-5)
+
+
+def _gru_agrees_with_torch(k: StepKernels) -> bool:
+    """One fp32 GRU forward and backward step, checked like the LSTM's."""
+    B, H = 3, 37
+    gen = torch.Generator().manual_seed(1)
+    x_proj, rec = (torch.randn(B, 3 * H, generator=gen) * 6 for _ in range(2))
+    b_ih, b_hh = (torch.randn(3 * H, generator=gen) for _ in range(2))
+    h_prev = torch.randn(B, H, generator=gen)
+    acts, h_n, h = torch.empty(B, 3 * H), torch.empty(B, H), torch.empty(B, H)
+    k.gru_forward_step(B, H, *_ptrs(x_proj, rec), 0, *_ptrs(b_ih, b_hh, h_prev, acts, h_n, h), None)
+    (x_r, x_z, x_n), (h_r, h_z, want_hn) = (t.chunk(3, dim=1) for t in (x_proj + b_ih, rec + b_hh))
+    r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+    n = (x_n + r * want_hn).tanh()
+    ok = torch.allclose(acts, torch.cat((r, z, n), dim=1), atol=1e-6)
+    ok = ok and torch.allclose(h_n, want_hn, atol=1e-5)
+    ok = ok and torch.allclose(h, n + z * (h_prev - n), atol=1e-5)
+    dh_rec, d_out, carry = (torch.randn(B, H, generator=gen) for _ in range(3))
+    dh = dh_rec + d_out + carry
+    d_x, d_hp = torch.empty(B, 3 * H), torch.empty(B, 3 * H)
+    db_ih, db_hh = torch.zeros(3 * H), torch.zeros(3 * H)
+    k.gru_backward_step(
+        B, H, *_ptrs(dh_rec), 0, *_ptrs(d_out, acts, h_n, h_prev, carry, d_x, d_hp, db_ih, db_hh)
+    )
+    d_n = dh * (1 - z) * (1 - n * n)
+    d_r = d_n * want_hn * r * (1 - r)
+    ok = ok and torch.allclose(d_x[:, :H], d_r, atol=1e-5)
+    ok = ok and torch.allclose(d_hp[:, 2 * H :], d_n * r, atol=1e-5)
+    ok = ok and torch.allclose(db_ih, d_x.sum(0), atol=1e-5)
+    ok = ok and torch.allclose(db_hh, d_hp.sum(0), atol=1e-5)
+    return ok and torch.allclose(carry, dh * z, atol=1e-5)
+
+
+def _ptrs(*tensors: Tensor) -> list[int]:
+    return [t.data_ptr() for t in tensors]
