@@ -28,7 +28,7 @@ import json
 import torch
 from common import SHARED, machine, median_seconds, reference_cmd, run_json
 
-from lstmlm.nn.manual.layers import _step_linear
+from lstmlm.nn.manual.common import step_linear
 
 H, V = 650, 10_000
 G = 4 * H  # LSTM gates
@@ -45,7 +45,7 @@ def _recurrent(batch: int, steps: int, dtype: torch.dtype, repeats: int) -> floa
     w, h = torch.randn(G, H), torch.randn(batch, H)
 
     def run() -> None:
-        rec = _step_linear(w, batch, dtype)  # lstmlm's per-window packing
+        rec = step_linear(w, batch, dtype)  # lstmlm's per-window packing
         for _ in range(steps):
             rec(h)
 

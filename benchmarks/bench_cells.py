@@ -22,7 +22,7 @@ from common import cpu_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lstmlm.nn.manual.layers import ManualLSTM
+from lstmlm.nn.manual import ManualLSTM
 
 
 class TinyLM(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from common import machine
 
 import lstmlm.nn.manual.native as native
-from lstmlm.nn.manual.layers import ManualGRU, ManualLSTM
+from lstmlm.nn.manual import ManualGRU, ManualLSTM
 
 LAYERS = {"lstm": ManualLSTM, "gru": ManualGRU}
 SHAPES = [(35, 20, 650), (20, 20, 200)]  # (T, B, H): the medium and small presets

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from common import machine, median_seconds
 
-from lstmlm.nn.manual.layers import ManualLSTM
+from lstmlm.nn.manual import ManualLSTM
 from lstmlm.nn.regularize import dropout
 
 

@@ -11,7 +11,7 @@ from lstmlm.config.schema import ModelConfig
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.evaluation.perplexity import evaluate
 from lstmlm.nn.model import LanguageModel
-from lstmlm.training.runs import start_run
+from lstmlm.training import start_run
 
 
 @pytest.fixture(scope="module")

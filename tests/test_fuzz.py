@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from lstmlm.data.readers import read_text
 from lstmlm.data.tokenize import detokenize, tokenize, tokenize_prompt
 from lstmlm.data.vocab import EOS, UNK, Vocab
-from lstmlm.generation.sampling import encode_prompt
+from lstmlm.generation.text import encode_prompt
 
 FAST = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -11,8 +11,9 @@ import tempfile
 import pytest
 
 from helpers import write_corpus
+from lstmlm import files
+from lstmlm import storage as ckpt
 from lstmlm.cli.main import main
-from lstmlm.storage import checkpoint as ckpt
 
 TINY = "--emb-size 16 --hidden-size 16 --num-layers 1 --batch-size 4 --bptt 8 --quiet".split()
 
@@ -37,7 +38,7 @@ def assert_one_line(rc, lines, *fragments):
 
 
 def temp_files(folder):
-    return [p.name for p in folder.rglob("*") if p.name.endswith(ckpt.TMP_SUFFIX)]
+    return [p.name for p in folder.rglob("*") if p.name.endswith(files.TMP_SUFFIX)]
 
 
 # --- a checkpoint write that fails ----------------------------------------------------------
@@ -46,7 +47,7 @@ def temp_files(folder):
 @pytest.mark.parametrize("fail_in", ["fsync", "replace", "mkstemp"])
 def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch, fail_in):
     path = tmp_path / ckpt.LAST
-    ckpt.atomic_write(path, b"old")
+    files.atomic_write(path, b"old")
     err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def boom(*a, **k):
@@ -55,7 +56,7 @@ def test_failed_atomic_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatc
     target = {"fsync": (os, "fsync"), "replace": (os, "replace"), "mkstemp": (tempfile, "mkstemp")}
     monkeypatch.setattr(*target[fail_in], boom)
     with pytest.raises(OSError) as e:
-        ckpt.atomic_write(path, b"new" * 1000)
+        files.atomic_write(path, b"new" * 1000)
     monkeypatch.undo()
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     assert "No space left on device" in e.value.strerror and "unchanged" in e.value.strerror

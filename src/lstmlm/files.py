@@ -1,14 +1,71 @@
-"""The permission bits a new file would get from `open()` here (0666 less the umask).
+"""Files written whole or not at all, with the permission bits of a new file.
 
-`tempfile.mkstemp` creates files 0600 whatever the umask. Files written through a temporary
-name (checkpoints, downloads) take these bits before they are renamed into place, so a
-run folder reads like any other folder of the user's.
+`atomic_write` writes to a temporary name, syncs and renames over the target, so a crash
+leaves the old file or the new one, never a torn one. `tempfile.mkstemp` creates files
+0600 whatever the umask; files written through a temporary name (checkpoints, downloads)
+take the bits `open()` would give (0666 less the umask) before they are renamed into
+place, so a run folder reads like any other folder of the user's.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .NAME.<random>.tmp
+
+
+def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with `data` (or what the callable writes to the open file), atomically."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        chmod_like_new(fd)  # mkstemp's 0600 would make every run file private
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_error(path, e) from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    """The OSError of a failed write, naming the file and saying the old one is intact."""
+    why = e.strerror or str(e) or type(e).__name__
+    return OSError(
+        e.errno, f"cannot write it ({why}); the previous version (if any) is unchanged", str(path)
+    )
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 
 
 def default_file_mode() -> int:

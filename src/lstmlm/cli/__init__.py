@@ -1,0 +1,1 @@
+"""The `lstmlm` command line: one module per subcommand (see main.py)."""

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstmlm.config.errors import FieldError
+
 LEVELS = ("word", "char", "symbols")
 RNN_KINDS = ("lstm", "gru", "mogrifier")
 CELLS = ("fused", "manual")
@@ -57,11 +59,10 @@ class DataConfig:
             raise ValueError(
                 "give both --valid and --test, or neither (then they are split off --train)"
             )
-        if self.level not in LEVELS:
-            raise ValueError(f"--level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        _positive("min-freq", self.min_freq)
+        _choice("level", self.level, LEVELS)
+        _positive("min_freq", self.min_freq)
         if self.max_vocab is not None and self.max_vocab < 3:
-            raise ValueError(f"--max-vocab must be at least 3, got {self.max_vocab}")
+            raise FieldError("max_vocab", f"must be at least 3, got {self.max_vocab}")
 
 
 @dataclass(frozen=True)
@@ -122,27 +123,22 @@ class ModelConfig:
     init_all: bool = _f(False, "apply --init-range to every parameter (Zaremba et al.)")
 
     def validate(self) -> None:
-        if self.rnn not in RNN_KINDS:
-            raise ValueError(f"--rnn must be one of {', '.join(RNN_KINDS)}, got {self.rnn!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"--cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        _choice("rnn", self.rnn, RNN_KINDS)
+        _choice("cell", self.cell, CELLS)
         for name in ("emb_size", "hidden_size", "num_layers"):
-            _positive(name.replace("_", "-"), getattr(self, name))
-        _nonnegative("fc-layers", self.fc_layers)
-        _nonnegative("mogrifier-rounds", self.mogrifier_rounds)
+            _positive(name, getattr(self, name))
+        _nonnegative("fc_layers", self.fc_layers)
+        _nonnegative("mogrifier_rounds", self.mogrifier_rounds)
         if self.mogrifier_rank is not None:
-            _positive("mogrifier-rank", self.mogrifier_rank)
+            _positive("mogrifier_rank", self.mogrifier_rank)
         if self.hidden_sizes is not None:
             if len(self.hidden_sizes) == 0:
-                raise ValueError("--hidden-sizes needs at least one size")
+                raise FieldError("hidden_sizes", "needs at least one size")
             for h in self.hidden_sizes:
-                _positive("hidden-sizes", h)
+                _positive("hidden_sizes", h)
         for name in ("dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop"):
-            _probability(name.replace("_", "-"), getattr(self, name))
-        if self.softmax not in SOFTMAXES:
-            raise ValueError(
-                f"--softmax must be one of {', '.join(SOFTMAXES)}, got {self.softmax!r}"
-            )
+            _probability(name, getattr(self, name))
+        _choice("softmax", self.softmax, SOFTMAXES)
         if self.softmax == "adaptive":
             if self.tie_weights:
                 raise ValueError(
@@ -151,9 +147,9 @@ class ModelConfig:
                 )
             validate_cutoffs(self.cutoffs)
             if not (math.isfinite(self.div_value) and self.div_value >= 1):
-                raise ValueError(f"--div-value must be >= 1, got {self.div_value}")
+                raise FieldError("div_value", f"must be >= 1, got {self.div_value}")
         if self.init_range is not None and not (0 < self.init_range < 10):
-            raise ValueError(f"--init-range must be in (0, 10), got {self.init_range}")
+            raise FieldError("init_range", f"must be in (0, 10), got {self.init_range}")
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -246,14 +242,13 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+            raise FieldError("lr", f"must be a positive number, got {self.lr}")
         for name in ("momentum", "weight_decay", "clip", "alpha", "beta"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+                raise FieldError(name, f"must be >= 0, got {value}")
         for name in (
             "batch_size",
             "bptt",
@@ -264,23 +259,22 @@ class TrainConfig:
             "nonmono",
             "nan_patience",
         ):
-            _positive(name.replace("_", "-"), getattr(self, name))
+            _positive(name, getattr(self, name))
         if self.max_steps is not None:
-            _positive("max-steps", self.max_steps)
+            _positive("max_steps", self.max_steps)
         if self.max_minutes is not None and not (self.max_minutes > 0):
-            raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
+            raise FieldError("max_minutes", f"must be positive, got {self.max_minutes}")
         if not (self.lr_decay >= 1):
-            raise ValueError(f"--lr-decay must be >= 1 (it divides the lr), got {self.lr_decay}")
-        _nonnegative("decay-after", self.decay_after)
+            raise FieldError("lr_decay", f"must be >= 1 (it divides the lr), got {self.lr_decay}")
+        _nonnegative("decay_after", self.decay_after)
         if not (0 <= self.lr_final <= 1):
-            raise ValueError(f"--lr-final must be in [0, 1], got {self.lr_final}")
-        if not DEVICE_RE.match(str(self.device)):
-            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _nonnegative("nan-max-restores", self.nan_max_restores)
+            raise FieldError("lr_final", f"must be in [0, 1], got {self.lr_final}")
+        check_device_name(self.device)
+        _nonnegative("nan_max_restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
-            raise ValueError("--checkpoint-minutes must be >= 0")
+            raise FieldError("checkpoint_minutes", "must be >= 0")
         if any(not (t >= 0) for t in self.sample_temperatures):
-            raise ValueError("--sample-temperatures must be >= 0")
+            raise FieldError("sample_temperatures", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -334,21 +328,32 @@ def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
     """Adaptive softmax cutoffs: one or more positive, strictly increasing integers."""
     shown = " ".join(str(c) for c in cutoffs)
     if len(cutoffs) == 0 or any(not isinstance(c, int) or c <= 0 for c in cutoffs):
-        raise ValueError(f"--cutoffs must be one or more positive integers, got {shown!r}")
+        raise FieldError("cutoffs", f"must be one or more positive integers, got {shown!r}")
     if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
-        raise ValueError(f"--cutoffs must be strictly increasing, got {shown}")
+        raise FieldError("cutoffs", f"must be strictly increasing, got {shown}")
+
+
+def check_device_name(name: object) -> None:
+    """FieldError unless `name` is auto, cpu, cuda or cuda:N."""
+    if not DEVICE_RE.match(str(name)):
+        raise FieldError("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FieldError(name, f"must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _positive(name: str, value: int) -> None:
     if not (isinstance(value, int) and value > 0):
-        raise ValueError(f"--{name} must be a positive integer, got {value}")
+        raise FieldError(name, f"must be a positive integer, got {value}")
 
 
 def _nonnegative(name: str, value: int) -> None:
     if not (isinstance(value, int) and value >= 0):
-        raise ValueError(f"--{name} must be >= 0, got {value}")
+        raise FieldError(name, f"must be >= 0, got {value}")
 
 
 def _probability(name: str, value: float) -> None:
     if not (0.0 <= value < 1.0):
-        raise ValueError(f"--{name} must be in [0, 1), got {value}")
+        raise FieldError(name, f"must be in [0, 1), got {value}")

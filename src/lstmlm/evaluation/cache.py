@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lstmlm.config import FieldError
 from lstmlm.data.batching import batchify, eval_columns, windows
-from lstmlm.evaluation.perplexity import EvalResult, autocast, result
+from lstmlm.evaluation.perplexity import EvalResult, result
 from lstmlm.nn.model import LanguageModel
+from lstmlm.nn.precision import autocast
 
 LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
@@ -36,13 +38,14 @@ class CacheConfig:
     lam: float = 0.1  # λ, weight of the cache distribution
     theta: float = 1.0  # θ, inverse temperature of the dot products
 
-    def validate(self) -> None:
+    def validate(self) -> CacheConfig:
         if self.window < 1:
-            raise ValueError(f"--cache-window must be positive, got {self.window}")
+            raise FieldError("window", f"must be positive, got {self.window}")
         if not (0 <= self.lam < 1):
-            raise ValueError(f"--cache-lambda must be in [0, 1), got {self.lam}")
+            raise FieldError("lam", f"must be in [0, 1), got {self.lam}")
         if not (self.theta >= 0):
-            raise ValueError(f"--cache-theta must be >= 0, got {self.theta}")
+            raise FieldError("theta", f"must be >= 0, got {self.theta}")
+        return self
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lstmlm.config import FieldError
 from lstmlm.data.batching import batchify, eval_columns, windows
 from lstmlm.evaluation.perplexity import EvalResult, evaluate, result
 from lstmlm.nn.model import LanguageModel
@@ -42,13 +43,14 @@ class DynamicConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"--dyn-method must be one of {', '.join(METHODS)}, got {self.method}")
+            raise FieldError("method", f"must be one of {', '.join(METHODS)}, got {self.method}")
         if not (self.lr >= 0):
-            raise ValueError(f"--dyn-lr must be >= 0, got {self.lr}")
+            raise FieldError("lr", f"must be >= 0, got {self.lr}")
         if not (0 <= self.decay < 1):
-            raise ValueError(f"--dyn-decay must be in [0, 1), got {self.decay}")
-        if self.bptt < 1 or self.batch_size < 1:
-            raise ValueError("--dyn-bptt and --dyn-batch-size must be positive")
+            raise FieldError("decay", f"must be in [0, 1), got {self.decay}")
+        for name in ("bptt", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,8 +13,7 @@ from torch import Tensor
 from lstmlm.config.schema import EVAL_BATCH_SIZE
 from lstmlm.data.batching import batchify, eval_columns, windows
 from lstmlm.nn.model import LanguageModel
-
-log = logging.getLogger(__name__)
+from lstmlm.nn.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -36,36 +32,6 @@ def result(total_nll: float, tokens: int, level: str) -> EvalResult:
     ppl = math.exp(loss) if loss < 700 else math.inf
     bpc = loss / math.log(2) if level in ("char", "symbols") else None
     return EvalResult(tokens, loss, ppl, bpc)
-
-
-def autocast(precision: str, device_type: str = "cpu"):
-    if precision == "bf16":
-        if device_type == "cpu":
-            _warn_if_bf16_is_slow()
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN has bf16 matmul kernels for this CPU (AVX-512 or newer).
-
-    Without them (AVX2-only CPUs, most laptops before 2021) bf16 matmuls fall back to
-    slow paths; everything measured in benchmarks/ ran on a CPU that has them.
-    """
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
-
-
-@functools.cache  # once per process
-def _warn_if_bf16_is_slow() -> None:
-    if not cpu_has_fast_bf16():
-        log.warning(
-            "this CPU has no fast bf16 matmuls (oneDNN reports none); --precision bf16 "
-            "may run slower than fp32 here"
-        )
 
 
 @torch.inference_mode()

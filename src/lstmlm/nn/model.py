@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,9 @@ from lstmlm.config.schema import ModelConfig
 from lstmlm.nn.regularize import dropout, embedding_dropout, locked_dropout
 from lstmlm.nn.rnn import RNNStack, State
 from lstmlm.nn.softmax import AdaptiveSoftmax, FullSoftmax, make_head
+from lstmlm.nn.step import decoder_step
+
+StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 @dataclass
@@ -118,14 +122,45 @@ class LanguageModel(nn.Module):
         x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)  # (T, B, E)
         x = locked_dropout(dropout(x, cfg.dropout, self.training), cfg.dropout_i, self.training)
         out, state, hiddens = self.rnn(x, state)  # (T, B, H)
+        out, dropped = self._decoder_input(out)
+        return out, state, hiddens, dropped
+
+    def _decoder_input(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """The last recurrent layer's output (..., H) -> (decoder input (..., D), its
+        dropped copy (..., H), which AR reads)."""
+        cfg = self.cfg
         out = dropout(out, cfg.dropout, self.training)
-        out = locked_dropout(out, cfg.dropout_o, self.training)
-        dropped = out
+        dropped = out = locked_dropout(out, cfg.dropout_o, self.training)
         for fc in self.fc:
             out = dropout(torch.relu(fc(out)), cfg.dropout, self.training)
         if self.proj is not None:
-            out = self.proj(out)  # (T, B, E)
-        return out, state, hiddens, dropped
+            out = self.proj(out)  # (..., E)
+        return out, dropped
+
+    def stepper(self, precision: str = "fp32") -> StepFn:
+        """`(tokens (B,), state) -> (scores (B, V), state)`: one time step, for sampling.
+
+        The same computation as `forward` on a one-token window (to float rounding,
+        tests/nn/test_step.py), through the one-step forms of `nn.step` where every
+        recurrent layer has one and the model is in eval mode: `precision` "bf16" then
+        runs the step's matmuls on bfloat16 copies of the weights, made here. Anything
+        else steps through `forward`.
+        """
+        rnn_step = self.rnn.stepper(precision) if not self.training else None
+        if rnn_step is None:
+
+            def slow(tok: Tensor, state: State) -> tuple[Tensor, State]:
+                out = self(tok.unsqueeze(0), state)  # (1, B) -> logits (1, B, V)
+                return out.logits[0], out.state
+
+            return slow
+        decode = decoder_step(self.decoder, precision)
+
+        def fast(tok: Tensor, state: State) -> tuple[Tensor, State]:
+            x, state = rnn_step(self.embedding(tok), state)  # (B, E) -> (B, H)
+            return decode(self._decoder_input(x)[0]), state  # (B, V)
+
+        return fast
 
     def log_probs(self, features: Tensor) -> Tensor:
         """Decoder input (..., D) -> exact log-probabilities over the vocabulary (..., V), fp32."""

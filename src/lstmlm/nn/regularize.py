@@ -12,7 +12,7 @@ Weight drop is functional: the dropped matrix is computed on every forward and
 handed to the layer with `torch.func.functional_call`, so the module's
 registered parameters, its state dict and its optimizer entries never change.
 This works for any layer that reads `weight_hh_l0` at call time (nn.LSTM,
-nn.GRU, and the hand-written layers of rnn_manual.py).
+nn.GRU, and the hand-written layers of nn/manual/).
 
 AR and TAR are loss terms computed from what the model returns; they hold no
 state. Variable-length BPTT draws window lengths from an explicit generator so

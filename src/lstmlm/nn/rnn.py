@@ -11,17 +11,19 @@ dropout between layers (`dropout_h`) and weight drop on each layer's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lstmlm.nn.manual.layers import ManualGRU, ManualLSTM, MogrifierLSTM
+from lstmlm.nn.manual import ManualGRU, ManualLSTM, MogrifierLSTM
 from lstmlm.nn.regularize import dropout, locked_dropout, weight_dropped_call
+from lstmlm.nn.step import cell_step, has_cell_step
 
 # Per layer: (h, c) for LSTM, (h,) for GRU; each (1, B, H).
 LayerState = tuple[Tensor, ...]
 State = list[LayerState]
+LayerStep = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 def make_layer(
@@ -104,6 +106,24 @@ class RNNStack(nn.Module):
             new_state.append(tuple(hx) if has_cell_state(self.kind) else (hx,))
             outputs.append(x)
         return x, new_state, outputs
+
+    def stepper(self, precision: str = "fp32") -> LayerStep | None:
+        """`(x (B, I), state) -> (last layer's h (B, H_last), state)` for one time step of
+        the whole stack (eval mode: no dropout), or None when a layer has no one-step form
+        (`nn.step.has_cell_step`)."""
+        if not all(has_cell_step(layer) for layer in self.layers):
+            return None
+        cells = [cell_step(layer, precision) for layer in self.layers]
+
+        def step(x: Tensor, state: State) -> tuple[Tensor, State]:
+            new: State = []
+            for cell, layer_state in zip(cells, state, strict=True):
+                out = cell(x, tuple(s[0] for s in layer_state))  # (h,) or (h, c), (B, H)
+                new.append(tuple(s.unsqueeze(0) for s in out))
+                x = out[0]  # (B, H)
+            return x, new
+
+        return step
 
 
 def detach_state(state: State) -> State:

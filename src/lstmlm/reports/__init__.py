@@ -1,0 +1,1 @@
+"""Reports over finished runs: comparisons of several configurations, and curve plots."""

@@ -1,0 +1,1 @@
+"""The web server: a page and a JSON API over `api.TextModel` (needs the `web` extra)."""

@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lstmlm.config import FieldError
+from lstmlm.generation.config import MAX_PROMPT_CHARS
+
 
 @dataclass(frozen=True)
 class ServerLimits:
     max_prompt_chars: int = field(
-        default=2000, metadata={"help": "longest prompt accepted, in characters"}
+        default=MAX_PROMPT_CHARS,
+        metadata={"help": f"longest prompt accepted, in characters (at most {MAX_PROMPT_CHARS:,})"},
     )
     max_new_tokens_limit: int = field(
         default=500, metadata={"help": "largest max_new_tokens a request may ask for"}
@@ -40,15 +44,21 @@ class ServerLimits:
     def validate(self) -> ServerLimits:
         for name in ("max_prompt_chars", "max_new_tokens_limit", "max_score_chars"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive")
+                raise FieldError(name, f"must be positive, got {getattr(self, name)}")
+        if self.max_prompt_chars > MAX_PROMPT_CHARS:
+            raise FieldError(
+                "max_prompt_chars",
+                f"is at most {MAX_PROMPT_CHARS:,} (what the model API reads), got "
+                f"{self.max_prompt_chars:,}",
+            )
         if self.max_concurrent < 1:
-            raise ValueError(f"--max-concurrent must be positive, got {self.max_concurrent}")
+            raise FieldError("max_concurrent", f"must be positive, got {self.max_concurrent}")
         if self.max_queue < 0:
-            raise ValueError(f"--max-queue must be >= 0, got {self.max_queue}")
+            raise FieldError("max_queue", f"must be >= 0, got {self.max_queue}")
         if not (self.rate >= 0):
-            raise ValueError(f"--rate must be >= 0, got {self.rate}")
+            raise FieldError("rate", f"must be >= 0, got {self.rate}")
         if self.burst is not None and self.burst < 1:
-            raise ValueError(f"--burst must be positive, got {self.burst}")
+            raise FieldError("burst", f"must be positive, got {self.burst}")
         return self
 
     @property

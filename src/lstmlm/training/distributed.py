@@ -44,44 +44,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from lstmlm.config.schema import DEVICE_RE, EVAL_BATCH_SIZE
+from lstmlm.config import EVAL_BATCH_SIZE
 from lstmlm.data.batching import eval_columns
+from lstmlm.device import resolve_device
 
 if TYPE_CHECKING:
     from lstmlm.evaluation.perplexity import EvalResult
-
-
-# --- devices -------------------------------------------------------------------------
-
-
-def check_device_name(name: str) -> None:
-    if not DEVICE_RE.match(str(name)):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-
-
-def resolve_device(
-    name: str | torch.device = "auto", local_rank: int | None = None
-) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' -> cuda:local_rank (0 if None).
-
-    Raises ValueError for cuda on a machine (or torch build) without a GPU.
-    """
-    if isinstance(name, torch.device):
-        name = str(name)
-    check_device_name(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        build = "a CPU-only torch build" if torch.version.cuda is None else "no GPU visible"
-        raise ValueError(f"--device {name}: CUDA is not available here ({build}); use --device cpu")
-    dev = torch.device(name)
-    if dev.index is None:
-        dev = torch.device("cuda", local_rank or 0)
-    if dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {dev}: only {torch.cuda.device_count()} GPU(s) visible")
-    return dev
 
 
 # --- the process group -------------------------------------------------------------------

@@ -7,7 +7,9 @@ and Adam moments stay as they were). `NonFiniteGuard.record` then says what to
 do next:
 
     "skip"      fewer than `patience` bad steps in a row: go on with the next window
-    "restore"   `patience` bad steps in a row: reload the last good state, halve the lr
+    "restore"   `patience` bad steps in a row: reload the last good state (last.safetensors,
+                or before the first checkpoint the trainer's in-memory copy of its starting
+                state, state.TrainingState), halve the lr
     "diverged"  the same after `max_restores` restores: stop with `diverged_message`
 
 Why a host read per step rather than a masked (`torch.where`) update: masking
@@ -19,18 +21,14 @@ pass has been queued anyway.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from lstmlm.training.runs import Trainer
 
 
 def grad_norm(params: Iterable[Tensor], clip: float) -> Tensor:
@@ -104,50 +102,3 @@ def diverged_message(guard: NonFiniteGuard, lr: float, last: Path) -> str:
         f"training diverged: loss is NaN or inf for {guard.patience} steps in a row {tries}; "
         f"try a lower --lr or a smaller --clip; {kept}"
     )
-
-
-# --- an in-memory copy of the starting state ---------------------------------------------
-
-
-@dataclass
-class Snapshot:
-    """The trainer's state at the start of a run, for a restore before any checkpoint."""
-
-    model: dict[str, Tensor]
-    optimizer: dict[str, Any]
-    trainer: Any  # TrainerState
-    hidden: list[tuple[Tensor, ...]]
-    rng: Tensor
-    rng_bptt: Tensor
-
-
-def take_snapshot(tr: Trainer) -> Snapshot:
-    return Snapshot(
-        model=_copy_state(tr.model.state_dict()),
-        optimizer=copy.deepcopy(tr.opt.state_dict()),
-        trainer=replace(tr.st, val_history=list(tr.st.val_history)),
-        hidden=[tuple(t.detach().clone() for t in layer) for layer in tr.hidden],
-        rng=torch.get_rng_state(),
-        rng_bptt=tr.bptt_gen.get_state(),
-    )
-
-
-def _copy_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """CPU copies of a state dict; a tensor under two keys (tied weights) is copied once."""
-    copies: dict[tuple[int, int, tuple[int, ...]], Tensor] = {}
-    out = {}
-    for key, t in state.items():
-        alias = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if alias not in copies:
-            copies[alias] = t.detach().cpu().clone()
-        out[key] = copies[alias]
-    return out
-
-
-def restore_snapshot(tr: Trainer, snap: Snapshot) -> None:
-    tr.model.load_state_dict(snap.model)
-    tr.opt.load_state_dict(copy.deepcopy(snap.optimizer))
-    tr.st = replace(snap.trainer, val_history=list(snap.trainer.val_history))
-    tr.hidden = [tuple(t.clone() for t in layer) for layer in snap.hidden]
-    torch.set_rng_state(snap.rng)
-    tr.bptt_gen.set_state(snap.rng_bptt)

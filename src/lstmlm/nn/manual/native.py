@@ -1,7 +1,7 @@
 """The fused C kernels of ``kernels/lstm_step.c`` and ``kernels/gru_step.c``: built with
 the system C compiler on first use, cached, loaded through ctypes.
 
-The hand-written LSTM's and GRU's time loops (``rnn_manual.py``) make, per step, one
+The hand-written LSTM's and GRU's time loops (``lstm.py``, ``gru.py``) make, per step, one
 matmul call and a few small elementwise torch ops (gates, state update, their
 gradients). On a 2-core CPU those small ops cost more than their arithmetic: dispatch,
 a pass over memory each, and torch's tanh at about 2 ns per element. The kernels do a

@@ -1,0 +1,130 @@
+"""Progress on stderr: trainer events as a tqdm bar and one line per epoch; evaluation
+and download bars."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def format_result(split: str, ppl: float, bpc: float | None) -> str:
+    line = f"{split:5s} ppl {ppl:9.2f}"
+    if bpc is not None:
+        line += f"   bpc {bpc:.4f}"
+    return line
+
+
+class ProgressReporter:
+    """Turns trainer events into a tqdm bar on stderr and one line per epoch.
+
+    The epoch bar moves on "progress" events (every --log-every steps); at the end of an
+    epoch, or of a run stopped mid-epoch (--max-steps, --max-minutes, Ctrl-C), it is moved
+    to the last step the trainer reported, so a short run does not end at "0/N".
+    """
+
+    # Evaluation reports positions along each of its parallel columns, not tokens: the bar
+    # shows the share done and the time left, not a count or a rate that would read as
+    # tokens (and understate the throughput by the batch size).
+    EVAL_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]"
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar: Any = None
+        self.step: int | None = None  # the trainer's last reported (global) step
+        self._anchor: tuple[int, int] | None = None  # (bar position, step) in this epoch
+
+    def _new_bar(self, **kw: Any) -> None:
+        from tqdm import tqdm
+
+        self.close()
+        self.bar = tqdm(file=sys.stderr, dynamic_ncols=True, disable=self.quiet, **kw)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._anchor = None
+
+    def _move_to_step(self, step: int) -> None:
+        """Put the epoch bar where `step` is: a step and a window of the epoch go together."""
+        if self.bar is not None and self._anchor is not None:
+            done, at = self._anchor
+            self.bar.n = min(max(done + step - at, 0), self.bar.total)
+
+    def __call__(self, kind: str, d: dict[str, Any]) -> None:
+        if kind == "start":
+            self.step = 0  # a new run, or a fine-tuning one, starts counting afresh
+            if not self.quiet:
+                print(
+                    f"training on {d['source']}: {d['train_tokens']:,} tokens, vocab "
+                    f"{d['vocab_size']:,}, {d['params']:,} parameters",
+                    file=sys.stderr,
+                )
+        elif kind == "epoch_start":
+            self._new_bar(
+                total=d["steps"], initial=d["done"], desc=f"epoch {d['epoch']}", unit="step"
+            )
+            self._anchor = (d["done"], self.step) if self.step is not None else None
+        elif kind == "progress" and self.bar is not None:
+            self.bar.n = d["done"]
+            self._anchor = (d["done"], d["step"])
+            self.bar.set_postfix(
+                loss=f"{d['train_loss']:.3f}",
+                ppl=f"{d['train_ppl']:.1f}",
+                lr=f"{d['lr']:.3g}",
+                tok_s=f"{d['tokens_per_sec']:,.0f}",
+                refresh=False,
+            )
+            self.bar.refresh()
+        elif kind == "epoch":
+            if self.bar is not None:
+                self.bar.n = self.bar.total  # every window of the epoch is done
+            self.close()
+            if not self.quiet:
+                extra = f" bpc {d['valid_bpc']:.4f}" if d.get("valid_bpc") is not None else ""
+                print(
+                    f"epoch {d['epoch']:3d} | train ppl {d['train_ppl']:8.2f} | valid ppl "
+                    f"{d['valid_ppl']:8.2f}{extra} | lr {d['lr']:.4g} | "
+                    f"{d['tokens_per_sec']:,.0f} tok/s | {d['elapsed'] / 60:.1f} min",
+                    file=sys.stderr,
+                )
+        elif kind == "sample" and not self.quiet:
+            print(f"--- sample, temperature {d['temperature']} ---\n{d['text']}", file=sys.stderr)
+        elif kind == "final_eval":  # stopped mid-epoch, the bar is still open
+            self._move_to_step(d.get("step", 0))
+            self.close()
+            if not self.quiet:
+                print("evaluating the best model on valid and test ...", file=sys.stderr)
+        elif kind in ("interrupted", "diverged"):  # the run ends with an error line next
+            self._move_to_step(d["step"])
+            self.close()
+        elif kind == "resume" and not self.quiet:
+            print(f"resuming at epoch {d['epoch']}, step {d['step']}", file=sys.stderr)
+        elif kind == "stop_requested":  # always: the user asked and waits for an answer
+            print(
+                "\nstopping after this step and saving it (Ctrl-C again to quit at once, "
+                "losing what the last checkpoint does not hold)",
+                file=sys.stderr,
+            )
+        if "step" in d:
+            self.step = d["step"]
+
+    def eval_progress(self, done: int, total: int) -> None:
+        """An evaluation pass at position `done` of `total`; a new pass (a cache search,
+        then the evaluation) gets a new bar."""
+        if self.quiet:
+            return
+        if self.bar is not None and (done < self.bar.n or total != self.bar.total):
+            self.close()
+        if self.bar is None:
+            self._new_bar(total=total, desc="evaluating", bar_format=self.EVAL_FORMAT, leave=False)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def bytes_progress(self, done: int, total: int | None) -> None:
+        if self.quiet:
+            return
+        if self.bar is None or (total and self.bar.total != total):
+            self._new_bar(total=total, desc="downloading", unit="B", unit_scale=True)
+        self.bar.n = done
+        self.bar.refresh()

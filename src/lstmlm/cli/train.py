@@ -1,0 +1,142 @@
+"""`lstmlm train`: train a model into a run folder, resume one, or run several processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lstmlm.cli.flags import add_config_flags, config_overrides, level_asked
+from lstmlm.cli.progress import ProgressReporter, format_result
+from lstmlm.config import build, split_sections
+
+
+def add_parser(sub: Any) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train a model into a run folder",
+        description="Train a language model. Flags override the preset's values; the defaults "
+        "shown are those used without --preset.",
+    )
+    t.add_argument(
+        "--preset",
+        help="named recipe (see `lstmlm presets`) (default: none: the defaults shown below)",
+    )
+    t.add_argument("--out", help="run folder to create (required unless --resume)")
+    t.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder exactly where it stopped; only budget and "
+        "logging flags (--epochs, --max-minutes, ...) may change",
+    )
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    t.add_argument("--json", action="store_true", help="print a final JSON summary line")
+    t.add_argument(
+        "--quiet", action="store_true", help="no progress bar or per-epoch lines on stderr"
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes (DistributedDataParallel: gloo on CPU, nccl on GPUs) by "
+        "re-running this command through torchrun; --batch-size is per process (default: 1)",
+    )
+    t.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="also log to TensorBoard, in DIR (RUN/tensorboard when no DIR is given); needs "
+        "tensorboard (default: off)",
+    )
+    add_config_flags(t)
+    t.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmlm.training import distributed, resume_run, start_run
+    from lstmlm.training.allocator import keep_freed_memory
+
+    if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError("--resume continues RUN in its own folder; drop --out")
+    if args.nproc is not None and args.nproc != 1:
+        return launch_train(args)
+    keep_freed_memory()  # no page faults for buffers freed and re-made every step
+    main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and prints
+    reporter = ProgressReporter(quiet=args.quiet or not main_rank)
+    if getattr(args, "tensorboard", None) is not None and main_rank:  # --tensorboard [DIR]
+        from lstmlm.training.tb import TensorBoardSink, tee
+
+        tb_dir = args.tensorboard or Path(args.resume or args.out or ".") / "tensorboard"
+        reporter = tee(reporter, TensorBoardSink(tb_dir))
+    if args.resume:
+        o = split_sections(config_overrides(args))
+        if o["data"] or o["model"] or args.preset:
+            raise ValueError(
+                "--resume continues a run with its own config; drop the data/model "
+                "flags and --preset"
+            )
+        result = resume_run(args.resume, o["train"], on_event=reporter if main_rank else None)
+        run_dir = Path(args.resume)
+    else:
+        if not args.out:
+            raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
+        cfg = build(args.preset, config_overrides(args))
+        result = start_run(
+            cfg,
+            args.out,
+            overwrite=args.overwrite,
+            level=level_asked(args, cfg),
+            on_event=reporter if main_rank else None,
+        )
+        run_dir = Path(args.out)
+    reporter.close()
+    distributed.shutdown()
+    if not main_rank:
+        return 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_result("valid", result.valid.ppl, result.valid.bpc))
+        print(format_result("test", result.test.ppl, result.test.bpc))
+        print(f"run saved in {run_dir}")
+    return 0
+
+
+def launch_train(args: argparse.Namespace) -> int:
+    """`lstmlm train --nproc N ...`: run the same command in N processes through torchrun."""
+    from lstmlm.storage.runs import read_run_files
+    from lstmlm.training import check_model, check_start, distributed
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if distributed.env_world_size() > 1:
+        raise ValueError("--nproc starts its own processes; drop it when running under torchrun")
+    # Check here, so that a mistake is one line rather than a report from every process.
+    if args.resume:
+        read_run_files(args.resume)
+    elif not args.out:
+        raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
+    else:
+        cfg = build(args.preset, config_overrides(args))
+        level = level_asked(args, cfg)
+        data = check_start(cfg, Path(args.out), args.overwrite, level, args.nproc)
+        check_model(cfg, len(data.vocab))
+    return distributed.launch(args.nproc, without_option(args.argv, "--nproc"))
+
+
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """argv less `FLAG VALUE` and `FLAG=VALUE`."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out

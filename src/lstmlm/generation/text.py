@@ -1,0 +1,155 @@
+"""Sampled token ids as text: detokenized piece by piece, stop strings cut, streamed.
+
+Every caller that turns samples into text goes through here: `generate` (a batch of
+samples, whole texts), `stream` (one sample, yielded as pieces while it is made). Both
+feed each sample's tokens to a `Completion`, which appends the token's text, cuts the
+text at the first stop string and knows how much of it is safe to show: an end of the
+text that could still grow into a stop string is held back until it is known not to,
+so a streamed piece is never taken back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from lstmlm.data.tokenize import tokenize_prompt
+from lstmlm.data.vocab import EOS, Vocab
+from lstmlm.generation.config import SampleConfig
+from lstmlm.generation.sampling import check_batch, sample_ids
+from lstmlm.nn.model import LanguageModel
+
+FINISH_REASONS = ("length", "stop", "eos", "cancelled")
+
+
+def encode_prompt(prompt: str, vocab: Vocab, level: str) -> tuple[list[int], list[str]]:
+    """Prompt ids (starting with `<eos>`, as after a line break) and its unknown tokens."""
+    tokens = tokenize_prompt(prompt, level)
+    unknown = [t for t in tokens if t not in vocab]
+    return vocab.encode([EOS, *tokens]), unknown
+
+
+def token_piece(token: str, prev: str | None, level: str) -> str:
+    """The text `token` adds after `prev`; joined pieces equal `detokenize(tokens)`."""
+    if token == EOS:
+        return "\n"
+    if level == "char":
+        return token
+    if level == "symbols":
+        return token.replace("_", " ")
+    return token if prev is None or prev == EOS else " " + token
+
+
+def joiner(prompt: str, level: str, continuation: str) -> str:
+    """The space between a word-level prompt and its continuation, when one is needed to
+    show them as one passage (`prompt + joiner(...) + continuation`)."""
+    needs = level == "word" and prompt and not prompt.endswith((" ", "\n", "\t"))
+    return " " if needs and continuation and not continuation.startswith("\n") else ""
+
+
+def find_stop(text: str, stops: Sequence[str]) -> int:
+    """Index of the earliest stop string in `text`, or -1."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that could still grow into a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+@dataclass
+class Completion:
+    """One sample's continuation as it is made (the prompt is not part of it)."""
+
+    text: str = ""
+    tokens: int = 0  # tokens that went into the text (a cut stop string's tokens count)
+    finish_reason: str = "length"  # length | stop | eos | cancelled
+    done: bool = False
+    shown: int = 0  # characters of `text` handed out as pieces so far
+    _prev: str | None = field(default=None, repr=False)
+
+    def add(self, token: str, level: str, stops: Sequence[str], stop_at_eos: bool) -> None:
+        """Append one drawn token; sets `done` at a stop string or (`stop_at_eos`) <eos>."""
+        if stop_at_eos and token == EOS:
+            self.finish("eos")
+            return
+        self.text += token_piece(token, self._prev, level)
+        self._prev = token
+        self.tokens += 1
+        cut = find_stop(self.text, stops) if stops else -1
+        if cut >= 0:
+            self.text = self.text[:cut]
+            self.finish("stop")
+
+    def finish(self, reason: str) -> None:
+        self.finish_reason, self.done = reason, True
+
+    def next_piece(self, stops: Sequence[str]) -> str:
+        """The text not handed out yet that can no longer change ("" if none): all of it
+        once done, else all but an end that may grow into a stop string."""
+        safe = len(self.text) if self.done else len(self.text) - held_back(self.text, stops)
+        if safe <= self.shown:
+            return ""
+        piece, self.shown = self.text[self.shown : safe], safe
+        return piece
+
+
+def generate(
+    model: LanguageModel, vocab: Vocab, level: str, prompt: str, cfg: SampleConfig
+) -> list[str]:
+    """`cfg.num_samples` continuations of `prompt` as text (prompt not included)."""
+    check_batch(model, cfg)  # before the per-sample lists below
+    ids, _ = encode_prompt(prompt, vocab, level)
+    samples = [Completion() for _ in range(cfg.num_samples)]
+    for tok in sample_ids(model, ids, cfg):
+        for sample, t in zip(samples, tok.tolist(), strict=True):
+            if not sample.done:
+                sample.add(vocab.itos[t], level, cfg.stop, cfg.stop_at_eos)
+        if all(s.done for s in samples):
+            break
+    return [s.text for s in samples]
+
+
+def stream(
+    model: LanguageModel,
+    vocab: Vocab,
+    level: str,
+    prompt: str,
+    cfg: SampleConfig,
+    *,
+    cancel: threading.Event | None = None,
+    completion: Completion | None = None,
+) -> Iterator[str]:
+    """Text pieces of one sample as it is made; `"".join` equals `generate(...)[0]`.
+
+    `cancel` (set from another thread) stops the sampling before the next token;
+    `completion`, when given, holds the whole text, the token count and the finish
+    reason once the iterator is done.
+    """
+    if cfg.num_samples != 1:
+        raise ValueError("stream makes one sample; use generate for num_samples > 1")
+    ids, _ = encode_prompt(prompt, vocab, level)
+    c = completion if completion is not None else Completion()
+    for tok in sample_ids(model, ids, cfg):
+        if cancel is not None and cancel.is_set():
+            c.finish("cancelled")
+            return
+        c.add(vocab.itos[int(tok[0])], level, cfg.stop, cfg.stop_at_eos)
+        piece = c.next_piece(cfg.stop)
+        if piece:
+            yield piece
+        if c.done:
+            return
+    c.done = True
+    piece = c.next_piece(cfg.stop)
+    if piece:
+        yield piece
+

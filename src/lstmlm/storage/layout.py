@@ -1,0 +1,19 @@
+"""What a run folder holds: the names of its files.
+
+    RUN/config.json       run config, token level, corpus description, text fingerprint
+    RUN/vocab.json        the vocabulary
+    RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
+    RUN/best.safetensors  weights of the best model on validation
+    RUN/metrics.jsonl     one JSON object per progress report / epoch
+    RUN/summary.json      final evaluation
+    RUN/.lock             held by the process training the run
+"""
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+LAST = "last.safetensors"
+BEST = "best.safetensors"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+RUN_FILES = (CONFIG, VOCAB, LAST, BEST, METRICS, SUMMARY)  # what a run writes in its folder
+LOCK = ".lock"  # held by the process training the run (runs.run_lock)

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+from conftest import write_corpus
+
+from helpers import tiny_config
+from lstmlm.cli.main import main
+from lstmlm.config.schema import DataConfig, RunConfig
+from lstmlm.reports.plot import choose_metric, plot_runs, read_curves, transform
+from lstmlm.training import start_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plot")
+    run = tmp / "tiny"
+    start_run(tiny_config(write_corpus(tmp / "corpus.txt"), epochs=2), run)
+    return run
+
+
+def test_curves_follow_metrics_jsonl(run_dir):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    c = read_curves(run_dir)
+    assert c.name == "tiny" and c.level == "word"
+    progress = [r for r in records if r["event"] == "progress"]
+    assert [p.loss for p in c.train] == [r["train_loss"] for r in progress]
+    assert [p.epoch for p in c.valid] == [1, 2]
+    assert [p.minutes * 60 for p in c.valid] == pytest.approx(
+        [r["elapsed"] for r in records if r["event"] == "epoch"]
+    )
+    xs = [p.epoch for p in c.train]
+    assert xs == sorted(xs) and 0 < xs[0] < 1 < xs[-1] <= 2
+    thin = read_curves(run_dir, max_points=3)
+    assert len(thin.train) == 3 and thin.train[-1] == c.train[-1] and thin.train[0] == c.train[0]
+
+
+def test_epoch_records_stand_in_for_missing_progress_reports(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["event"] != "progress"]
+    (copy / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+    epochs = [json.loads(line) for line in kept if json.loads(line)["event"] == "epoch"]
+    c = read_curves(copy)
+    assert [(p.epoch, p.loss) for p in c.train] == [(r["epoch"], r["train_loss"]) for r in epochs]
+
+
+def test_torn_last_line_is_skipped(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with (copy / "metrics.jsonl").open("a") as f:
+        f.write('{"event": "progress", "epo')
+    assert len(read_curves(copy).train) == len(read_curves(run_dir).train)
+
+
+def test_metric_choice_and_transform():
+    assert choose_metric(["char", "symbols"]) == "bpc"
+    assert choose_metric(["word", "word"]) == "ppl"
+    assert choose_metric(["char"], "ppl") == "ppl"
+    with pytest.raises(ValueError, match="a word-level run is word-level and a char-level run"):
+        choose_metric(["word", "char"])
+    with pytest.raises(ValueError, match="bpc is for char/symbols runs; w is word-level"):
+        choose_metric(["word"], "bpc", ["w"])
+    with pytest.raises(ValueError, match="unknown metric"):
+        choose_metric(["word"], "nats")
+    assert transform(1.0, "bpc") == pytest.approx(1.4427, abs=1e-4)
+    assert transform(1000.0, "ppl") == float("inf")
+
+
+def test_plot_writes_a_png(run_dir, tmp_path):
+    out = plot_runs([run_dir, run_dir], tmp_path / "curves.png")
+    data = out.read_bytes()
+    assert data[:8] == PNG and len(data) > 20_000
+
+
+def test_cli_plot(run_dir, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "ppl"]) == 0
+    assert out.read_bytes()[:8] == PNG
+    assert "wrote" in capsys.readouterr().out
+    assert main(["plot", str(tmp_path / "nope"), "-o", str(out)]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_bpc_of_a_word_level_run_is_refused(run_dir, tmp_path, capsys):
+    out = tmp_path / "c.png"
+    with pytest.raises(ValueError, match=f"bpc is for char/symbols runs; {run_dir} is word"):
+        plot_runs([run_dir], out, metric="bpc")
+    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "bpc"]) == 2
+    err = capsys.readouterr().err
+    assert "use --metric ppl" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_word_and_char_runs_do_not_share_an_axis(run_dir, tmp_path, capsys):
+    cfg = tiny_config(write_corpus(tmp_path / "corpus.txt", n_lines=40), epochs=1, max_steps=6)
+    char = tmp_path / "char"
+    start_run(RunConfig(DataConfig(train=cfg.data.train, level="char"), cfg.model, cfg.train), char)
+    assert read_curves(char).level == "char"
+    out = tmp_path / "c.png"
+    for metric in ("auto", "ppl", "bpc"):
+        with pytest.raises(ValueError, match=f"{run_dir} is word-level and {char} is char-level"):
+            plot_runs([run_dir, char], out, metric=metric)
+    assert main(["plot", str(char), str(run_dir), "-o", str(out)]) == 2
+    assert "cannot share an axis" in capsys.readouterr().err
+    assert not out.exists()
+    assert plot_runs([char, char], out).read_bytes()[:8] == PNG  # one level: drawn in bpc
+
+
+@pytest.mark.parametrize("records", [None, [], [{"event": "start", "config": {}}]])
+def test_a_run_without_training_records_is_refused(run_dir, tmp_path, capsys, records):
+    import shutil
+
+    copy = tmp_path / "fresh"
+    shutil.copytree(run_dir, copy)
+    if records is None:
+        (copy / "metrics.jsonl").unlink()
+    else:
+        (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "c.png"
+    with pytest.raises(ValueError, match=f"^{copy} has no training records yet$"):
+        plot_runs([run_dir, copy], out)
+    assert main(["plot", str(copy), "-o", str(out)]) == 2
+    assert "has no training records yet" in capsys.readouterr().err
+    assert not out.exists()
