@@ -78,12 +78,11 @@ def run_reference(args: argparse.Namespace, data: Path) -> dict:
 
 def run_awd(args: argparse.Namespace, data: Path) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
-    from lstmlm.config.presets import preset_config
-    from lstmlm.config.schema import DataConfig, RunConfig, replace
+    from lstmlm.config import DataConfig, RunConfig, preset_config, replace
     from lstmlm.data.dataset import load_dataset
     from lstmlm.data.tokenize import tokenize
     from lstmlm.data.vocab import Vocab
-    from lstmlm.training.runs import Trainer
+    from lstmlm.training import Loop, Trainer
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -125,7 +124,7 @@ def run_awd(args: argparse.Namespace, data: Path) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(Path(run_dir), cfg, dataset)
-        r = trainer.run()
+        r = Loop(trainer).run()
         switched = trainer.st.averaging
     return {
         "impl": "lstmlm-awd",

@@ -91,8 +91,8 @@ def worker_lstmlm(
     import safetensors.torch
     import torch
 
+    from lstmlm import storage as checkpoint
     from lstmlm.evaluation.perplexity import evaluate
-    from lstmlm.storage import checkpoint
 
     model, _, info = checkpoint.load_run(work / "run", cell=cell)
     ids = safetensors.torch.load_file(work / "ids.safetensors")["ids"]
@@ -177,10 +177,10 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import safetensors.torch
     import torch
 
-    from lstmlm.config.schema import DataConfig, ModelConfig, RunConfig
+    from lstmlm import storage as checkpoint
+    from lstmlm.config import DataConfig, ModelConfig, RunConfig
     from lstmlm.data.dataset import load_dataset
     from lstmlm.nn.model import LanguageModel
-    from lstmlm.storage import checkpoint
 
     run = work / "run"
     if args.run is not None:
@@ -240,7 +240,7 @@ def worker_cmd(name: str, s: dict[str, Any], work: Path, args: argparse.Namespac
 
 
 def main() -> None:
-    from lstmlm.config.schema import TrainConfig
+    from lstmlm.config import TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="trained run folder (default: a seeded random medium model)")

@@ -24,8 +24,8 @@ import torch
 from common import machine
 from torch import nn
 
-from lstmlm.config.schema import ModelConfig
-from lstmlm.generation.sampling import SampleConfig, sample_ids
+from lstmlm.config import ModelConfig
+from lstmlm.generation import SampleConfig, sample_ids
 from lstmlm.nn.model import LanguageModel
 
 

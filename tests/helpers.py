@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lstmlm.config.schema import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 # The headless browser the web page tests drive (tests skip when it is missing).
 CHROMIUM = Path("/usr/bin/chromium")

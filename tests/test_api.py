@@ -7,7 +7,7 @@ import torch
 import lstmlm
 from helpers import lowercase_config, tiny_config, write_corpus, write_mixed_case_corpus
 from lstmlm.api import TextModel
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.evaluation.perplexity import evaluate
 from lstmlm.nn.model import LanguageModel

@@ -66,8 +66,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-
-
 def default_file_mode() -> int:
     return 0o666 & ~_umask()
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from helpers import tiny_config, write_corpus
 from lstmlm import storage as checkpoint
 from lstmlm.cli.main import main
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.data.dataset import encode_ids
 from lstmlm.evaluation.perplexity import evaluate, token_nlls
 from lstmlm.nn import precision as evaluate_module
@@ -167,7 +167,7 @@ def test_load_run_rejects_an_unknown_cell(run):
 def test_evaluate_batch_size_defaults_to_the_config_default():
     import inspect
 
-    from lstmlm.config.schema import TrainConfig
+    from lstmlm.config import TrainConfig
 
     default = inspect.signature(evaluate).parameters["batch_size"].default
     assert default == TrainConfig().eval_batch_size > 10

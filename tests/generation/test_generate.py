@@ -207,7 +207,7 @@ def test_bad_options_are_value_errors(kw):
     ],
 )
 def test_fast_step_equals_forward(kw):
-    from lstmlm.config.schema import ModelConfig
+    from lstmlm.config import ModelConfig
     from lstmlm.nn.model import LanguageModel
 
     torch.manual_seed(0)
@@ -250,7 +250,7 @@ def test_bf16_step_is_close_to_fp32_and_seeded(lm):
 
 @pytest.mark.parametrize("rnn", ["lstm", "gru"])
 def test_bf16_step_runs_the_recurrent_matmuls_on_bf16_weights(rnn):
-    from lstmlm.config.schema import ModelConfig
+    from lstmlm.config import ModelConfig
     from lstmlm.nn.model import LanguageModel
 
     torch.manual_seed(0)

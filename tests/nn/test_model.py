@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.nn.model import LanguageModel
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.nn.model import LanguageModel
 from lstmlm.nn.regularize import (
     VBPTT_MAX_DELTA,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from helpers import tiny_config, write_corpus
 from lstmlm import storage as ckpt
-from lstmlm.config.schema import ModelConfig, RunConfig, replace
+from lstmlm.config import ModelConfig, RunConfig, replace
 from lstmlm.data.dataset import load_dataset
 from lstmlm.data.tokenize import tokenize
 from lstmlm.data.vocab import Vocab

@@ -5,7 +5,7 @@ from conftest import write_corpus
 
 from helpers import tiny_config
 from lstmlm.cli.main import main
-from lstmlm.config.schema import DataConfig, RunConfig
+from lstmlm.config import DataConfig, RunConfig
 from lstmlm.reports.plot import choose_metric, plot_runs, read_curves, transform
 from lstmlm.training import start_run
 

@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_config
 from lstmlm import files
 from lstmlm import storage as ckpt
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage.tensorfile import CHECKSUMS, read_header
 from lstmlm.training import start_run

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 
 from helpers import tiny_config, write_corpus
 from lstmlm import storage as ckpt
-from lstmlm.config.schema import ModelConfig, RunConfig, TrainConfig, replace
+from lstmlm.config import ModelConfig, RunConfig, TrainConfig, replace
 from lstmlm.data.dataset import load_dataset
 from lstmlm.evaluation.perplexity import evaluate
 from lstmlm.training import distributed, resume_run, start_run

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import tiny_config
 from lstmlm import storage as ckpt
-from lstmlm.config.schema import TrainConfig
+from lstmlm.config import TrainConfig
 from lstmlm.training import start_run
 from lstmlm.training.schedule import cosine_factor, run_progress
 

@@ -5,7 +5,7 @@ import torch
 
 from helpers import tiny_config
 from lstmlm import storage as ckpt
-from lstmlm.config.schema import ModelConfig, RunConfig, replace
+from lstmlm.config import ModelConfig, RunConfig, replace
 from lstmlm.data.dataset import load_dataset
 from lstmlm.training import Trainer, resume_run, start_run
 
@@ -57,7 +57,7 @@ def test_resume_after_interruption_gives_identical_weights(corpus, tmp_path):
 
 
 def replace_train(cfg, **kw):
-    from lstmlm.config.schema import RunConfig
+    from lstmlm.config import RunConfig
 
     return RunConfig(cfg.data, cfg.model, replace(cfg.train, **kw), cfg.preset)
 
@@ -131,7 +131,7 @@ def _assert_same_checkpoints(a, b):
 
 def test_resume_is_exact_with_variable_bptt_and_nt_asgd(corpus, tmp_path, monkeypatch):
     # Force the switch to averaged SGD at the end of epoch 1 so the resumed part spans it.
-    import lstmlm.training.trainer as train_mod
+    import lstmlm.training.loop as train_mod
 
     monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: True)
     awd = ModelConfig(
@@ -160,7 +160,7 @@ def test_asgd_fine_tuning_stops_when_validation_stalls(corpus, tmp_path, monkeyp
 
     start_run(tiny_config(corpus, epochs=1), tmp_path / "run")
     best_loss = _all_tensors(tmp_path / "run" / ckpt.BEST)[1]["valid_loss"]
-    import lstmlm.training.trainer as train_mod
+    import lstmlm.training.loop as train_mod
 
     stalls = iter([False, True])
     monkeypatch.setattr(train_mod, "validation_stalled", lambda history, loss, n: next(stalls))

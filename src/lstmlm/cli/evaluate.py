@@ -72,6 +72,12 @@ def add_parser(sub: Any) -> None:
         metavar="OUT.jsonl",
         help='write {"token", "nll"} per scored token, in text order (batch size 1)',
     )
+    _add_cache_flags(e)
+    _add_dynamic_flags(e)
+    e.set_defaults(func=run)
+
+
+def _add_cache_flags(e: argparse.ArgumentParser) -> None:
     ec = e.add_argument_group("neural cache (Grave et al. 2017)")
     ec.add_argument("--cache", action="store_true", help="mix in a cache of recent hidden states")
     ec.add_argument(
@@ -97,6 +103,9 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="grid-search lambda and theta on the valid split, then evaluate with the best",
     )
+
+
+def _add_dynamic_flags(e: argparse.ArgumentParser) -> None:
     ed = e.add_argument_group("dynamic evaluation (Krause et al. 2018)")
     ed.add_argument(
         "--dynamic", action="store_true", help="adapt a copy of the weights while scoring"
@@ -133,7 +142,6 @@ def add_parser(sub: Any) -> None:
         help="rms: training segments for the gradient statistics (0 = running mean "
         "over the evaluated text) (default: %(default)s)",
     )
-    e.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ FIELDS = _field_index()
 
 
 def section_of(name: str) -> str:
-    """"data", "model" or "train"; ValueError for a name that is no config field."""
+    """ "data", "model" or "train"; ValueError for a name that is no config field."""
     if name not in FIELDS:
         raise ValueError(f"unknown config field {name!r}")
     return FIELDS[name][0]

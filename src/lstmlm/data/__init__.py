@@ -1,0 +1,1 @@
+"""Text in: readers (txt, folders, EPUB), tokenizing, vocabularies, corpora, id streams, batches."""

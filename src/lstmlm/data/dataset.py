@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lstmlm.config.schema import DataConfig
+from lstmlm.config import DataConfig
 from lstmlm.data import corpora
 from lstmlm.data.readers import read_text, split_text
 from lstmlm.data.tokenize import iter_tokens

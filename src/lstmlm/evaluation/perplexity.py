@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lstmlm.config.schema import EVAL_BATCH_SIZE
+from lstmlm.config import EVAL_BATCH_SIZE
 from lstmlm.data.batching import batchify, eval_columns, windows
 from lstmlm.nn.model import LanguageModel
 from lstmlm.nn.precision import autocast

@@ -232,5 +232,3 @@ def _tokens_since_eos(ids: list[int]) -> int:
         if i == EOS_ID:
             return n
     return len(ids)
-
-

@@ -152,4 +152,3 @@ def stream(
     piece = c.next_piece(cfg.stop)
     if piece:
         yield piece
-

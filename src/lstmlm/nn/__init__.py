@@ -1,0 +1,1 @@
+"""The model: embedding, recurrent stack, output heads, regularizers, one-step sampling forms."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lstmlm.config.schema import ModelConfig
+from lstmlm.config import ModelConfig
 from lstmlm.nn.regularize import dropout, embedding_dropout, locked_dropout
 from lstmlm.nn.rnn import RNNStack, State
 from lstmlm.nn.softmax import AdaptiveSoftmax, FullSoftmax, make_head

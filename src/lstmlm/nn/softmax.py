@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstmlm.config.schema import validate_cutoffs
+from lstmlm.config import validate_cutoffs
 from lstmlm.nn.linear_ce import linear_cross_entropy
 
 REDUCTIONS = ("mean", "sum", "none")

@@ -170,6 +170,3 @@ def _variant_result(v: Variant, run: Path, wall_minutes: float | None) -> Varian
         best_epoch=s["best_epoch"],
         stopped=s["stopped"],
     )
-
-
-

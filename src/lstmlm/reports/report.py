@@ -196,7 +196,6 @@ def variant_curves(r: VariantResult) -> Curves:
     return dataclasses.replace(c, name=r.name, valid=valid)
 
 
-
 def _num(x: float | None, digits: int) -> str:
     if x is None:
         return "-"

@@ -179,7 +179,6 @@ def show(value: Any) -> str:
     return str(value)
 
 
-
 def _parse(variant: str, key: str, text: str) -> Any:
     try:
         return parse_value(key, text)

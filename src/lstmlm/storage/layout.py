@@ -1,12 +1,12 @@
 """What a run folder holds: the names of its files.
 
-    RUN/config.json       run config, token level, corpus description, text fingerprint
-    RUN/vocab.json        the vocabulary
-    RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
-    RUN/best.safetensors  weights of the best model on validation
-    RUN/metrics.jsonl     one JSON object per progress report / epoch
-    RUN/summary.json      final evaluation
-    RUN/.lock             held by the process training the run
+RUN/config.json       run config, token level, corpus description, text fingerprint
+RUN/vocab.json        the vocabulary
+RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
+RUN/best.safetensors  weights of the best model on validation
+RUN/metrics.jsonl     one JSON object per progress report / epoch
+RUN/summary.json      final evaluation
+RUN/.lock             held by the process training the run
 """
 
 CONFIG = "config.json"

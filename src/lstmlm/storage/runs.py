@@ -61,7 +61,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files left by writers killed mid-write (`.NAME.*.tmp` of run files)."""
     names = (CONFIG, VOCAB, LAST, BEST, SUMMARY)
@@ -73,7 +72,6 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
 from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
 from lstmlm.training import distributed
-from lstmlm.training.trainer import EventFn, Trainer, TrainResult
+from lstmlm.training.loop import Loop, TrainResult
+from lstmlm.training.trainer import EventFn, Trainer
 
 
 def start_run(
@@ -114,7 +115,7 @@ def _start(trainer: Trainer, **extra: Any) -> TrainResult:
             **extra,
         },
     )
-    return trainer.run()
+    return Loop(trainer).run()
 
 
 def _locked(run: Path) -> contextlib.AbstractContextManager[None]:
@@ -266,4 +267,4 @@ def _resume(
     if overrides and distributed.is_main():
         _write_run_files(run, cfg, data)
     trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
-    return trainer.run()
+    return Loop(trainer).run()

@@ -1,18 +1,18 @@
-"""The training loop: one owner of a run's model, optimizer and state while it trains.
+"""The trainer: the one owner of a run's model, optimizer and state while it trains.
 
-The loop never prints. It reports through `on_event(kind, data)`; the CLI turns those
-events into a progress bar, and every event with a number in it is also appended to
-RUN/metrics.jsonl. Everything a resume needs is one `state.TrainingState`, taken with
+It builds them, takes one training step (`train_step`), validates, and saves and
+restores its state: everything a resume needs is one `state.TrainingState`, taken with
 `capture` and put back with `restore`, for the checkpoint file and the NaN guard alike.
+The schedule of steps (epochs, budgets, checkpoints, the guard) is loop.py's. Nothing
+here prints: events go to `on_event(kind, data)` and, with their numbers, to
+RUN/metrics.jsonl.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,10 @@ import torch
 from torch import Tensor
 
 from lstmlm.config import RunConfig, TrainConfig
-from lstmlm.data.batching import batchify, num_windows, window
+from lstmlm.data.batching import batchify, window
 from lstmlm.data.dataset import Dataset
 from lstmlm.device import resolve_device
 from lstmlm.evaluation.perplexity import EvalResult
-from lstmlm.files import atomic_write
-from lstmlm.generation import SampleConfig, generate
 from lstmlm.nn.model import LanguageModel, LMOutput
 from lstmlm.nn.precision import autocast
 from lstmlm.nn.regularize import (
@@ -35,51 +33,19 @@ from lstmlm.nn.regularize import (
 )
 from lstmlm.nn.rnn import State, detach_state
 from lstmlm.storage import checkpoint as ckpt
-from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
+from lstmlm.storage.layout import BEST, LAST, METRICS
 from lstmlm.training import distributed, guard
 from lstmlm.training import state as training_state
-from lstmlm.training.interrupt import TrainingInterrupted, stop_on_sigint
 from lstmlm.training.optim import (
-    averaged_weights,
     is_averaging,
     make_asgd,
     make_optimizer,
-    validation_stalled,
 )
-from lstmlm.training.schedule import cosine_factor, next_lr, run_progress
+from lstmlm.training.schedule import cosine_factor, run_progress
 from lstmlm.training.state import TrainerState, TrainingState
 
 EventFn = Callable[[str, dict[str, Any]], None]
 EVAL_BPTT = 100  # evaluation carries state across windows: the length only sets the chunking
-
-
-@dataclass
-class TrainResult:
-    valid: EvalResult
-    test: EvalResult
-    epochs: float
-    steps: int
-    tokens_per_sec: float
-    seconds: float
-    stopped: str  # "epochs" | "time" | "steps" | "stalled" (asgd fine-tuning)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self, level: str) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "epochs": round(self.epochs, 3),
-            "steps": self.steps,
-            "tokens_per_sec": round(self.tokens_per_sec, 1),
-            "seconds": round(self.seconds, 1),
-            "stopped": self.stopped,
-            "valid_loss": self.valid.loss,
-            "test_loss": self.test.loss,
-            "valid_ppl": self.valid.ppl,
-            "test_ppl": self.test.ppl,
-        }
-        if level in ("char", "symbols"):
-            d["valid_bpc"] = self.valid.bpc
-            d["test_bpc"] = self.test.bpc
-        return d
 
 
 def regularization(out: LMOutput, cfg: TrainConfig) -> Tensor | None:
@@ -91,20 +57,6 @@ def regularization(out: LMOutput, cfg: TrainConfig) -> Tensor | None:
     return activation_regularization(dropped, cfg.alpha) + temporal_activation_regularization(
         last, cfg.beta
     )
-
-
-@dataclass
-class _Running:
-    """The loss and speed since the last progress report."""
-
-    loss: Tensor  # () sum of per-step mean losses, on the device (read every log_every steps)
-    steps: int = 0
-    tokens: int = 0
-    start: float = field(default_factory=time.monotonic)
-
-    def reset(self) -> None:
-        self.loss.zero_()
-        self.steps, self.tokens, self.start = 0, 0, time.monotonic()
 
 
 class Trainer:
@@ -135,11 +87,8 @@ class Trainer:
         self.hidden: State = self.model.init_state(self.tc.batch_size)
         # Variable BPTT draws from its own generator, checkpointed with the run.
         self.bptt_gen = torch.Generator().manual_seed(self.tc.seed)
-        self.guard = guard.NonFiniteGuard(self.tc.nan_patience, self.tc.nan_max_restores)
         self.step_ok = True  # False after a non-finite step (skipped, see guard.py)
         self.bad_step: dict[str, Any] = {}  # its loss and gradient norm
-        self.start_state: TrainingState | None = None  # restore point before any checkpoint
-        self.last_checkpoint = time.monotonic()
 
     # --- state and checkpoints ------------------------------------------------------
 
@@ -251,133 +200,6 @@ class Trainer:
             self.bad_step = guard.describe(total, norm)
         return loss.detach()
 
-    # --- the loop ---------------------------------------------------------------------
-
-    def run(self) -> TrainResult:
-        """Train until a budget is spent. Ctrl-C stops after the current step, saves the
-        checkpoint and raises `TrainingInterrupted` (see interrupt.py)."""
-        with stop_on_sigint(lambda: self.on_event("stop_requested", {})) as stop_requested:
-            return self._run(stop_requested)
-
-    def _run(self, stop_requested: Callable[[], bool]) -> TrainResult:
-        self.set_lr(self.st.lr)
-        if not (self.run_dir / LAST).exists():
-            self.start_state = training_state.detached_copy(self.capture())
-        steps_per_epoch = num_windows(self.train_data, self.tc.bptt)
-        stopped = "epochs"
-        self.last_checkpoint = time.monotonic()
-        while self.st.epoch < self.tc.epochs:
-            stopped = self._train_epoch(steps_per_epoch, stop_requested)
-            if stopped != "epochs":
-                break
-            if self.end_epoch(steps_per_epoch):
-                stopped = "stalled"
-                break
-            self.last_checkpoint = time.monotonic()
-        return self.finish(stopped)
-
-    def _train_epoch(self, steps_per_epoch: int, stop_requested: Callable[[], bool]) -> str:
-        """Train to the end of the epoch ("epochs") or until a budget stops the run ("time",
-        "steps"); a stop request saves the checkpoint and raises TrainingInterrupted."""
-        self.model.train()
-        self.on_event(
-            "epoch_start",
-            {
-                "epoch": self.st.epoch + 1,
-                "steps": steps_per_epoch,
-                "done": self.st.offset // self.tc.bptt,
-            },
-        )
-        running = _Running(torch.zeros((), device=self.device))
-        stopped = "epochs"
-        while self.st.offset < self.train_data.size(0) - 1:
-            t0 = time.monotonic()
-            x, y = self.next_window()
-            loss = self.train_step(x, y)
-            if not self.step_ok:  # NaN/inf: nothing learned from this window
-                if self.nonfinite_step(x.size(0)):  # restored the last good state
-                    running.reset()
-                continue
-            self.guard.record(True)
-            self._count(running, loss, x.size(0), y.numel() * self.world, t0)
-            if running.steps % self.tc.log_every == 0:
-                self._report(running, steps_per_epoch)
-            stopped = self._stop_or_checkpoint(running, stop_requested)
-            if stopped != "epochs":
-                break
-        self._flush(running)
-        return stopped
-
-    def _count(self, running: _Running, loss: Tensor, rows: int, tokens: int, t0: float) -> None:
-        """Count one good step of a window of `rows` time steps (`tokens`: all ranks'
-        tokens), begun at time `t0`."""
-        st = self.st
-        running.loss += loss
-        st.offset += rows
-        st.step += 1
-        st.tokens += tokens
-        running.steps += 1
-        running.tokens += tokens
-        st.elapsed += time.monotonic() - t0
-
-    def _report(self, running: _Running, steps_per_epoch: int) -> None:
-        """The "progress" event for the steps since the last one."""
-        st, tc = self.st, self.tc
-        loss = running.loss.item()
-        st.epoch_loss += loss
-        st.epoch_steps += running.steps
-        self.log(
-            "progress",
-            {
-                "epoch": st.epoch + 1,
-                "step": st.step,
-                "done": st.offset // tc.bptt,
-                "steps": steps_per_epoch,
-                "train_loss": loss / running.steps,
-                "train_ppl": _exp(loss / running.steps),
-                "lr": self.opt.param_groups[0]["lr"] if tc.lr_schedule == "cosine" else st.lr,
-                "tokens_per_sec": running.tokens / (time.monotonic() - running.start),
-                "elapsed": st.elapsed,
-            },
-        )
-        running.reset()
-
-    def _stop_or_checkpoint(self, running: _Running, stop_requested: Callable[[], bool]) -> str:
-        """After a step: "time" or "steps" when a budget is spent, else "epochs" (go on),
-        having saved a checkpoint when one is due; a stop request saves and raises."""
-        st, tc = self.st, self.tc
-        budget = tc.max_minutes * 60 if tc.max_minutes is not None else math.inf
-        # Clocks differ between ranks; all must stop / checkpoint together (one small
-        # all-reduce per step when world > 1).
-        time_up, ckpt_due, interrupted = distributed.any_of(
-            st.elapsed >= budget,
-            tc.checkpoint_minutes > 0
-            and time.monotonic() - self.last_checkpoint >= tc.checkpoint_minutes * 60,
-            stop_requested(),
-        )
-        if interrupted:
-            self._flush(running)
-            self.save_last()
-            self.log("interrupted", {"epoch": st.epoch + 1, "step": st.step})
-            raise TrainingInterrupted(self.run_dir, st.step)
-        if time_up:
-            return "time"
-        if tc.max_steps is not None and st.step >= tc.max_steps:
-            return "steps"
-        if ckpt_due:
-            self._flush(running)
-            running.loss.zero_()
-            running.steps = 0
-            self.save_last()
-            self.last_checkpoint = time.monotonic()
-        return "epochs"
-
-    def _flush(self, running: _Running) -> None:
-        """Add the steps not yet reported to the epoch's train loss."""
-        if running.steps:
-            self.st.epoch_loss += running.loss.item()
-            self.st.epoch_steps += running.steps
-
     def limit_reached(self) -> str | None:
         """Why this run has nothing left to train (its budget is spent), or None."""
         st, tc = self.st, self.tc
@@ -391,141 +213,6 @@ class Trainer:
                 "raise --max-minutes"
             )
         return None
-
-    def nonfinite_step(self, window: int) -> bool:
-        """After a skipped step: log it; maybe restore (True) or raise (diverged)."""
-        st = self.st
-        action = self.guard.record(False)
-        self.log(
-            "nonfinite",
-            {
-                "epoch": st.epoch + 1,
-                "step": st.step + 1,
-                "lr": st.lr,
-                **self.bad_step,
-                "in_a_row": self.guard.streak or self.guard.patience,
-            },
-        )
-        if any(not bool(torch.isfinite(t).all()) for layer in self.hidden for t in layer):
-            self.hidden = self.model.init_state(self.tc.batch_size)
-        if action == "skip":
-            st.offset += window
-            st.step += 1
-            return False
-        last = self.run_dir / LAST
-        if action == "diverged" or not (last.exists() or self.start_state is not None):
-            self.log("diverged", {"step": st.step, "lr": st.lr, "restores": self.guard.restores})
-            raise ValueError(guard.diverged_message(self.guard, st.lr, last))
-        lr, elapsed = st.lr, st.elapsed
-        if last.exists():
-            self.load_last()
-        else:
-            assert self.start_state is not None
-            self.restore(training_state.detached_copy(self.start_state))
-        self.st.elapsed = elapsed  # the time budget counts the lost steps too
-        self.set_lr(min(self.st.lr, lr) / 2)
-        self.log(
-            "nonfinite_restore",
-            {"step": self.st.step, "lr": self.st.lr, "restores": self.guard.restores},
-        )
-        return True
-
-    def end_epoch(self, steps_per_epoch: int) -> bool:
-        """Validate, keep the best, schedule; True when asgd fine-tuning has stalled."""
-        st, tc = self.st, self.tc
-        self.opt.zero_grad(set_to_none=True)  # the last step's grads: not needed, not kept
-        with averaged_weights(self.model, self.opt):
-            v = self.validate()
-        epoch = st.epoch + 1
-        record = {
-            "epoch": epoch,
-            "step": st.step,
-            "lr": st.lr,
-            "elapsed": st.elapsed,
-            "train_loss": st.epoch_loss / max(st.epoch_steps, 1),
-            "train_ppl": _exp(st.epoch_loss / max(st.epoch_steps, 1)),
-            "valid_loss": v.loss,
-            "valid_ppl": v.ppl,
-            "valid_bpc": v.bpc,
-            "tokens_per_sec": st.tokens / max(st.elapsed, 1e-9),
-        }
-        if v.loss < st.best_loss:
-            st.best_loss, st.best_epoch = v.loss, float(epoch)
-            with averaged_weights(self.model, self.opt):
-                self.save_best(v.loss)
-        new_lr = next_lr(tc, st, epoch, v.loss)
-        st.sched_best = min(st.sched_best, v.loss)
-        self.set_lr(new_lr)
-        stalled = self.nt_asgd_check(v.loss, epoch)
-        st.epoch, st.offset, st.epoch_loss, st.epoch_steps = epoch, 0, 0.0, 0
-        self.hidden = self.model.init_state(tc.batch_size)
-        self.save_last()
-        self.log("epoch", record)
-        if tc.sample_every_epoch and self.is_main:
-            with averaged_weights(self.model, self.opt):
-                self.sample(epoch)
-        return stalled
-
-    def nt_asgd_check(self, valid_loss: float, epoch: int) -> bool:
-        """NT-ASGD at an epoch-end check: maybe switch to averaging; True = asgd should stop."""
-        st, tc = self.st, self.tc
-        if tc.optimizer not in ("ntasgd", "asgd"):
-            return False
-        stalled = validation_stalled(st.val_history, valid_loss, tc.nonmono)
-        st.val_history.append(valid_loss)
-        if tc.optimizer == "ntasgd" and stalled and not st.averaging:
-            self.opt = make_asgd(list(self.model.parameters()), st.lr, tc.weight_decay)
-            st.averaging = True
-            self.log("asgd_switch", {"epoch": epoch, "step": st.step, "valid_loss": valid_loss})
-            return False
-        return tc.optimizer == "asgd" and stalled
-
-    def sample(self, epoch: int) -> None:
-        for temp in self.tc.sample_temperatures:
-            scfg = SampleConfig(
-                max_new_tokens=self.tc.sample_length, temperature=temp, seed=self.tc.seed + epoch
-            )
-            text = generate(self.model, self.data.vocab, self.data.level, "", scfg)[0]
-            self.log("sample", {"epoch": epoch, "temperature": temp, "text": text})
-        self.model.train()
-
-    def finish(self, stopped: str) -> TrainResult:
-        st = self.st
-        # Free the last step's gradients (a model's worth of memory) before checkpointing and
-        # evaluating: otherwise they are held through the end and set the run's peak RSS.
-        self.opt.zero_grad(set_to_none=True)
-        epochs = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
-        no_best = not (self.run_dir / BEST).exists()
-        if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view
-            # Stopped mid-epoch: the current (averaged, after an ASGD switch) weights compete
-            # for best, then the checkpoint records where we are and the best loss, so that
-            # --resume continues exactly and never replaces best with a worse model.
-            with averaged_weights(self.model, self.opt):
-                v = self.validate()
-                if v.loss < st.best_loss:
-                    st.best_loss, st.best_epoch = v.loss, epochs
-                    self.save_best(v.loss)
-            self.save_last()
-        if self.is_main:
-            ckpt.load_model_file(self.model, self.run_dir / BEST)  # no second copy
-        distributed.broadcast_module(self.model)  # the others need not see the run folder
-        self.on_event("final_eval", {"step": st.step})  # the last step trained
-        valid, test = self.validate(), self.evaluate(self.data.test)
-        result = TrainResult(
-            valid, test, epochs, st.step, st.tokens / max(st.elapsed, 1e-9), st.elapsed, stopped
-        )
-        summary = {
-            **result.summary(self.data.level),
-            "best_epoch": st.best_epoch,
-            "params": self.model.num_parameters(),
-        }
-        if self.is_main:
-            atomic_write(self.run_dir / SUMMARY, json.dumps(summary, indent=2))
-        self.log("final", summary)
-        # No rank leaves while rank 0 still writes: one that went on to resume this run
-        # would delete rank 0's temporary files as stale, one that exited would abort it.
-        distributed.barrier()
-        return result
 
 
 def build_model(cfg: RunConfig, vocab_size: int, device: torch.device) -> LanguageModel:
@@ -545,5 +232,5 @@ def build_model(cfg: RunConfig, vocab_size: int, device: torch.device) -> Langua
         ) from None
 
 
-def _exp(x: float) -> float:
+def exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf
