@@ -10,8 +10,10 @@ import functools
 from collections.abc import Callable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from lstmlm.nn.manual.cells import check_sizes, reset_uniform
 
 IMPLS = ("function", "loop")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -228,3 +230,62 @@ def native_forward_steps(
         h_next = out[t] if h_mm is None else h_mm[t % 2]  # what the next matmul reads
         yield t, x_proj.data_ptr() + t * step_x, r.data_ptr(), h_next.data_ptr() if bf16 else None
         h_in = h_next
+
+
+def add_layer_parameters(layer: nn.Module, input_size: int, hidden_size: int, gates: int) -> None:
+    """nn.LSTM's / nn.GRU's single-layer parameters on `layer`, in their order and shapes:
+    weight_ih_l0 (G*H, I), weight_hh_l0 (G*H, H), bias_ih_l0 and bias_hh_l0 (G*H,), with
+    G = `gates` (4 for an LSTM, 3 for a GRU); also input_size, hidden_size, num_layers."""
+    check_sizes(input_size=input_size, hidden_size=hidden_size)
+    layer.input_size = input_size
+    layer.hidden_size = hidden_size
+    layer.num_layers = 1
+    layer.weight_ih_l0 = nn.Parameter(torch.empty(gates * hidden_size, input_size))
+    layer.weight_hh_l0 = nn.Parameter(torch.empty(gates * hidden_size, hidden_size))
+    layer.bias_ih_l0 = nn.Parameter(torch.empty(gates * hidden_size))
+    layer.bias_hh_l0 = nn.Parameter(torch.empty(gates * hidden_size))
+
+
+class WindowLayer(nn.Module):
+    """The shell of the hand-written LSTM and GRU: parameters, options, and a forward that
+    runs the subclass's `_forward(x, hx, mm_dtype)` outside any autocast, in the matmul
+    dtype its precision (or a bf16 autocast region around the call) asks for.
+
+    impl: ``"function"`` (one autograd node per window, hand-written BPTT) or ``"loop"``
+    (plain autograd loop). precision: ``"fp32"`` (matmuls in the input dtype) or
+    ``"bf16"`` (bfloat16 matmuls, state and gradients in the input dtype).
+    """
+
+    GATES = 0  # 4 (LSTM) or 3 (GRU)
+
+    def __init__(
+        self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
+    ) -> None:
+        super().__init__()
+        check_options(impl, precision)
+        self.impl = impl
+        self.precision = precision
+        add_layer_parameters(self, input_size, hidden_size, self.GATES)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        reset_uniform(self, self.hidden_size)
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against ``nn.LSTM`` / ``nn.GRU``."""
+
+    def forward(self, x: Tensor, hx: object = None) -> tuple[Tensor, object]:
+        mm_dtype = matmul_dtype(self.precision, x)
+        with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
+            return self._forward(full_precision(x), hx, mm_dtype)
+
+    def _forward(
+        self, x: Tensor, hx: object, mm_dtype: torch.dtype | None
+    ) -> tuple[Tensor, object]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, impl={self.impl!r}, "
+            f"precision={self.precision!r}"
+        )

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import native
 from lstmlm.nn.manual.cells import (
-    check_sizes,
     gru_cell,
-    reset_uniform,
 )
 from lstmlm.nn.manual.common import (
-    check_options,
-    full_precision,
-    matmul_dtype,
+    WindowLayer,
     native_forward_steps,
     needs_grad,
     prev_states,
@@ -217,39 +213,13 @@ class _GRUWindowNative(torch.autograd.Function):
         return d_x, db_ih, d_h0, d_weight_hh, db_hh, None
 
 
-class ManualGRU(nn.Module):
+class ManualGRU(WindowLayer):
     """Single-layer GRU, drop-in for ``nn.GRU(input_size, hidden_size)``.
 
-    ``impl`` and ``precision`` as for ``ManualLSTM``.
+    ``impl`` and ``precision`` as for ``WindowLayer``.
     """
 
-    def __init__(
-        self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
-    ) -> None:
-        super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size)
-        check_options(impl, precision)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = 1
-        self.impl = impl
-        self.precision = precision
-        self.weight_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
-        self.bias_ih_l0 = nn.Parameter(torch.empty(3 * hidden_size))
-        self.bias_hh_l0 = nn.Parameter(torch.empty(3 * hidden_size))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        reset_uniform(self, self.hidden_size)
-
-    def flatten_parameters(self) -> None:
-        """No-op, for code written against ``nn.GRU``."""
-
-    def forward(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        mm_dtype = matmul_dtype(self.precision, x)
-        with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
-            return self._forward(full_precision(x), hx, mm_dtype)
+    GATES = 3
 
     def _forward(
         self, x: Tensor, hx: Tensor | None, mm_dtype: torch.dtype | None
@@ -290,9 +260,3 @@ class ManualGRU(nn.Module):
         if not batched:
             out = out.squeeze(1)  # (T, H)
         return out, state_out(h, batched)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.input_size}, {self.hidden_size}, impl={self.impl!r}, "
-            f"precision={self.precision!r}"
-        )

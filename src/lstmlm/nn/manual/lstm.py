@@ -5,20 +5,16 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import native
 from lstmlm.nn.manual.cells import (
     LSTMState,
-    check_sizes,
     lstm_cell,
-    reset_uniform,
 )
 from lstmlm.nn.manual.common import (
-    check_options,
-    full_precision,
-    matmul_dtype,
+    WindowLayer,
     native_forward_steps,
     needs_grad,
     prev_states,
@@ -219,41 +215,11 @@ class _LSTMWindowNative(torch.autograd.Function):
         return d_gates, d_bias, dh.to(h0.dtype), dc, d_weight_hh, None
 
 
-class ManualLSTM(nn.Module):
-    """Single-layer LSTM, drop-in for ``nn.LSTM(input_size, hidden_size)``.
+class ManualLSTM(WindowLayer):
+    """Single-layer LSTM, drop-in for ``nn.LSTM(input_size, hidden_size)``; ``impl``
+    and ``precision`` as for ``WindowLayer``."""
 
-    impl: ``"function"`` (one autograd node per window, hand-written BPTT) or
-    ``"loop"`` (plain autograd loop). precision: ``"fp32"`` (matmuls in the input
-    dtype) or ``"bf16"`` (bfloat16 matmuls, state and gradients in the input dtype).
-    """
-
-    def __init__(
-        self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
-    ) -> None:
-        super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size)
-        check_options(impl, precision)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = 1
-        self.impl = impl
-        self.precision = precision
-        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
-        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        reset_uniform(self, self.hidden_size)
-
-    def flatten_parameters(self) -> None:
-        """No-op, for code written against ``nn.LSTM``."""
-
-    def forward(self, x: Tensor, hx: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
-        mm_dtype = matmul_dtype(self.precision, x)
-        with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
-            return self._forward(full_precision(x), hx, mm_dtype)
+    GATES = 4
 
     def _forward(
         self, x: Tensor, hx: LSTMState | None, mm_dtype: torch.dtype | None
@@ -288,9 +254,3 @@ class ManualLSTM(nn.Module):
         if not batched:
             out = out.squeeze(1)  # (T, H)
         return out, (state_out(h, batched), state_out(c, batched))
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.input_size}, {self.hidden_size}, impl={self.impl!r}, "
-            f"precision={self.precision!r}"
-        )

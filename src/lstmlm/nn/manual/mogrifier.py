@@ -8,11 +8,11 @@ from torch import Tensor, nn
 from lstmlm.nn.manual.cells import (
     LSTMState,
     build_mogrifier,
-    check_sizes,
     mogrify,
     reset_uniform,
 )
 from lstmlm.nn.manual.common import (
+    add_layer_parameters,
     split_input,
     state_in,
     state_out,
@@ -33,16 +33,9 @@ class MogrifierLSTM(nn.Module):
         self, input_size: int, hidden_size: int, rounds: int = 5, rank: int | None = None
     ) -> None:
         super().__init__()
-        check_sizes(input_size=input_size, hidden_size=hidden_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = 1
         self.rounds = rounds
         self.rank = rank
-        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
-        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        add_layer_parameters(self, input_size, hidden_size, 4)
         self.mog_q, self.mog_r = build_mogrifier(input_size, hidden_size, rounds, rank)
         reset_uniform(self, hidden_size)
 
