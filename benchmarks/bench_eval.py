@@ -2,6 +2,7 @@
 
     python benchmarks/bench_eval.py [--run RUN] [--rnn lstm|gru] [--corpus ptb]
                                     [--split valid] [--max-tokens N] [--repeat K]
+                                    [--device cpu|cuda|cuda:N]
 
 Builds a medium model (2x650 tied LSTM, or GRU with `--rnn gru`; seeded random
 weights) or takes a trained run folder (`--run`), copies the same weights into
@@ -21,8 +22,10 @@ single-layer layer per layer), and scores the same token ids with
              instead (bf16 matmuls, fp32 state), the same weights
 
 Each one runs in its own process (peak RSS is that process's VmHWM: model, text, torch
-and the evaluation's buffers, nothing of this script's); with --repeat K
-the sequence is run K times back to back and the best tokens/s of each is kept.
+and the evaluation's buffers, nothing of this script's; host memory only); with
+--repeat K the sequence is run K times back to back and the best tokens/s of each is
+kept. With `--device cuda` every variant (the reference included) scores on that device;
+each timing ends in a host read of its loss, so the GPU's queue is drained inside it.
 Prints one JSON object: tokens/s, seconds, ppl and peak RSS of each, the ratios to
 the reference, the ppl differences, and the machine.
 """
@@ -53,7 +56,9 @@ VARIANTS = ("reference", "same", "fp32", "fp32_manual", "bf16", "bf16_manual")
 # --- workers: one process per measurement ------------------------------------------------
 
 
-def worker_reference(work: Path, batch_size: int, bptt: int, warmup: bool) -> dict[str, Any]:
+def worker_reference(
+    work: Path, batch_size: int, bptt: int, warmup: bool, device: str = "cpu"
+) -> dict[str, Any]:
     """reference.py's RNNModel and evaluate() on the shared ids; imports no lstmlm code."""
     import safetensors.torch
     import torch
@@ -72,9 +77,10 @@ def worker_reference(work: Path, batch_size: int, bptt: int, warmup: bool) -> di
         spec["tied"],
     )
     model.load_state_dict(safetensors.torch.load_file(work / "reference.safetensors"))
+    model.to(device)
     ids = safetensors.torch.load_file(work / "ids.safetensors")["ids"]
     criterion = torch.nn.CrossEntropyLoss()
-    data = R.batchify(ids, batch_size)  # (L, B)
+    data = R.batchify(ids, batch_size).to(device)  # (L, B)
     if warmup:
         R.evaluate(model, criterion, data[: 2 * bptt + 1], bptt, batch_size)
     cpu0 = time.process_time()
@@ -85,7 +91,13 @@ def worker_reference(work: Path, batch_size: int, bptt: int, warmup: bool) -> di
 
 
 def worker_lstmlm(
-    work: Path, batch_size: int, bptt: int, precision: str, cell: str | None, warmup: bool
+    work: Path,
+    batch_size: int,
+    bptt: int,
+    precision: str,
+    cell: str | None,
+    warmup: bool,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """`lstmlm evaluate`'s code path: load_run, then evaluate() on the shared ids."""
     import safetensors.torch
@@ -94,7 +106,7 @@ def worker_lstmlm(
     from lstmlm import storage as checkpoint
     from lstmlm.evaluation.perplexity import evaluate
 
-    model, _, info = checkpoint.load_run(work / "run", cell=cell)
+    model, _, info = checkpoint.load_run(work / "run", device=device, cell=cell)
     ids = safetensors.torch.load_file(work / "ids.safetensors")["ids"]
     if warmup:
         evaluate(model, ids[: 2 * bptt * batch_size + 1], info.level, batch_size, bptt, precision)
@@ -236,6 +248,8 @@ def worker_cmd(name: str, s: dict[str, Any], work: Path, args: argparse.Namespac
         cmd += ["--cell", s["cell"]]
     if not args.warmup:
         cmd.append("--no-warmup")
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
     return cmd
 
 
@@ -259,6 +273,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="run the sequence K times, keep the best")
     p.add_argument("--seed", type=int, default=1111)
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
+    p.add_argument("--device", default="cpu", help="torch device of every variant (default: cpu)")
     # worker mode (internal)
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -267,11 +282,18 @@ def main() -> None:
     args = p.parse_args()
 
     if args.worker == "reference":
-        print(json.dumps(worker_reference(args.work, args.batch_size, args.bptt, args.warmup)))
+        ref = worker_reference(args.work, args.batch_size, args.bptt, args.warmup, args.device)
+        print(json.dumps(ref))
         return
     if args.worker is not None:
         out = worker_lstmlm(
-            args.work, args.batch_size, args.bptt, args.precision, args.cell, args.warmup
+            args.work,
+            args.batch_size,
+            args.bptt,
+            args.precision,
+            args.cell,
+            args.warmup,
+            args.device,
         )
         print(json.dumps(out))
         return
@@ -281,7 +303,12 @@ def main() -> None:
     if bad or args.repeat < 1 or args.batch_size < 1 or args.bptt < 1:
         raise SystemExit(f"bad arguments: variants {bad}, repeat/batch-size/bptt must be >= 1")
     setting = settings(args)
-    results: dict[str, Any] = {"benchmark": "eval", "split": args.split, **machine()}
+    results: dict[str, Any] = {
+        "benchmark": "eval",
+        "split": args.split,
+        "device": args.device,
+        **machine(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         results.update(prepare(args, work))

@@ -7,9 +7,11 @@ temperature 1 (full vocabulary). Reported per path: tokens/s over the new tokens
 of `--repeats` runs) and the first-token latency in ms (prompt forward + first draw).
 
 The naive loop is what most scripts do: `torch.no_grad()`, one `nn.LSTM` step per token,
-the full softmax, `torch.multinomial`. Prints one JSON object.
+the full softmax, `torch.multinomial`. With `--device cuda` both models sit on the GPU
+(every new token is read back to the host as it is drawn, so the clock includes it).
+Prints one JSON object.
 
-    python benchmarks/bench_generate.py --tokens 200 --repeats 5
+    python benchmarks/bench_generate.py --tokens 200 --repeats 5 [--device cuda]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def naive_generate(model: NaiveLM, prompt: list[int], n: int, seed: int) -> tupl
     out: list[int] = []
     first = 0.0
     with torch.no_grad():
-        x = torch.tensor(prompt).unsqueeze(1)  # (T, 1)
+        x = torch.tensor(prompt, device=model.embed.weight.device).unsqueeze(1)  # (T, 1)
         h, hidden = model.rnn(model.embed(x))
         logits = model.decoder(h[-1])  # (1, V)
         for i in range(n):
@@ -106,6 +108,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=650)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device of both models (default: cpu)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,8 +116,8 @@ def main() -> None:
     cfg = ModelConfig(
         emb_size=args.size, hidden_size=args.size, num_layers=args.layers, tie_weights=True
     )
-    lm = LanguageModel(cfg, args.vocab).eval()
-    naive = NaiveLM(args.vocab, args.size, args.layers).eval()
+    lm = LanguageModel(cfg, args.vocab).eval().to(args.device)
+    naive = NaiveLM(args.vocab, args.size, args.layers).eval().to(args.device)
     prompt = torch.randint(2, args.vocab, (args.prompt_len,)).tolist()
     bf16 = functools.partial(lstmlm_generate, precision="bf16")
     paths = {
@@ -132,6 +135,7 @@ def main() -> None:
                 "batch": 1,
                 "new_tokens": args.tokens,
                 "prompt_tokens": args.prompt_len,
+                "device": args.device,
                 **machine(),
                 **res,
                 "speedup": round(res["lstmlm"]["tokens_per_sec"] / naive_rate, 3),

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py --config medium --corpus ptb --seconds 60 [-- FLAGS]
     python benchmarks/bench_train.py --rnn gru ...   # both sides GRU
+    python benchmarks/bench_train.py --device cuda ...   # both sides on the GPU
 
 Runs benchmarks/reference.py (pytorch/examples-style nn.LSTM / nn.GRU fp32 loop) and then
 `lstmlm train` with the same model size, recipe and data for the same number of
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--device", default="cpu", help="torch device of both sides (default: cpu)")
     args = p.parse_args(argv)
 
     results: dict[str, object] = {
@@ -73,6 +75,7 @@ def main() -> None:
         "corpus": args.corpus,
         "seconds": args.seconds,
         "rnn": args.rnn,
+        "device": args.device,
         "lstmlm_flags": extra,
         **machine(),
     }
@@ -89,6 +92,8 @@ def main() -> None:
                 str(SHARED / args.corpus),
                 "--seconds",
                 str(args.seconds),
+                "--device",
+                args.device,
             ]
         )
         results["reference"] = {
@@ -115,6 +120,8 @@ def main() -> None:
                 *CONFIGS[args.config],
                 "--rnn",
                 args.rnn,
+                "--device",
+                args.device,
                 *extra,
             )
         )

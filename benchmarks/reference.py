@@ -5,6 +5,8 @@ start): a tiny Dictionary/Corpus, ``batchify`` into time-first columns, ``get_ba
 of ``--bptt``, the hidden state carried across windows and detached, hand-written SGD with
 gradient clipping, ``loss.item()`` every step, ``lr /= 4`` when validation does not improve,
 and the best model kept for the final test evaluation. Nothing here is tuned or crippled.
+``--device cuda`` runs the same loop on a GPU (data and model moved there once; the
+``loss.item()`` of every step synchronizes, so the training clock stays honest).
 
 It deliberately does not import lstmlm. Output: exactly one JSON line on stdout.
 """
@@ -147,6 +149,7 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
     p.add_argument("--seed", type=int, default=1111)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset or "small"].items():  # explicit flags win
         if getattr(args, key) is None:
@@ -160,15 +163,16 @@ def main(argv=None):
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    device = torch.device(args.device)
     corpus = Corpus(args.data)
     ntokens = len(corpus.dictionary.idx2word)
-    train_data = batchify(corpus.train, args.batch_size)
-    val_data = batchify(corpus.valid, args.eval_batch_size)
-    test_data = batchify(corpus.test, args.eval_batch_size)
+    train_data = batchify(corpus.train, args.batch_size).to(device)
+    val_data = batchify(corpus.valid, args.eval_batch_size).to(device)
+    test_data = batchify(corpus.test, args.eval_batch_size).to(device)
 
     model = RNNModel(
         args.model, ntokens, args.emsize, args.nhid, args.nlayers, args.dropout, args.tied
-    )
+    ).to(device)
     criterion = nn.CrossEntropyLoss()
     lr, best_val_loss, best_state = args.lr, None, None
     n_windows = len(range(0, train_data.size(0) - 1, args.bptt))
@@ -241,6 +245,7 @@ def main(argv=None):
         "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        "device": str(device),
     }
     print(json.dumps(result), flush=True)
 
