@@ -17,7 +17,7 @@ from lstmlm.data.corpora import (
     search_path,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 CONTENT = {
     "tiny/train.txt": b" the cat sat \n on the mat \n",
