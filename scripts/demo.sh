@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 minutes="${MINUTES:-3}"
 run="${RUN:-runs/quickstart}"
+# Penn Treebank from the data search path, or downloaded into ./data (sha256-checked) when absent.
+.venv/bin/lstmlm download ptb --if-missing --data-dir data
 .venv/bin/lstmlm train --corpus ptb --preset ptb-10min --max-minutes "$minutes" --out "$run" --overwrite
 echo
 echo "sample:"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install lstmlm into it. Usage: scripts/setup.sh [EXTRAS]
+# Create .venv (once) and install lstmlm into it, with the tested versions of every
+# package (constraints.txt). Usage: scripts/setup.sh [EXTRAS]
 # EXTRAS is a pip extras list such as "dev" or "dev,web".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,10 +8,12 @@ extras="${1:-}"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# torch is pinned to 2.13.0 (the CPU wheel); install it first so nothing pulls a CUDA build.
-.venv/bin/pip install --quiet --disable-pip-version-check "torch==2.13.0"
+pip=(.venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt)
+# torch first, pinned by constraints.txt to the tested version (the CPU wheel here), so that
+# nothing else pulls a multi-GB CUDA build.
+"${pip[@]}" torch
 if [ -n "$extras" ]; then
-  .venv/bin/pip install --quiet --disable-pip-version-check -e ".[$extras]"
+  "${pip[@]}" -e ".[$extras]"
 else
-  .venv/bin/pip install --quiet --disable-pip-version-check -e .
+  "${pip[@]}" -e .
 fi

@@ -1,11 +1,14 @@
 """Small corpora and configs shared by the tests."""
 
+import functools
+import hashlib
 import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,63 @@ def write_mixed_case_corpus(path: Path, n_lines: int = 300, seed: int = 0) -> Pa
     lines = [line.upper() if i % 2 else line for i, line in enumerate(lines)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# --- a tiny named corpus and a real HTTP server to download it from ---------------------
+
+CONTENT = {
+    "tiny/train.txt": b" the cat sat \n on the mat \n",
+    "tiny/valid.txt": b" the dog \n",
+    "tiny/test.txt": b" a cat \n",
+}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tiny_spec(urls: dict[str, tuple[str, ...]] | None = None) -> Any:
+    from lstmlm.data.corpora import CorpusFile, CorpusSpec
+
+    urls = urls or {}
+    files = {
+        split: CorpusFile(
+            f"tiny/{split}.txt", sha(CONTENT[f"tiny/{split}.txt"]), urls.get(split, ())
+        )
+        for split in ("train", "valid", "test")
+    }
+    return CorpusSpec(name="tiny", level="word", files=files, description="test corpus")
+
+
+def write_corpus_files(root: Path, content: dict[str, bytes] = CONTENT) -> None:
+    for rel, data in content.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+
+class Server:
+    """A real HTTP server on 127.0.0.1 serving one folder, recording the paths requested."""
+
+    def __init__(self, folder: Path) -> None:
+        requests: list[str] = []
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = requests
+        self.httpd = ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
+        )
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()

@@ -1,12 +1,10 @@
-import functools
 import hashlib
 import os
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from helpers import CONTENT, Server, sha, tiny_spec, write_corpus_files
 from lstmlm.data import corpora
 from lstmlm.data.corpora import (
     CORPORA,
@@ -18,27 +16,6 @@ from lstmlm.data.corpora import (
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-CONTENT = {
-    "tiny/train.txt": b" the cat sat \n on the mat \n",
-    "tiny/valid.txt": b" the dog \n",
-    "tiny/test.txt": b" a cat \n",
-}
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def tiny_spec(urls: dict[str, tuple[str, ...]] | None = None) -> CorpusSpec:
-    urls = urls or {}
-    files = {
-        split: CorpusFile(
-            f"tiny/{split}.txt", sha(CONTENT[f"tiny/{split}.txt"]), urls.get(split, ())
-        )
-        for split in ("train", "valid", "test")
-    }
-    return CorpusSpec(name="tiny", level="word", files=files, description="test corpus")
 
 
 @pytest.fixture(autouse=True)
@@ -52,44 +29,10 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setitem(CORPORA, "tiny", tiny_spec())
 
 
-def write_corpus(root: Path, content: dict[str, bytes] = CONTENT) -> None:
-    for rel, data in content.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-
-
-class Server:
-    """A real HTTP server on 127.0.0.1 serving one folder, recording the paths requested."""
-
-    def __init__(self, folder: Path) -> None:
-        requests: list[str] = []
-
-        class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                requests.append(self.path)
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.requests = requests
-        self.httpd = ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
-        )
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
 def server(tmp_path):
     served = tmp_path / "served"
-    write_corpus(served)
+    write_corpus_files(served)
     srv = Server(served)
     yield srv
     srv.close()
@@ -151,24 +94,24 @@ def test_search_path_order_and_dedup(tmp_path, monkeypatch):
 
 
 def test_find_in_data_dir(tmp_path):
-    write_corpus(tmp_path / "d")
+    write_corpus_files(tmp_path / "d")
     paths = find_corpus("tiny", tmp_path / "d")
     assert paths == {s: (tmp_path / "d" / "tiny" / f"{s}.txt") for s in ("train", "valid", "test")}
     assert paths["valid"].read_bytes() == CONTENT["tiny/valid.txt"]
 
 
 def test_find_via_env_and_cwd(tmp_path, monkeypatch):
-    write_corpus(Path.cwd() / "data")
+    write_corpus_files(Path.cwd() / "data")
     assert find_corpus("tiny")["train"].parent == Path.cwd() / "data" / "tiny"
-    write_corpus(tmp_path / "env")
+    write_corpus_files(tmp_path / "env")
     monkeypatch.setenv("LSTMLM_DATA", str(tmp_path / "env"))
     assert find_corpus("tiny")["train"].parent == tmp_path / "env" / "tiny"
 
 
 def test_first_complete_root_wins(tmp_path):
     incomplete = tmp_path / "incomplete"
-    write_corpus(incomplete, {"tiny/train.txt": CONTENT["tiny/train.txt"]})
-    write_corpus(Path.cwd() / "data")
+    write_corpus_files(incomplete, {"tiny/train.txt": CONTENT["tiny/train.txt"]})
+    write_corpus_files(Path.cwd() / "data")
     assert find_corpus("tiny", incomplete)["test"] == Path.cwd() / "data" / "tiny" / "test.txt"
 
 
@@ -195,7 +138,7 @@ def test_not_found_message(tmp_path):
 
 def test_sha_mismatch(tmp_path):
     d = tmp_path / "d"
-    write_corpus(d, {**CONTENT, "tiny/valid.txt": b" the dog! \n"})
+    write_corpus_files(d, {**CONTENT, "tiny/valid.txt": b" the dog! \n"})
     with pytest.raises(ValueError) as info:
         find_corpus("tiny", d)
     msg = str(info.value)
@@ -207,7 +150,7 @@ def test_sha_mismatch(tmp_path):
 
 def test_verification_is_cached_and_notices_changes(tmp_path, monkeypatch):
     d = tmp_path / "d"
-    write_corpus(d)
+    write_corpus_files(d)
     find_corpus("tiny", d)
     calls = []
     real_sha256 = hashlib.sha256
@@ -268,7 +211,7 @@ def test_download_wrong_content_leaves_nothing(tmp_path, server):
 
 def test_download_replaces_corrupted_file(tmp_path, server):
     dest = tmp_path / "dest"
-    write_corpus(dest, {**CONTENT, "tiny/train.txt": b"garbage"})
+    write_corpus_files(dest, {**CONTENT, "tiny/train.txt": b"garbage"})
     urls = {f"tiny/{s}.txt": (f"{server.url}/tiny/{s}.txt",) for s in ("train", "valid", "test")}
     download_corpus("tiny", dest, urls=urls)
     assert server.requests == ["/tiny/train.txt"]
@@ -295,7 +238,7 @@ def test_download_all_urls_fail(tmp_path):
 
 
 def test_download_from_file_urls(tmp_path):
-    write_corpus(tmp_path / "src")
+    write_corpus_files(tmp_path / "src")
     urls = {rel: ((tmp_path / "src" / rel).as_uri(),) for rel in CONTENT}
     paths = download_corpus("tiny", tmp_path / "dest", urls=urls)
     assert paths["train"].read_bytes() == CONTENT["tiny/train.txt"]

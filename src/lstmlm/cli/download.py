@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lstmlm.cli.progress import ProgressReporter
@@ -24,13 +25,30 @@ def add_parser(sub: Any) -> None:
         default="data",
         help="where to put it (default: ./data, where `lstmlm train --corpus` looks too)",
     )
+    d.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="only when the corpus is in no folder of the search path (--data-dir, "
+        "$LSTMLM_DATA, ./data, ../shared/data); otherwise say where it is",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmlm.data.corpora import download_corpus
+    from lstmlm.data.corpora import CorpusNotFound, download_corpus, find_corpus
 
+    if args.if_missing:
+        try:
+            paths = find_corpus(
+                args.corpus, args.data_dir if Path(args.data_dir).is_dir() else None
+            )
+        except CorpusNotFound:
+            pass
+        else:
+            for split, path in paths.items():
+                print(f"{split}: {path} (already there)")
+            return 0
     bar = ProgressReporter(quiet=args.quiet)
     paths = download_corpus(args.corpus, args.data_dir, progress=bar.bytes_progress)
     bar.close()

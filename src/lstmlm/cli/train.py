@@ -9,7 +9,8 @@ from typing import Any
 
 from lstmlm.cli.flags import add_config_flags, config_overrides, level_asked
 from lstmlm.cli.progress import ProgressReporter, format_result
-from lstmlm.config import build, split_sections
+from lstmlm.config import RunConfig, apply, build, replace, split_sections
+from lstmlm.config.files import config_text, read_config_file
 
 
 def add_parser(sub: Any) -> None:
@@ -22,6 +23,17 @@ def add_parser(sub: Any) -> None:
     t.add_argument(
         "--preset",
         help="named recipe (see `lstmlm presets`) (default: none: the defaults shown below)",
+    )
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from a config file (YAML or JSON, as --print-config writes it, or a run's "
+        "RUN/config.json); flags override it (default: none)",
+    )
+    t.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full config these flags make, as YAML that --config reads, and exit",
     )
     t.add_argument("--out", help="run folder to create (required unless --resume)")
     t.add_argument(
@@ -61,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and args.out and Path(args.out).resolve() != Path(args.resume).resolve():
         raise ValueError("--resume continues RUN in its own folder; drop --out")
+    if args.resume and (args.config or args.print_config):
+        raise ValueError("--resume continues a run with its own config; drop --config")
+    if args.print_config:
+        cfg, level = run_config(args)
+        print(config_text(resolved(cfg, level)), end="")
+        return 0
     if args.nproc is not None and args.nproc != 1:
         return launch_train(args)
     keep_freed_memory()  # no page faults for buffers freed and re-made every step
@@ -83,12 +101,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
-        cfg = build(args.preset, config_overrides(args))
+        cfg, level = run_config(args)
         result = start_run(
             cfg,
             args.out,
             overwrite=args.overwrite,
-            level=level_asked(args, cfg),
+            level=level,
             on_event=reporter if main_rank else None,
         )
         run_dir = Path(args.out)
@@ -106,6 +124,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_config(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
+    """The config to train (a --config file's or a preset's, with the flags on top),
+    validated, and the token level asked for (None: the named corpus's own)."""
+    overrides = config_overrides(args)
+    if not args.config:
+        cfg = build(args.preset, overrides)
+        return cfg, level_asked(args, cfg)
+    if args.preset:
+        raise ValueError("a --config file names its own preset (preset: NAME); drop --preset")
+    base, fields = read_config_file(args.config)
+    cfg = apply(base, overrides).validate()
+    given = "level" in fields or "level" in overrides or cfg.data.corpus is None
+    return cfg, cfg.data.level if given else None
+
+
+def resolved(cfg: RunConfig, level: str | None) -> RunConfig:
+    """`cfg` with the token level it trains at written in (a named corpus's own when
+    none was asked for), so that the printed config trains the same run."""
+    if level is None and cfg.data.corpus is not None:
+        from lstmlm.data.corpora import get_spec
+
+        level = get_spec(cfg.data.corpus).level
+    return replace(cfg, data=replace(cfg.data, level=level or cfg.data.level))
+
+
 def launch_train(args: argparse.Namespace) -> int:
     """`lstmlm train --nproc N ...`: run the same command in N processes through torchrun."""
     from lstmlm.storage.runs import read_run_files
@@ -121,8 +164,7 @@ def launch_train(args: argparse.Namespace) -> int:
     elif not args.out:
         raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
     else:
-        cfg = build(args.preset, config_overrides(args))
-        level = level_asked(args, cfg)
+        cfg, level = run_config(args)
         data = check_start(cfg, Path(args.out), args.overwrite, level, args.nproc)
         check_model(cfg, len(data.vocab))
     return distributed.launch(args.nproc, without_option(args.argv, "--nproc"))

@@ -157,6 +157,10 @@ CORPORA: dict[str, CorpusSpec] = {
 }
 
 
+class CorpusNotFound(ValueError):
+    """A named corpus is in no folder of the search path."""
+
+
 def get_spec(name: str) -> CorpusSpec:
     """The spec of a named corpus; ``ValueError`` listing the known names otherwise."""
     try:
@@ -207,7 +211,7 @@ def find_corpus(
             break
     else:
         where = ", ".join(str(r) for r in roots)
-        raise ValueError(
+        raise CorpusNotFound(
             f"corpus '{name}' not found in: {where}; "
             f"download it with: lstmlm download {name} --data-dir DIR"
         )
