@@ -7,7 +7,7 @@
     POST /v1/stream             the same, streamed as server-sent events
     GET  /v1/generate/stream    the same with query parameters (for EventSource)
     POST /v1/score              perplexity (and bpc) of a text under a model
-    GET  /docs                  OpenAPI documentation
+    GET  /docs                  OpenAPI documentation (Swagger UI, served locally; /redoc too)
 
 Models are addressed by id (the run folder's name), never by a path from a request.
 The routes (routes.py) delegate all model work to `api.TextModel`. Needs `fastapi` and
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from lstmlm import __version__
 from lstmlm.config import PRECISIONS, FieldError
@@ -60,7 +61,9 @@ def create_app(
         yield
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    # The API docs (/docs, /redoc) from files served here, not from a CDN: they work
+    # on a machine without internet.
+    app = FastAPIOffline(
         title="lstmlm",
         version=__version__,
         description="Sample from and score trained LSTM/GRU language models.",
