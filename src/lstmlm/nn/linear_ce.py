@@ -21,6 +21,8 @@ cache, and no softmax gradient. Measured against alternatives for (350 | 3200, 6
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,7 +53,7 @@ def _nll_only(
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x: Tensor,
         weight: Tensor,
         bias: Tensor | None,
@@ -79,9 +81,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_nll: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
         xm, wm, grad = ctx.saved_tensors  # grad: d nll_i / d scores_i, (N, V)
         # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
         # instead, so no second (N, V) buffer is written.

@@ -22,6 +22,7 @@ a trainer can checkpoint its state.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -91,8 +92,8 @@ def embedding_dropout(
 
 
 def weight_dropped_call(
-    layer: nn.Module, x: Tensor, hx: object, p: float, training: bool = True
-) -> tuple[Tensor, object]:
+    layer: nn.Module, x: Tensor, hx: Any, p: float, training: bool = True
+) -> tuple[Tensor, Any]:
     """Call `layer(x, hx)` with DropConnect on its `weight_hh_l0` (train mode, p > 0).
 
     The dropped weight is a fresh tensor each call; gradients flow to the

@@ -34,7 +34,7 @@ def has_cell_step(layer: nn.Module) -> bool:
     """Whether `cell_step` knows `layer` (else the caller runs the layer's forward)."""
     if type(layer) in (ManualLSTM, ManualGRU):
         return True  # always single-layer, unidirectional, time-first, with biases
-    return (
+    return bool(
         type(layer) in (nn.LSTM, nn.GRU)
         and layer.num_layers == 1
         and not layer.bidirectional
@@ -50,7 +50,12 @@ def cell_step(layer: nn.Module, precision: str = "fp32") -> CellStep:
     fp32: torch.lstm_cell / gru_cell on the layer's weights. bf16: the two matmuls with
     bfloat16 copies of the weights made here (fp32 accumulation), the gates in fp32.
     """
-    w = (layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+    w: tuple[Tensor, Tensor, Tensor, Tensor] = (
+        layer.weight_ih_l0,
+        layer.weight_hh_l0,
+        layer.bias_ih_l0,
+        layer.bias_hh_l0,
+    )  # type: ignore[assignment]  # a layer's parameters, by nn.LSTM's names
     lstm = type(layer) in _LSTMS
     if precision != "bf16":
         if lstm:

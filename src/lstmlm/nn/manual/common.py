@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +87,7 @@ class _Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x: Tensor,
         weight: Tensor,
         bias: Tensor | None,
@@ -106,9 +107,7 @@ class _Linear(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, d_out: Tensor) -> tuple[Tensor | None, ...]:
         xm, wm = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
         dm = d_out.to(wm.dtype)  # (N, out)
@@ -237,9 +236,9 @@ def add_layer_parameters(layer: nn.Module, input_size: int, hidden_size: int, ga
     weight_ih_l0 (G*H, I), weight_hh_l0 (G*H, H), bias_ih_l0 and bias_hh_l0 (G*H,), with
     G = `gates` (4 for an LSTM, 3 for a GRU); also input_size, hidden_size, num_layers."""
     check_sizes(input_size=input_size, hidden_size=hidden_size)
-    layer.input_size = input_size
-    layer.hidden_size = hidden_size
-    layer.num_layers = 1
+    layer.input_size = input_size  # type: ignore[assignment]  # plain ints on the module
+    layer.hidden_size = hidden_size  # type: ignore[assignment]
+    layer.num_layers = 1  # type: ignore[assignment]
     layer.weight_ih_l0 = nn.Parameter(torch.empty(gates * hidden_size, input_size))
     layer.weight_hh_l0 = nn.Parameter(torch.empty(gates * hidden_size, hidden_size))
     layer.bias_ih_l0 = nn.Parameter(torch.empty(gates * hidden_size))
@@ -257,6 +256,13 @@ class WindowLayer(nn.Module):
     """
 
     GATES = 0  # 4 (LSTM) or 3 (GRU)
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    weight_ih_l0: nn.Parameter
+    weight_hh_l0: nn.Parameter
+    bias_ih_l0: nn.Parameter
+    bias_hh_l0: nn.Parameter
 
     def __init__(
         self, input_size: int, hidden_size: int, impl: str = "function", precision: str = "fp32"
@@ -274,14 +280,12 @@ class WindowLayer(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for code written against ``nn.LSTM`` / ``nn.GRU``."""
 
-    def forward(self, x: Tensor, hx: object = None) -> tuple[Tensor, object]:
+    def forward(self, x: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
         mm_dtype = matmul_dtype(self.precision, x)
         with torch.autocast(x.device.type, enabled=False):  # precision is explicit here
             return self._forward(full_precision(x), hx, mm_dtype)
 
-    def _forward(
-        self, x: Tensor, hx: object, mm_dtype: torch.dtype | None
-    ) -> tuple[Tensor, object]:
+    def _forward(self, x: Tensor, hx: Any, mm_dtype: torch.dtype | None) -> tuple[Tensor, Any]:
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -67,7 +69,7 @@ class _GRUWindow(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x_proj: Tensor,
         h0: Tensor,
         weight_hh: Tensor,
@@ -81,9 +83,7 @@ class _GRUWindow(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, d_out: Tensor, d_hT: Tensor) -> tuple[Tensor | None, ...]:
         h0, weight_hh, out, acts, h_ns = ctx.saved_tensors
         mm_dtype = ctx.mm_dtype
         T, B, G = acts.shape
@@ -132,7 +132,7 @@ def _gru_native_recurrence(
     (T, B, 3H) [r, z, n] and ``W_hn h + b_hn`` (T, B, H); without ``save`` those go to
     one step's scratch space.
     """
-    k = native.step_kernels()
+    k = native.loaded()
     T, B, G = x_proj.shape
     H = G // 3
     x_proj, h0 = x_proj.contiguous(), h0.contiguous()
@@ -163,7 +163,7 @@ class _GRUWindowNative(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x_proj: Tensor,
         b_ih: Tensor,
         h0: Tensor,
@@ -179,10 +179,8 @@ class _GRUWindowNative(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        k = native.step_kernels()
+    def backward(ctx: Any, d_out: Tensor, d_hT: Tensor) -> tuple[Tensor | None, ...]:
+        k = native.loaded()
         h0, weight_hh, out, acts, h_ns = ctx.saved_tensors
         T, B, G = acts.shape
         H = G // 3

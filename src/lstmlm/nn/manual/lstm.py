@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,7 +60,7 @@ def _lstm_recurrence(
 
 
 def _lstm_inference(
-    x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], mm_dtype: torch.dtype | None
+    x: Tensor, h0: Tensor, c0: Tensor, weights: Sequence[Tensor], mm_dtype: torch.dtype | None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x (T, B, I), h0, c0 (B, H) -> out (T, B, H), h_T, c_T through torch's fused LSTM kernel.
 
@@ -70,12 +72,13 @@ def _lstm_inference(
     weights: [weight_ih, weight_hh, bias_ih, bias_hh].
     """
     state = (h0.unsqueeze(0), c0.unsqueeze(0))  # (1, B, H) each
-    if mm_dtype is None:
-        context = contextlib.nullcontext()
-    else:
-        context = torch.autocast(x.device.type, dtype=mm_dtype)
+    context: contextlib.AbstractContextManager[Any] = (
+        contextlib.nullcontext()
+        if mm_dtype is None
+        else torch.autocast(x.device.type, dtype=mm_dtype)
+    )
     with context:
-        out, h, c = torch.lstm(x, state, weights, True, 1, 0.0, False, False, False)
+        out, h, c = torch.lstm(x, state, list(weights), True, 1, 0.0, False, False, False)
     return out.to(x.dtype), h[0].to(x.dtype), c[0].to(x.dtype)
 
 
@@ -84,7 +87,7 @@ class _LSTMWindow(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x_proj: Tensor,
         h0: Tensor,
         c0: Tensor,
@@ -98,9 +101,7 @@ class _LSTMWindow(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, d_out: Tensor, d_hT: Tensor, d_cT: Tensor) -> tuple[Tensor | None, ...]:
         h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
         mm_dtype = ctx.mm_dtype
         T, B, G = acts.shape
@@ -150,7 +151,7 @@ class _LSTMWindowNative(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
+        ctx: Any,
         x_proj: Tensor,
         bias: Tensor,
         h0: Tensor,
@@ -158,7 +159,7 @@ class _LSTMWindowNative(torch.autograd.Function):
         weight_hh: Tensor,
         mm_dtype: torch.dtype | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        k = native.step_kernels()
+        k = native.loaded()
         T, B, G = x_proj.shape
         H = G // 4
         x_proj = x_proj.contiguous()
@@ -183,10 +184,8 @@ class _LSTMWindowNative(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: Tensor, d_hT: Tensor, d_cT: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        k = native.step_kernels()
+    def backward(ctx: Any, d_out: Tensor, d_hT: Tensor, d_cT: Tensor) -> tuple[Tensor | None, ...]:
+        k = native.loaded()
         h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
         T, B, G = acts.shape
         H = G // 4

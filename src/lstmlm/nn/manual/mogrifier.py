@@ -29,6 +29,14 @@ class MogrifierLSTM(nn.Module):
     step does one matmul of ``[x, h]`` against ``[W_ih, W_hh]``. Plain autograd loop.
     """
 
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    weight_ih_l0: nn.Parameter
+    weight_hh_l0: nn.Parameter
+    bias_ih_l0: nn.Parameter
+    bias_hh_l0: nn.Parameter
+
     def __init__(
         self, input_size: int, hidden_size: int, rounds: int = 5, rank: int | None = None
     ) -> None:

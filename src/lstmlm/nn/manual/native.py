@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,18 @@ class StepKernels:
     ``kernels/gru_step.c`` for the layouts.
     """
 
-    lstm_forward_step: ctypes._CFuncPtr
-    lstm_backward_step: ctypes._CFuncPtr
-    gru_forward_step: ctypes._CFuncPtr
-    gru_backward_step: ctypes._CFuncPtr
+    lstm_forward_step: Callable[..., None]  # ctypes functions of the built library
+    lstm_backward_step: Callable[..., None]
+    gru_forward_step: Callable[..., None]
+    gru_backward_step: Callable[..., None]
+
+
+def loaded() -> StepKernels:
+    """The kernels, for a caller that has checked `usable` (RuntimeError otherwise)."""
+    k = step_kernels()
+    if k is None:
+        raise RuntimeError("the C step kernels are not available (check native.usable first)")
+    return k
 
 
 def usable(*tensors: Tensor) -> bool:
