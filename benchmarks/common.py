@@ -38,6 +38,39 @@ def machine() -> dict[str, Any]:
     }
 
 
+def peak_flops(threads: int | None = None) -> dict[str, Any]:
+    """This CPU's arithmetic peak, measured by benchmarks/peak_flops.c (built here with the
+    system's cc): the clock under load, bf16-dot and fp32-FMA instructions per cycle per
+    core, and GFLOP/s on one core and on `threads` (default: all) cores. {"error": ...}
+    where the C compiler or AVX-512 BF16 is missing."""
+    import shutil
+    import tempfile
+
+    threads = threads or os.cpu_count() or 1
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if "avx512_bf16" not in flags:
+        return {"error": "no AVX-512 BF16 on this CPU: the bf16 peak is not measured"}
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return {"error": f"no C compiler ({cc}) to build peak_flops.c"}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "peak_flops"
+        src = ROOT / "benchmarks" / "peak_flops.c"
+        build = [cc, "-O2", "-mavx512f", "-mavx512bf16", "-pthread", str(src), "-o", str(exe)]
+        subprocess.run(build, check=True, capture_output=True)
+        out = subprocess.run([str(exe), str(threads)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def share_of_peak(tokens_per_sec: float, flop_per_token: float, peak: dict[str, Any]) -> float | None:
+    """The fraction of the measured bf16 peak (all cores) that `tokens_per_sec` of a step
+    needing `flop_per_token` FLOP per token reaches (None without a peak)."""
+    gflops = peak.get("bf16_gflops_all")
+    if not gflops:
+        return None
+    return round(tokens_per_sec * flop_per_token / (gflops * 1e9), 3)
+
+
 def run_json(cmd: list[str]) -> tuple[dict[str, Any], float]:
     """Run `cmd`, return its last stdout line as JSON and its peak RSS in MB."""
     print("$ " + " ".join(cmd), file=sys.stderr)
