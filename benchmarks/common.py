@@ -62,7 +62,9 @@ def peak_flops(threads: int | None = None) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def share_of_peak(tokens_per_sec: float, flop_per_token: float, peak: dict[str, Any]) -> float | None:
+def share_of_peak(
+    tokens_per_sec: float, flop_per_token: float, peak: dict[str, Any]
+) -> float | None:
     """The fraction of the measured bf16 peak (all cores) that `tokens_per_sec` of a step
     needing `flop_per_token` FLOP per token reaches (None without a peak)."""
     gflops = peak.get("bf16_gflops_all")
