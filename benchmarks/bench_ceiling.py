@@ -1,4 +1,4 @@
-"""How fast could a bf16 medium model go here at all? Matmul-only floor vs the reference.
+"""How fast could a bf16 medium model go here at all? Two bounds against the reference.
 
     python benchmarks/bench_ceiling.py [--seconds 60] [--corpus ptb] [--repeats 15]
 
@@ -13,7 +13,12 @@ path) and in fp32:
   ((700 x 650 x 10000)).
   eval (batch 32, bptt 100, lstmlm's evaluation defaults): the forward products only.
 
-The sum is the step time if everything that is not a matmul cost nothing. It then runs
+The sum is the step time if everything that is not a matmul cost nothing: the
+*measured-GEMM floor*, a bound at today's matmul speed. The second bound is the
+*peak-FLOP limit*: the same FLOPs (79.6 MFLOP per training token, 26.5 per evaluated
+one) at this CPU's bf16 peak, measured by peak_flops.c from its own vector and AMX tile
+instructions and clock under load (not a datasheet figure), printed with the CPU model.
+It then runs
 benchmarks/reference.py (the plain fp32 nn.LSTM loop) for --seconds on the same machine
 and prints one JSON object with both tokens/s and the ratio: the highest train / eval
 speed-up over the reference that bf16 matmuls at this machine's speed allow. Compare
@@ -26,7 +31,15 @@ import argparse
 import json
 
 import torch
-from common import SHARED, machine, median_seconds, reference_cmd, run_json
+from common import (
+    SHARED,
+    machine,
+    matmul_flop_per_token,
+    median_seconds,
+    peak_flops,
+    reference_cmd,
+    run_json,
+)
 
 from lstmlm.nn.manual.common import step_linear
 
@@ -69,6 +82,23 @@ def floor_seconds(dtype: torch.dtype, repeats: int) -> dict[str, float]:
     }
 
 
+def peak_limit() -> dict[str, object]:
+    """Tokens/s of the medium model's matmul FLOPs at this CPU's measured bf16 peak."""
+    peak = peak_flops()
+    if "error" in peak:
+        return peak
+    gflops = peak["bf16_peak_gflops_all"]
+    train = matmul_flop_per_token(H, H, V, 2, train=True)
+    evaluation = matmul_flop_per_token(H, H, V, 2, train=False)
+    return {
+        **peak,
+        "train_mflop_per_token": round(train / 1e6, 2),
+        "eval_mflop_per_token": round(evaluation / 1e6, 2),
+        "train_tokens_per_sec": round(gflops * 1e9 / train, 1),
+        "eval_tokens_per_sec": round(gflops * 1e9 / evaluation, 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60, help="reference training budget")
@@ -84,6 +114,8 @@ def main() -> None:
     fp32 = floor_seconds(torch.float32, args.repeats)
     results["matmul_floor_bf16"] = {k: round(v, 4) for k, v in bf16.items()}
     results["matmul_floor_fp32"] = {k: round(v, 4) for k, v in fp32.items()}
+    limit = peak_limit()
+    results["peak_flop_limit"] = limit
     if not args.skip_reference:
         data = str(SHARED / args.corpus)
         ref, _ = run_json(
@@ -93,6 +125,9 @@ def main() -> None:
         results["reference"] = {"train_tokens_per_sec": train, "eval_tokens_per_sec": evaluation}
         results["ceiling_ratio_train"] = round(bf16["train_tokens_per_sec"] / train, 3)
         results["ceiling_ratio_eval"] = round(bf16["eval_tokens_per_sec"] / evaluation, 3)
+        if "train_tokens_per_sec" in limit:
+            results["peak_ratio_train"] = round(limit["train_tokens_per_sec"] / train, 3)
+            results["peak_ratio_eval"] = round(limit["eval_tokens_per_sec"] / evaluation, 3)
         # How much of fp32's own matmul floor the reference reaches (its efficiency).
         results["reference_share_of_fp32_floor"] = round(train / fp32["train_tokens_per_sec"], 3)
     print(json.dumps(results))

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, machine, run_json
+from common import ROOT, machine, matmul_flop_per_token, peak_flops, run_json, share_of_peak
 
 SCRIPT = str(Path(__file__).resolve())
 REF_BATCH, REF_BPTT = 10, 35  # reference.py's --eval-batch-size default and medium bptt
@@ -226,6 +226,20 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def add_share_of_peak(results: dict[str, Any], names: list[str], peak: dict[str, Any]) -> None:
+    """The peak-FLOP limit (this CPU's measured bf16 peak, AMX included) and each
+    variant's share of it, from the model's matmul FLOP per evaluated token."""
+    spec = results["model"]
+    gates = 4 if spec["rnn_type"] == "LSTM" else 3
+    flop = matmul_flop_per_token(
+        spec["nhid"], spec["emsize"], spec["ntoken"], spec["nlayers"], train=False, gates=gates
+    )
+    results["eval_mflop_per_token"] = round(flop / 1e6, 2)
+    results["peak"] = peak
+    for name in names:
+        results[name]["share_of_peak"] = share_of_peak(results[name]["tokens_per_sec"], flop, peak)
+
+
 def settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     ours = dict(batch_size=args.batch_size, bptt=args.bptt)
     return {
@@ -332,6 +346,7 @@ def main() -> None:
             for key in ("tokens_per_sec", "tokens_per_cpu_sec"):
                 results[f"ratio_{key}_{name}"] = round(results[name][key] / ref[key], 3)
             results[f"ppl_rel_diff_{name}"] = results[name]["ppl"] / ref["ppl"] - 1
+    add_share_of_peak(results, names, peak_flops() if args.device == "cpu" else {})
     for name in ("fp32_manual", "bf16", "bf16_manual"):
         if "fp32" in results and name in results:
             rel = results[name]["ppl"] / results["fp32"]["ppl"] - 1

@@ -24,9 +24,15 @@ from common import (
     SHARED,
     lstmlm_cmd,
     machine,
+    matmul_flop_per_token,
+    peak_flops,
     run_json,
+    share_of_peak,
     split_passthrough,
 )
+
+SIZES = {"small": 200, "medium": 650}  # hidden = embedding size, two layers
+VOCAB = {"ptb": 10_000, "wikitext-2": 33_278}
 
 # The reference presets, spelled as lstmlm flags (same loss, lr, clip, schedule, init).
 CONFIGS = {
@@ -67,7 +73,11 @@ def main() -> None:
     p.add_argument("--rnn", choices=("lstm", "gru"), default="lstm")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--device", default="cpu", help="torch device of both sides (default: cpu)")
+    p.add_argument("--no-peak", action="store_true", help="skip measuring the CPU's peak")
     args = p.parse_args(argv)
+    size, gates = SIZES[args.config], 4 if args.rnn == "lstm" else 3
+    flop = matmul_flop_per_token(size, size, VOCAB[args.corpus], 2, train=True, gates=gates)
+    peak = peak_flops() if args.device == "cpu" and not args.no_peak else {}
 
     results: dict[str, object] = {
         "benchmark": "train",
@@ -78,6 +88,8 @@ def main() -> None:
         "device": args.device,
         "lstmlm_flags": extra,
         **machine(),
+        "train_mflop_per_token": round(flop / 1e6, 2),
+        "peak": peak,
     }
     if not args.skip_reference:
         ref, ref_rss = run_json(
@@ -101,6 +113,7 @@ def main() -> None:
             "valid_ppl": ref["valid_ppl"],
             "peak_rss_mb": ref_rss,
             "epochs": ref["epochs_completed"],
+            "share_of_peak": share_of_peak(ref["train_tokens_per_sec"], flop, peak),
         }
     with tempfile.TemporaryDirectory() as tmp:
         out, rss = run_json(
@@ -130,6 +143,7 @@ def main() -> None:
         "valid_ppl": out["valid_ppl"],
         "peak_rss_mb": rss,
         "epochs": out["epochs"],
+        "share_of_peak": share_of_peak(out["tokens_per_sec"], flop, peak),
     }
     if "reference" in results:
         results["ratio_train_tokens_per_sec"] = round(
