@@ -85,3 +85,25 @@ def test_an_underflowing_target_gives_the_exact_loss_and_gradient():
         assert linear_cross_entropy(x, w, None, y).item() == pytest.approx(400.0, rel=1e-5)
     inf = linear_cross_entropy(x.detach(), torch.tensor([[float("inf")], [0.0]]), None, y)
     assert not torch.isfinite(inf)  # blown-up weights show in the loss (the NaN guard)
+
+
+def test_the_kept_transposed_weight_follows_every_change_of_the_weight():
+    from lstmlm.nn.linear_ce import transposed_weight
+
+    g = torch.Generator().manual_seed(2)
+    x, w = torch.randn(9, D, generator=g), torch.nn.Parameter(torch.randn(V, D, generator=g))
+    y = torch.randint(0, V, (9,), generator=g)
+    first = transposed_weight(w, torch.bfloat16)
+    assert first.shape == (D, V) and first.is_contiguous()
+    assert transposed_weight(w, torch.bfloat16) is first  # kept while unchanged
+    with torch.inference_mode():
+        before = linear_cross_entropy(x, w, None, y, "none", torch.bfloat16)
+    with torch.no_grad():
+        w.mul_(-1.0)  # what an optimizer step or load_state_dict does: in place
+    assert transposed_weight(w, torch.bfloat16) is not first
+    with torch.inference_mode():
+        after = linear_cross_entropy(x, w, None, y, "none", torch.bfloat16)
+    with torch.enable_grad():
+        fresh = linear_cross_entropy(x, w, None, y, "none", torch.bfloat16)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, fresh.detach(), atol=1e-5, rtol=1e-5)
