@@ -189,7 +189,8 @@ class TextModel:
         ids = torch.tensor(self.vocab.encode([EOS, *tokens]), dtype=torch.long)
         nll = token_nlls(self.model, ids)  # (N,)
         res = result(nll.double().sum().item(), nll.numel(), self.level)
-        out = {**res.to_dict(), "unknown": sum(1 for t in tokens if t not in self.vocab)}
+        out: dict[str, Any] = {**res.to_dict()}
+        out["unknown"] = sum(1 for t in tokens if t not in self.vocab)
         if return_token_logprobs:
             prevs = [None, *tokens[:-1]]
             out["token_logprobs"] = [

@@ -214,7 +214,7 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
                     text=seqs[0].text,
                     tokens=seqs[0].tokens,
                     finish_reason=seqs[0].finish_reason,
-                    seed=cfg.seed,
+                    seed=cfg.seed or 0,  # prepare gave it one
                     unknown=srv.unknown(m, p),
                     seconds=round(seconds, 4),
                     token_scores=seqs[0].token_scores,

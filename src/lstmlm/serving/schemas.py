@@ -60,9 +60,9 @@ def _sample_fields() -> dict[str, Any]:
         if f.name in SERVER_SIDE:
             continue
         help_text = f.metadata.get("help", "")
-        limits = {k: v for k, v in bounds(f.name).items() if math.isfinite(v)}
+        limits: dict[str, Any] = {k: v for k, v in bounds(f.name).items() if math.isfinite(v)}
         alias = f.metadata.get("alias")
-        names = {"validation_alias": AliasChoices(f.name, alias)} if alias else {}
+        names: dict[str, Any] = {"validation_alias": AliasChoices(f.name, alias)} if alias else {}
         if alias:
             help_text += f" (also accepted as {alias})"
         if f.name in ("num_return_sequences", "num_beams"):
