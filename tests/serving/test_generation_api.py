@@ -50,6 +50,8 @@ def test_alias_names_are_accepted(served):
     old = post(base, "/v1/generate", **kw, num_samples=2, stop=["the"]).json()
     assert [s["text"] for s in old["sequences"]] == [s["text"] for s in new["sequences"]]
     assert len(new["sequences"]) == 2
+    both = post(base, "/v1/generate", **kw, num_samples=2, num_return_sequences=2)
+    assert both.status_code == 422 and "num_samples" in both.json()["error"]
 
 
 def test_beams_and_greedy(served):
