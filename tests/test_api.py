@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -130,3 +131,47 @@ def test_lowercase_run_continues_upper_case_prompts_as_lower_case(lowercase_mode
 def test_a_cased_run_keeps_the_case_of_prompts(model):
     assert model.lowercase is False
     assert model.unknown_tokens("THE cat") == ["THE"]
+
+
+# --- Hugging Face names, prompt lists, per-token log-probabilities -------------------
+
+
+def test_alias_names_work_and_equal_the_new_ones(model):
+    kw = dict(max_new_tokens=12, seed=1, top_k=5)
+    new = model.generate("the cat", num_return_sequences=3, stop_strings="\n", **kw)
+    assert model.generate("the cat", num_samples=3, stop="\n", **kw) == new
+    assert len(new) == 3
+    with pytest.raises(ValueError, match="num_return_sequences or its alias num_samples"):
+        model.generate("the", num_samples=2, num_return_sequences=2)
+
+
+def test_a_prompt_list_gives_one_result_per_prompt(model):
+    kw = dict(max_new_tokens=8, seed=3, num_return_sequences=2)
+    out = model.generate(["the cat", "a dog", ""], **kw)
+    assert len(out) == 3 and all(len(texts) == 2 for texts in out)
+    assert out[1] == model.generate("a dog", **kw)
+
+
+def test_beams_through_the_api(model):
+    beams = model.generate("the cat", max_new_tokens=10, num_beams=4, num_return_sequences=2)
+    assert len(beams) == 2 and beams[0] != beams[1]
+    assert model.generate("the cat", max_new_tokens=10, num_beams=4)[0] == beams[0]
+
+
+def test_score_returns_token_log_probs_that_add_up(model):
+    text = "the cat sees the park\n"
+    s = model.score(text, return_token_logprobs=True)
+    toks = s["token_logprobs"]
+    assert len(toks) == s["tokens"] == 6  # five words and the line end
+    assert [t["token"] for t in toks] == ["the", "cat", "sees", "the", "park", "<eos>"]
+    assert "".join(t["text"] for t in toks) == text
+    assert -sum(t["logprob"] for t in toks) / len(toks) == pytest.approx(s["loss"], rel=1e-5)
+    assert all(t["bits"] == pytest.approx(-t["logprob"] / math.log(2)) for t in toks)
+    assert "token_logprobs" not in model.score(text)
+
+
+def test_generate_output_scores(model):
+    (out,) = model.generate("the cat", max_new_tokens=6, seed=2, output_scores=True)
+    assert out["text"] == model.generate("the cat", max_new_tokens=6, seed=2)[0]
+    assert len(out["tokens"]) == 6 and all(t["logprob"] <= 0 for t in out["tokens"])
+    assert "".join(t["text"] for t in out["tokens"]) == out["text"]

@@ -4,14 +4,17 @@ use it too).
     import lstmlm
     model = lstmlm.load("runs/ptb-medium")
     model.generate("the market", max_new_tokens=30, temperature=0.8, top_p=0.9, seed=1)
+    model.generate(["the market", "a bank"], num_beams=4, do_sample=False)  # one list each
     for piece in model.stream("the market", max_new_tokens=30):
         print(piece, end="", flush=True)
     model.score("the market fell sharply\\n")  # {"tokens", "loss", "ppl", "bpc", "unknown"}
 
-Sampling options are the fields of `generation.SampleConfig` (`max_new_tokens`,
-`temperature`, `top_k`, `top_p`, `repetition_penalty`, `stop`, `seed`, `num_samples`,
-`top_k_decay`, `stop_at_eos`, `min_new_tokens`, `precision`), given by name, or as a
-`SampleConfig` with options on top.
+Sampling options are the fields of `generation.SampleConfig`, named as in Hugging Face's
+`generate` (`max_new_tokens`, `do_sample`, `temperature`, `top_k`, `top_p`, `min_p`,
+`typical_p`, `repetition_penalty`, `no_repeat_ngram_size`, `num_beams`,
+`length_penalty`, `early_stopping`, `num_return_sequences`, `stop_strings`,
+`output_scores`, ...; `num_samples` and `stop` are older names that still work), given
+by name, or as a `SampleConfig` with options on top.
 """
 
 from __future__ import annotations
@@ -28,14 +31,23 @@ from lstmlm.data.readers import normalize_text
 from lstmlm.data.tokenize import tokenize
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.evaluation.perplexity import result, token_nlls
-from lstmlm.generation import Completion, SampleConfig, encode_prompt
-from lstmlm.generation import generate as generate_texts
+from lstmlm.generation import (
+    ALIASES,
+    Completion,
+    SampleConfig,
+    complete,
+    encode_prompt,
+    resolve_aliases,
+    token_piece,
+    token_score,
+)
 from lstmlm.generation import stream as stream_text
 from lstmlm.generation.config import check_prompt
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage.runs import load_run
 
 SAMPLE_OPTIONS = tuple(f.name for f in dataclasses.fields(SampleConfig))
+Generated = list[str] | list[dict[str, Any]]  # texts, or with output_scores {text, tokens}
 
 
 class TextModel:
@@ -71,28 +83,58 @@ class TextModel:
     def sample_config(self, config: SampleConfig | None = None, **options: Any) -> SampleConfig:
         """`config` (default: `SampleConfig()`) with `options` on top, validated.
 
-        `stop` may be one string or a list of them. ValueError for an unknown option or
-        a value out of range, named as the option is (`max_new_tokens must be positive`).
+        `stop_strings` (alias `stop`) may be one string or a list of them; `num_samples`
+        is `num_return_sequences`. ValueError for an unknown option or a value out of
+        range, named as the option is (`max_new_tokens must be positive`).
         """
         if config is not None and not isinstance(config, SampleConfig):
             raise ValueError(
                 f"sampling options are given by name (max_new_tokens=40, ...), got {config!r}"
             )
-        unknown = sorted(set(options) - set(SAMPLE_OPTIONS))
+        unknown = sorted(set(options) - set(SAMPLE_OPTIONS) - set(ALIASES))
         if unknown:
             raise ValueError(
                 f"unknown sampling option {unknown[0]!r}; known: {', '.join(SAMPLE_OPTIONS)}"
             )
-        if "stop" in options:
-            options["stop"] = _stop_strings(options["stop"])
+        options = resolve_aliases(options)
+        if "stop_strings" in options:
+            options["stop_strings"] = _stop_strings(options["stop_strings"])
         return dataclasses.replace(config or SampleConfig(), **options).validate()
 
     def generate(
-        self, prompt: str = "", config: SampleConfig | None = None, **options: Any
-    ) -> list[str]:
-        """`num_samples` continuations of `prompt` (prompt not included), made in parallel."""
+        self, prompt: str | list[str] = "", config: SampleConfig | None = None, **options: Any
+    ) -> Generated | list[Generated]:
+        """`num_return_sequences` continuations of `prompt` (prompt not included), made in
+        parallel (or the best beams). With `output_scores`, each is a dict: `text` and
+        `tokens`, one {token, text, logprob, bits} per new token of the text.
+
+        A list of prompts gives a list with one such result per prompt.
+        """
         cfg = self.sample_config(config, **options)
-        return generate_texts(self.model, self.vocab, self.level, self._prompt(prompt), cfg)
+        if isinstance(prompt, list):
+            return [self._generated(self.complete(p, cfg), cfg) for p in prompt]
+        return self._generated(self.complete(prompt, cfg), cfg)
+
+    @staticmethod
+    def _generated(done: list[Completion], cfg: SampleConfig) -> Generated:
+        if cfg.output_scores:
+            return [{"text": c.text, "tokens": c.token_scores} for c in done]
+        return [c.text for c in done]
+
+    def complete(
+        self,
+        prompt: str,
+        config: SampleConfig | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        **options: Any,
+    ) -> list[Completion]:
+        """`generate` with each continuation's whole record: its text, token count, why
+        it ended (length, stop, eos, cancelled) and, with `output_scores`, its tokens'
+        scores. `cancel`, set from another thread, stops it before the next token."""
+        cfg = self.sample_config(config, **options)
+        p = self._prompt(prompt)
+        return complete(self.model, self.vocab, self.level, p, cfg, cancel=cancel)
 
     def stream(
         self,
@@ -110,8 +152,8 @@ class TextModel:
         cancelled).
         """
         cfg = self.sample_config(config, **options)
-        if cfg.num_samples != 1:
-            raise ValueError("stream makes one sample; use generate for num_samples > 1")
+        if cfg.num_return_sequences != 1:
+            raise ValueError("stream makes one sequence; use generate for num_return_sequences > 1")
         p = self._prompt(prompt)
         return stream_text(
             self.model, self.vocab, self.level, p, cfg, cancel=cancel, completion=completion
@@ -127,13 +169,19 @@ class TextModel:
 
     # --- scoring ------------------------------------------------------------------
 
-    def score(self, text: str) -> dict[str, Any]:
+    def score(self, text: str, return_token_logprobs: bool = False) -> dict[str, Any]:
         """Perplexity of `text` (bits per char too for character levels), and how many of
         its tokens the vocabulary lacks (`unknown`, scored as `<unk>`).
 
         The text is read as if it followed a line break (`<eos>`), so every token of it,
-        the `<eos>` of each line end included, is scored.
+        the `<eos>` of each line end included, is scored. `return_token_logprobs` adds
+        `token_logprobs`: one {token, text, logprob, bits} per token, in order (`text`:
+        what the token adds to the text, "\\n" for a line end; bits = surprisal).
         """
+        if not isinstance(return_token_logprobs, bool):
+            raise ValueError(
+                f"return_token_logprobs must be true or false, got {return_token_logprobs!r}"
+            )
         _check_text("the text", text)
         tokens = self.tokens(text)
         if not tokens:
@@ -141,7 +189,15 @@ class TextModel:
         ids = torch.tensor(self.vocab.encode([EOS, *tokens]), dtype=torch.long)
         nll = token_nlls(self.model, ids)  # (N,)
         res = result(nll.double().sum().item(), nll.numel(), self.level)
-        return {**res.to_dict(), "unknown": sum(1 for t in tokens if t not in self.vocab)}
+        out: dict[str, Any] = {**res.to_dict()}
+        out["unknown"] = sum(1 for t in tokens if t not in self.vocab)
+        if return_token_logprobs:
+            prevs = [None, *tokens[:-1]]
+            out["token_logprobs"] = [
+                token_score(t, token_piece(t, prev, self.level), -float(n))
+                for t, prev, n in zip(tokens, prevs, nll.tolist(), strict=True)
+            ]
+        return out
 
     # --- reading user text ----------------------------------------------------------
 

@@ -407,3 +407,44 @@ def test_short_run_bar_ends_at_its_last_step(tmp_path):
     r = lstmlm("train", "--train", corpus, "--out", tmp_path / "run", *tiny, "--max-steps", "5")
     assert r.returncode == 0, r.stderr
     assert _last_position(r.stderr, "epoch 1:").startswith("5/"), r.stderr
+
+
+# --- generation as Hugging Face users know it -------------------------------------------
+
+
+def test_generate_alias_flags_equal_the_new_names(word_run):
+    run, _ = word_run
+    base = ("generate", run, "--prompt", "the cat", "--max-new-tokens", "10", "--seed", "4")
+    new = lstmlm(*base, "--num-return-sequences", "2", "--stop-strings", "park")
+    old = lstmlm(*base, "--num-samples", "2", "--stop", "park")
+    assert new.returncode == 0, new.stderr
+    assert new.stdout == old.stdout and new.stdout.count("--- sample") == 2
+
+
+def test_generate_beams_and_output_scores(word_run):
+    run, _ = word_run
+    r = lstmlm(
+        "generate", run, "--prompt", "the cat", "--max-new-tokens", "5",
+        "--num-beams", "3", "--output-scores", "--device", "cpu",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text, table = r.stdout.split("logprob\tbits\ttoken\n")
+    rows = table.strip().split("\n")
+    assert text.startswith("the cat ") and len(rows) == 5
+    for row in rows:
+        logprob, bits, token = row.split("\t")
+        assert float(logprob) <= 0 and float(bits) == pytest.approx(
+            -float(logprob) / 0.693147, abs=2e-3
+        )
+        assert token in text or token == "<eos>"
+    bad = lstmlm("generate", run, "--num-beams", "2", "--num-return-sequences", "3")
+    assert_one_line_error(bad, "--num-return-sequences", "num_beams")
+
+
+def test_evaluate_and_generate_default_to_the_auto_device_as_train_does():
+    from lstmlm.config import TrainConfig
+
+    assert TrainConfig().device == "auto"
+    for sub in ("evaluate", "generate"):
+        (device,) = [a for a in _subparsers()[sub]._actions if "--device" in a.option_strings]
+        assert device.default == "auto", sub

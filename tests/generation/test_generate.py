@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -116,7 +118,7 @@ def test_same_seed_same_text_and_other_seed_other_text(lm):
 
 def test_parallel_samples_equal_one_by_one(lm):
     kw = dict(max_new_tokens=25, top_k=5, top_p=0.95, repetition_penalty=1.2)
-    batch = _gen(lm, seed=20, num_samples=4, **kw)
+    batch = _gen(lm, seed=20, num_return_sequences=4, **kw)
     alone = [_gen(lm, seed=20 + i, **kw)[0] for i in range(4)]
     assert batch == alone
     assert len(set(batch)) > 1
@@ -132,7 +134,7 @@ def test_sample_ids_yields_one_tensor_per_step(lm):
 def test_stop_string_cuts_the_text(lm):
     text = _gen(lm, max_new_tokens=30, temperature=0)[0]
     word = text.split()[3]
-    cut = _gen(lm, max_new_tokens=30, temperature=0, stop=(word,))[0]
+    cut = _gen(lm, max_new_tokens=30, temperature=0, stop_strings=(word,))[0]
     assert cut == text[: text.find(word)]
     assert word not in cut
 
@@ -140,19 +142,25 @@ def test_stop_string_cuts_the_text(lm):
 def test_stream_joins_to_generate(lm):
     model, vocab, level = lm
     for stop in ((), ("the p",), ("xyz", "he ")):
-        cfg = SampleConfig(40, seed=5, stop=stop)
+        cfg = SampleConfig(40, seed=5, stop_strings=stop)
         pieces = list(stream(model, vocab, level, "she", cfg))
         assert "".join(pieces) == generate(model, vocab, level, "she", cfg)[0]
         assert len(pieces) > 1
 
 
 def test_stop_at_eos_and_min_new_tokens(lm):
-    texts = _gen(lm, "", max_new_tokens=40, seed=3, num_samples=4, stop_at_eos=True)
-    full = _gen(lm, "", max_new_tokens=40, seed=3, num_samples=4)
+    texts = _gen(lm, "", max_new_tokens=40, seed=3, num_return_sequences=4, stop_at_eos=True)
+    full = _gen(lm, "", max_new_tokens=40, seed=3, num_return_sequences=4)
     assert all("\n" in t for t in full)
     assert texts == [t.split("\n")[0] for t in full]  # the same draws, cut at the line end
     longer = _gen(
-        lm, "", max_new_tokens=40, seed=3, num_samples=4, stop_at_eos=True, min_new_tokens=8
+        lm,
+        "",
+        max_new_tokens=40,
+        seed=3,
+        num_return_sequences=4,
+        stop_at_eos=True,
+        min_new_tokens=8,
     )
     assert all(len(t.split()) >= 8 and "\n" not in t for t in longer)
 
@@ -186,8 +194,8 @@ def test_token_pieces_join_to_detokenize(level):
         dict(top_k_decay=0.0),
         dict(repetition_penalty=0.0),
         dict(min_new_tokens=-1),
-        dict(stop=("",)),
-        dict(stop="abc"),
+        dict(stop_strings=("",)),
+        dict(stop_strings="abc"),
         dict(precision="fp16"),
     ],
 )
@@ -325,12 +333,12 @@ def test_non_finite_scores_are_a_value_error():
         dict(temperature=None),
         dict(temperature="hot"),
         dict(top_k=2.5),
-        dict(num_samples=True),
+        dict(num_return_sequences=True),
         dict(seed=2**64),
         dict(seed=-1),
         dict(seed=1.5),
         dict(seed="abc"),
-        dict(stop=5),
+        dict(stop_strings=5),
         dict(temperature=float("inf")),
     ],
 )
@@ -342,10 +350,82 @@ def test_wrong_types_and_ranges_are_value_errors(kw):
 def test_too_many_samples_at_once_is_a_value_error_before_any_work(lm):
     model, vocab, level = lm
     ids, _ = encode_prompt("the cat", vocab, level)
-    with pytest.raises(ValueError, match="num_samples .* too many"):
-        next(sample_ids(model, ids, SampleConfig(1, num_samples=10**9)))
+    with pytest.raises(ValueError, match="num_return_sequences .* too many"):
+        next(sample_ids(model, ids, SampleConfig(1, num_return_sequences=10**9)))
 
 
 def test_min_new_tokens_above_max_is_a_value_error():
     with pytest.raises(ValueError, match="min_new_tokens"):
         SampleConfig(5, min_new_tokens=10).validate()
+
+
+# --- min_p, typical_p, no-repeat n-grams, do_sample, output_scores --------------------
+
+
+def test_min_p_drops_tokens_under_a_fraction_of_the_best():
+    logits = torch.randn(4, 30, generator=torch.Generator().manual_seed(3)) * 2
+    full = torch.softmax(logits, -1)
+    probs = sampling_distribution(logits, 1.0, min_p=0.2)
+    keep = full >= 0.2 * full.max(-1, keepdim=True).values
+    assert torch.equal(probs > 0, keep)
+    assert torch.allclose(probs, full * keep / (full * keep).sum(-1, keepdim=True))
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7, 0.95])
+def test_typical_p_keeps_the_tokens_nearest_the_entropy(p):
+    logits = torch.randn(3, 25, generator=torch.Generator().manual_seed(4)) * 2
+    full = torch.softmax(logits.double(), -1)
+    probs = sampling_distribution(logits, 1.0, typical_p=p)
+    for row in range(3):
+        q = full[row]
+        entropy = -(q * q.log()).sum()
+        order = ((-q.log()) - entropy).abs().argsort()  # most typical first
+        mass = q[order].cumsum(0)
+        n = int((mass < p).sum()) + 1  # smallest prefix with mass >= p
+        assert set(probs[row].nonzero().flatten().tolist()) == set(order[:n].tolist())
+    assert torch.allclose(probs.sum(-1), torch.ones(3))
+
+
+def test_no_repeat_ngram_bans_exactly_the_repeating_tokens():
+    from lstmlm.generation.filters import apply_no_repeat_ngram, banned_ngram_tokens
+
+    history = [5, 6, 7, 5, 6, 9, 5, 6]  # "5 6" was followed by 7 and by 9
+    assert sorted(banned_ngram_tokens(history, 3)) == [7, 9]
+    assert banned_ngram_tokens(history, 2) == [7, 9]  # 6 was followed by 7 and 9
+    logits = torch.zeros(2, 10)
+    out = apply_no_repeat_ngram(logits, [history, [1, 2, 3]], 3)
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [7, 9]
+    assert not torch.isinf(out[1]).any()
+    assert banned_ngram_tokens([1, 2], 3) == []
+
+
+def test_generated_text_never_repeats_an_ngram(lm):
+    model, vocab, level = lm
+    cfg = SampleConfig(40, seed=2, no_repeat_ngram_size=2)
+    ids, _ = encode_prompt("the cat", vocab, level)
+    toks = [int(t) for t in sample_ids(model, ids, cfg)]
+    seq = ids + toks
+    grams = list(zip(seq, seq[1:], strict=False))
+    assert len(grams) == len(set(grams))
+
+
+def test_do_sample_false_is_greedy_whatever_the_temperature(lm):
+    greedy = _gen(lm, max_new_tokens=20, temperature=0)
+    assert _gen(lm, max_new_tokens=20, do_sample=False, temperature=1.5, seed=9) == greedy
+
+
+def test_output_scores_are_the_models_log_probs_and_join_to_the_text(lm):
+    from lstmlm.generation import complete
+
+    model, vocab, level = lm
+    cfg = SampleConfig(15, seed=4, output_scores=True, stop_strings=("park",))
+    (c,) = complete(model, vocab, level, "the cat", cfg)
+    assert "".join(s["text"] for s in c.token_scores) == c.text
+    ids, _ = encode_prompt("the cat", vocab, level)
+    new = [vocab.stoi[s["token"]] for s in c.token_scores]
+    with torch.no_grad():
+        logits = model(torch.tensor(ids + new).unsqueeze(1)).logits[:, 0]
+    logp = torch.log_softmax(logits, -1)
+    for i, s in enumerate(c.token_scores):
+        assert s["logprob"] == pytest.approx(float(logp[len(ids) - 1 + i, new[i]]), abs=1e-4)
+        assert s["bits"] == pytest.approx(-s["logprob"] / math.log(2))

@@ -226,7 +226,7 @@ def test_evaluate_is_exp_of_mean_nll(run):
 
 def test_generation_with_an_adaptive_model(run):
     model, vocab, info = ckpt.load_run(run[0])
-    cfg = SampleConfig(max_new_tokens=12, seed=1, num_samples=2, top_k=5)
+    cfg = SampleConfig(max_new_tokens=12, seed=1, num_return_sequences=2, top_k=5)
     texts = generate(model, vocab, info.level, "the cat", cfg)  # one text per sample
     assert len(texts) == 2 and all(t.split() for t in texts)
     assert generate(model, vocab, info.level, "the cat", cfg) == texts  # seeded

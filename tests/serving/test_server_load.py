@@ -73,7 +73,7 @@ def good_request(client: httpx.Client, url: str, i: int) -> tuple[str, int, str]
     """One valid request of the mix; returns (kind, status, problem or "")."""
     rng = random.Random(i)
     prompt = " ".join(rng.choice(["the cat", "a dog", "she", "my friend"]) for _ in range(3))
-    kind = ("generate", "score", "stream", "stream_get")[i % 4]
+    kind = ("generate", "score", "stream", "beams")[i % 4]
     body = {"model": "tiny", "prompt": prompt, "max_new_tokens": rng.randint(5, 30), "seed": i}
     if kind == "generate":
         r = client.post(f"{url}/v1/generate", json=body)
@@ -83,10 +83,11 @@ def good_request(client: httpx.Client, url: str, i: int) -> tuple[str, int, str]
         r = client.post(f"{url}/v1/score", json={"model": "tiny", "text": prompt + "\n" + prompt})
         ok = r.status_code != 200 or r.json()["ppl"] > 1
         return kind, r.status_code, "" if ok else r.text
-    if kind == "stream":
-        req = client.build_request("POST", f"{url}/v1/stream", json=body)
-    else:
-        req = client.build_request("GET", f"{url}/v1/generate/stream", params=body)
+    if kind == "beams":
+        r = client.post(f"{url}/v1/generate", json={**body, "num_beams": 2, "prompt": [prompt]})
+        ok = r.status_code != 200 or r.json()["results"][0]["tokens"] == body["max_new_tokens"]
+        return kind, r.status_code, "" if ok else r.text
+    req = client.build_request("POST", f"{url}/v1/stream", json=body)
     r = client.send(req, stream=True)
     try:
         text = r.read().decode()
@@ -110,7 +111,7 @@ BAD_REQUESTS = [  # (method, path, kwargs, expected status)
     ("POST", "/v1/generate", {"json": {"model": "tiny", "temperature": -1}}, 422),
     ("POST", "/v1/generate", {"json": {"model": "tiny", "seed": 2**70}}, 422),
     ("POST", "/v1/stream", {"json": {"model": "tiny", "top_k": -3}}, 422),
-    ("GET", "/v1/generate/stream", {"params": {"model": "tiny", "max_new_tokens": "x"}}, 422),
+    ("POST", "/v1/stream", {"json": {"model": "tiny", "prompt": ["a", "b"]}}, 422),
     ("POST", "/v1/score", {"json": {"model": "tiny", "text": 5}}, 422),
     ("POST", "/v1/score", {"json": {"model": "tiny"}}, 422),
     ("POST", "/v1/generate", {"json": {"model": "../../etc/passwd", "prompt": "x"}}, 404),
@@ -145,7 +146,7 @@ def test_200_mixed_requests_20_at_once_all_succeed_with_bounded_memory(server):
         results = [f.result() for f in good]
         failures = [r for r in results if r[1] != 200 or r[2]]
         assert not failures, failures[:5]
-        assert {k for k, _, _ in results} == {"generate", "score", "stream", "stream_get"}
+        assert {k for k, _, _ in results} == {"generate", "score", "stream", "beams"}
         wrong = [(what, got, want) for what, got, want in (f.result() for f in bad) if got != want]
         assert not wrong, wrong
         # Still healthy, and nothing left running or waiting.

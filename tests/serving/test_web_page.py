@@ -283,3 +283,59 @@ def test_unknown_words_stay_visible_after_the_generation(tab):
     tab.page.click("#generate")
     assert tab.finish()[0].startswith("10 tokens in")
     assert not notice.is_visible()
+
+
+# --- what the model thinks: tokens coloured by surprisal --------------------------
+
+
+def _spans(tab, selector):
+    return tab.page.eval_on_selector_all(
+        selector,
+        "els => els.map(e => ({text: e.textContent, title: e.title, bits: e.dataset.bits,"
+        " colour: getComputedStyle(e).backgroundColor}))",
+    )
+
+
+def test_scoring_colours_each_token_by_its_surprisal(tab, base):
+    text = "the cat sees the park\nthe park the park"
+    tab.fill(prompt=text)
+    tab.page.click("#score")
+    tab.page.wait_for_selector("#output .scored .tok")
+    spans = _spans(tab, "#output .scored .tok")
+    want = httpx.post(
+        f"{base}/v1/score",
+        json={"model": "tiny", "text": text, "return_token_logprobs": True},
+        timeout=30,
+    ).json()["token_logprobs"]
+    assert [s["text"] for s in spans] == [t["text"] for t in want]
+    assert "".join(s["text"] for s in spans) == text + "\n"  # the last line end is scored too
+    for s, t in zip(spans, want, strict=True):
+        m = re.search(r": (\d+(?:\.\d+)?) bits \(p = ", s["title"])
+        assert m, s["title"]
+        assert float(m.group(1)) == pytest.approx(t["bits"], abs=0.006)
+    low = min(spans, key=lambda s: float(s["bits"]))
+    high = max(spans, key=lambda s: float(s["bits"]))
+    assert float(high["bits"]) - float(low["bits"]) > 1  # a real spread to colour
+    assert high["colour"] != low["colour"]
+    assert tab.page.locator("#status").text_content().startswith("prompt: ppl")
+
+
+def test_generated_text_is_coloured_when_done(tab):
+    tab.fill(prompt="the cat", seed="5", max_new_tokens="12")
+    tab.page.click("#generate")
+    status, is_error = tab.finish()
+    assert status.startswith("12 tokens in") and not is_error
+    spans = _spans(tab, "#output .gen .tok")
+    assert len(spans) == 12
+    assert "".join(s["text"] for s in spans) == tab.page.text_content("#output .gen")
+    assert all(re.search(r"\d bits", s["title"]) for s in spans)
+    assert '"output_scores":true' in tab.streams[0]
+
+
+def test_the_pages_default_temperature_is_the_apis():
+    from lstmlm.generation import SampleConfig
+    from lstmlm.serving.routes import STATIC_DIR
+
+    html = (STATIC_DIR / "index.html").read_text()
+    value = re.search(r'id="temperature"[^>]*value="([^"]+)"', html).group(1)
+    assert float(value) == SampleConfig().temperature

@@ -42,7 +42,8 @@ def add_dataclass_flags(
     more_help: dict[str, str] | None = None,
 ) -> None:
     """One flag per field of dataclass `cls` (but `skip`), stored as `DEST.field`;
-    `more_help[field]` is added to a field's own help (what only the CLI needs said)."""
+    `more_help[field]` is added to a field's own help (what only the CLI needs said). A
+    field's `metadata["alias"]` (an older name) is a second spelling of its flag."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -69,7 +70,8 @@ def add_dataclass_flags(
                 kw["choices"] = f.metadata["choices"]
             else:
                 kw["metavar"] = f.name.split("_")[-1].upper()
-        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+        names = [f.name, *([f.metadata["alias"]] if "alias" in f.metadata else [])]
+        group.add_argument(*("--" + n.replace("_", "-") for n in names), **kw)
 
 
 def given(args: argparse.Namespace, dest: str) -> dict[str, Any]:
@@ -109,7 +111,10 @@ def add_which_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_device_flag(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+def add_device_flag(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    """--device, `auto` (a GPU when there is one) by default as in `lstmlm train`."""
     p.add_argument(
-        "--device", default=default, help="cpu, cuda, cuda:N or auto (default: %(default)s)"
+        "--device",
+        default=default,
+        help="cpu, cuda, cuda:N or auto: cuda when available (default: %(default)s)",
     )

@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
         help=f"text to continue (words or characters), at most {MAX_PROMPT_CHARS:,} characters "
         "(default: none: start from the beginning of a line)",
     )
-    stop_help = {"stop": "; repeat for several; \\n and \\t are a newline and a tab"}
+    stop_help = {"stop_strings": "; repeat for several; \\n and \\t are a newline and a tab"}
     add_dataclass_flags(
         g.add_argument_group("sampling options"), SampleConfig, "sample", more_help=stop_help
     )
@@ -55,17 +55,17 @@ def unescape(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from lstmlm.api import load
-    from lstmlm.generation import draw_seed, joiner
+    from lstmlm.generation import Completion, draw_seed, joiner
 
     check_prompt(args.prompt)  # before the model is loaded
     options = given(args, "sample")
-    options["stop"] = tuple(unescape(s) for s in options.get("stop", ()))
+    options["stop_strings"] = tuple(unescape(s) for s in options.get("stop_strings", ()))
     chosen = "seed" not in options
     if chosen:
         options["seed"] = draw_seed()
     cfg = SampleConfig(**options).validate()
-    if args.stream and cfg.num_samples != 1:
-        raise ValueError("--stream prints one sample; drop --num-samples")
+    if args.stream and cfg.num_return_sequences != 1:
+        raise ValueError("--stream prints one sequence; drop --num-return-sequences")
     lm = load(args.run, args.which, args.device)
     unknown = lm.unknown_tokens(args.prompt)
     if unknown:
@@ -79,17 +79,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"lstmlm: seed {cfg.seed} (--seed {cfg.seed} makes this text again)", file=sys.stderr)
     if args.stream:
         print(args.prompt, end="", flush=True)
-        first = True
-        for piece in lm.stream(args.prompt, cfg):
+        first, streamed = True, Completion()
+        for piece in lm.stream(args.prompt, cfg, completion=streamed):
             print(
                 (joiner(args.prompt, lm.level, piece) if first else "") + piece, end="", flush=True
             )
             first = False
         print()
+        if cfg.output_scores:
+            print_scores(streamed.token_scores)
         return 0
-    texts = lm.generate(args.prompt, cfg)
-    for i, text in enumerate(texts):
-        if len(texts) > 1:
+    done = lm.complete(args.prompt, cfg)
+    for i, c in enumerate(done):
+        if len(done) > 1:
             print(f"--- sample {i + 1} ---")
-        print(args.prompt + joiner(args.prompt, lm.level, text) + text)
+        print(args.prompt + joiner(args.prompt, lm.level, c.text) + c.text)
+        if cfg.output_scores:
+            print_scores(c.token_scores)
     return 0
+
+
+def print_scores(scores: list[dict[str, Any]]) -> None:
+    """One line per token: its log-probability, its surprisal in bits, the token."""
+    print("logprob\tbits\ttoken")
+    for s in scores:
+        print(f"{s['logprob']:.4f}\t{s['bits']:.3f}\t{s['token']}")

@@ -1,10 +1,21 @@
-"""Sampling from a trained model: the options, the draw per step, and text out of it."""
+"""Sampling from a trained model: the options, the draw per step, beams, and text out of it."""
 
-from lstmlm.generation.config import MAX_PROMPT_CHARS, SampleConfig
-from lstmlm.generation.sampling import draw_seed, next_token, sample_ids
-from lstmlm.generation.text import Completion, encode_prompt, generate, joiner, stream
+from lstmlm.generation.beam import Hypothesis, beam_search
+from lstmlm.generation.config import ALIASES, MAX_PROMPT_CHARS, SampleConfig, resolve_aliases
+from lstmlm.generation.sampling import draw_seed, next_token, sample_ids, sample_steps
+from lstmlm.generation.scores import token_score
+from lstmlm.generation.text import (
+    Completion,
+    complete,
+    encode_prompt,
+    generate,
+    joiner,
+    stream,
+    token_piece,
+)
 
 __all__ = [
-    "MAX_PROMPT_CHARS", "Completion", "SampleConfig", "draw_seed", "encode_prompt",
-    "generate", "joiner", "next_token", "sample_ids", "stream",
+    "ALIASES", "MAX_PROMPT_CHARS", "Completion", "Hypothesis", "SampleConfig", "beam_search",
+    "complete", "draw_seed", "encode_prompt", "generate", "joiner", "next_token",
+    "resolve_aliases", "sample_ids", "sample_steps", "stream", "token_piece", "token_score",
 ]  # fmt: skip

@@ -39,13 +39,18 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    max_new_tokens: int = _f(100, "tokens to generate per sample", ge=1)
+    max_new_tokens: int = _f(100, "tokens to generate per sequence", ge=1)
     temperature: float = _f(1.0, "softmax temperature; 0 = greedy (argmax)", ge=0, lt=math.inf)
     top_k: int = _f(0, "sample from the k most likely tokens (0 = all)", ge=0)
     seed: int | None = _f(
         None, "same seed, same text (default: a random seed, reported)", ge=0, lt=2**63
     )
-    num_samples: int = _f(1, "samples made in parallel (seeds seed+i)", ge=1)
+    num_return_sequences: int = _f(
+        1,
+        "sequences per prompt: samples made in parallel (seeds seed+i), or the best beams",
+        ge=1,
+        alias="num_samples",
+    )
     top_p: float = _f(
         1.0, "nucleus: the smallest set of tokens with mass >= p (1 = off)", gt=0, le=1
     )
@@ -61,8 +66,11 @@ class SampleConfig:
         gt=0,
         lt=math.inf,
     )
-    stop: tuple[str, ...] = _f(
-        (), "stop when the text contains one of these strings (cut there)", action="append"
+    stop_strings: tuple[str, ...] = _f(
+        (),
+        "stop when the text contains one of these strings (cut there)",
+        action="append",
+        alias="stop",
     )
     stop_at_eos: bool = _f(False, "stop at the end of the line (the first <eos>)")
     min_new_tokens: int = _f(0, "no <eos> before this many new tokens", ge=0)
@@ -72,6 +80,47 @@ class SampleConfig:
         "(about 2.7x faster than fp32 on CPU at 2x650; samples differ slightly from fp32 ones)",
         choices=PRECISIONS,
     )
+
+    # Added later: after the older fields, which may be given by position.
+    do_sample: bool = _f(True, "sample; --no-do-sample / false = greedy (argmax), as in HF")
+    min_p: float = _f(
+        0.0, "drop tokens less likely than min_p times the most likely one (0 = off)", ge=0, le=1
+    )
+    typical_p: float = _f(
+        1.0,
+        "locally typical sampling: the tokens whose surprisal is nearest the entropy, "
+        "up to mass p (1 = off)",
+        gt=0,
+        le=1,
+    )
+    no_repeat_ngram_size: int = _f(
+        0, "no n-gram of this size occurs twice (prompt included; 0 = off)", ge=0
+    )
+    num_beams: int = _f(
+        1,
+        "beam search with this many beams (1 = off; deterministic: the sampling options "
+        "and the seed are not used)",
+        ge=1,
+    )
+    length_penalty: float = _f(
+        1.0,
+        "beam search: a finished beam scores sum(log p) / length ** length_penalty",
+        gt=-math.inf,
+        lt=math.inf,
+    )
+    early_stopping: bool = _f(
+        False,
+        "beam search: stop once num_beams beams have finished (else: once no live beam "
+        "can beat them, at its current length)",
+    )
+    output_scores: bool = _f(
+        False, "return each new token with the model's log-probability of it (and bits)"
+    )
+
+    @property
+    def greedy(self) -> bool:
+        """Argmax at each step: do_sample off or temperature 0."""
+        return not self.do_sample or self.temperature == 0
 
     def validate(self) -> SampleConfig:
         """FieldError for a value of the wrong type or outside its field's bounds."""
@@ -86,15 +135,40 @@ class SampleConfig:
                 "min_new_tokens",
                 f"must be in [0, max_new_tokens {self.max_new_tokens}], got {self.min_new_tokens}",
             )
-        if not isinstance(self.stop, tuple | list) or any(
-            not isinstance(s, str) or not s for s in self.stop
+        if not isinstance(self.stop_strings, tuple | list) or any(
+            not isinstance(s, str) or not s for s in self.stop_strings
         ):
-            raise FieldError("stop", "takes non-empty strings")
-        if not isinstance(self.stop_at_eos, bool):
-            raise FieldError("stop_at_eos", f"must be true or false, got {self.stop_at_eos!r}")
+            raise FieldError("stop_strings", "takes non-empty strings")
+        for name in ("do_sample", "early_stopping", "stop_at_eos", "output_scores"):
+            if not isinstance(getattr(self, name), bool):
+                raise FieldError(name, f"must be true or false, got {getattr(self, name)!r}")
+        if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
+            raise FieldError(
+                "num_return_sequences",
+                f"must be at most num_beams {self.num_beams} in beam search, "
+                f"got {self.num_return_sequences}",
+            )
         if self.precision not in PRECISIONS:
             raise FieldError("precision", f"must be fp32 or bf16, got {self.precision!r}")
         return self
+
+
+# Older names that still work (the API's options, the CLI's flags, the server's fields).
+ALIASES = {
+    f.metadata["alias"]: f.name for f in dataclasses.fields(SampleConfig) if "alias" in f.metadata
+}
+
+
+def resolve_aliases(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with every alias (num_samples, stop) under its field's name; ValueError
+    when both names are given."""
+    out = dict(options)
+    for old, new in ALIASES.items():
+        if old in out:
+            if new in out:
+                raise ValueError(f"give {new} or its alias {old}, not both")
+            out[new] = out.pop(old)
+    return out
 
 
 BOUNDS = ("ge", "gt", "le", "lt")  # field metadata: the bounds of a number

@@ -1,24 +1,30 @@
 """Sampling text from a trained model.
 
-One step = one forward of the whole batch of samples (B = `num_samples`) for one token,
-then a draw per sample. The rules, applied in this order to the last logits (B, V):
+One step = one forward of the whole batch of samples (B = `num_return_sequences`) for
+one token, then a draw per sample. The rules (filters.py), applied in this order to the
+last logits (B, V):
 
-1. `<eos>` is masked until `min_new_tokens` tokens have been made.
+1. `<eos>` is masked until `min_new_tokens` tokens have been made; with
+   `no_repeat_ngram_size` n, a token that would repeat an n-gram gets -inf.
 2. Repetition penalty (CTRL, Keskar et al. 2019): the logit of every token this sample
    has already generated is divided by `penalty` when positive and multiplied by it when
    negative (so its probability always drops for penalty > 1). `<eos>` is exempt: line
    ends are structure, not repetition. Prompt tokens are not penalized.
-3. Temperature 0 is greedy (argmax); otherwise logits are divided by the temperature.
+3. `do_sample=False` or temperature 0 is greedy (argmax); otherwise logits are divided by
+   the temperature.
 4. Top-k keeps the k largest logits. With `top_k_decay` d < 1 the k is *adjusted* to the
    length of the current sentence: k_t = max(1, round(k * d ** n)), n = tokens since the
    last `<eos>` (prompt included), so a sentence starts varied and settles as it grows.
 5. Top-p (nucleus, Holtzman et al. 2020) keeps the smallest set of most likely tokens
    whose probability mass (after top-k, renormalized) is >= p.
-6. One draw by inverse CDF from each sample's own `torch.Generator`, seeded `seed + i`:
+6. `min_p`, then `typical_p` (filters.py), on the kept tokens' probabilities.
+7. One draw by inverse CDF from each sample's own `torch.Generator`, seeded `seed + i`:
    sample i of a batch is the very text a one-sample run with seed `seed + i` makes.
 
 `<eos>` ends a sample when `stop_at_eos` is set; stop strings are checked on the text,
-in text.py.
+in text.py. With `output_scores`, each step also gives the model's own log-probability
+of the chosen tokens (of the raw logits, before any rule), the number `score` reports.
+Beam search (`num_beams` > 1) is in beam.py.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ from torch import Tensor
 from lstmlm.config import FieldError
 from lstmlm.data.vocab import Vocab
 from lstmlm.generation.config import SampleConfig
+from lstmlm.generation.filters import (
+    apply_min_p,
+    apply_no_repeat_ngram,
+    apply_repetition_penalty,
+    apply_typical_p,
+)
 from lstmlm.nn.model import LanguageModel
 from lstmlm.nn.rnn import State
 
@@ -47,16 +59,13 @@ MAX_STEP_SCORES = 2**26
 # --- one step: logits -> token ------------------------------------------------------
 
 
-def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
-    """logits (B, V), seen (B, V) bool -> penalized logits (CTRL rule)."""
-    if penalty == 1.0:
-        return logits
-    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, scaled, logits)
-
-
 def candidates(
-    logits: Tensor, temperature: float, top_k: int | Tensor = 0, top_p: float = 1.0
+    logits: Tensor,
+    temperature: float,
+    top_k: int | Tensor = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    typical_p: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """logits (B, V) -> (probs (B, C), ids (B, C) or None when C = V in vocabulary order).
 
@@ -89,16 +98,21 @@ def candidates(
         drop[:, 0] = False  # the best token always stays (top_p may round to 0 in fp32)
         probs = probs.masked_fill(drop, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs, ids
+    return apply_typical_p(apply_min_p(probs, min_p), typical_p), ids
 
 
 def sampling_distribution(
-    logits: Tensor, temperature: float, top_k: int | Tensor = 0, top_p: float = 1.0
+    logits: Tensor,
+    temperature: float,
+    top_k: int | Tensor = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    typical_p: float = 1.0,
 ) -> Tensor:
     """The distribution a step draws from, over the whole vocabulary: (B, V)."""
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.size(-1)).float()
-    probs, ids = candidates(logits, temperature, top_k, top_p)
+    probs, ids = candidates(logits, temperature, top_k, top_p, min_p, typical_p)
     if ids is None:
         return probs
     return torch.zeros(logits.shape, dtype=probs.dtype, device=probs.device).scatter_(
@@ -128,11 +142,13 @@ def next_token(
     top_k: int | Tensor,
     generator: Sequence[torch.Generator] | torch.Generator | None,
     top_p: float = 1.0,
+    min_p: float = 0.0,
+    typical_p: float = 1.0,
 ) -> Tensor:
     """logits (B, V) -> token ids (B,). `generator`: one for the batch or one per row."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs, ids = candidates(logits, temperature, top_k, top_p)  # (B, C)
+    probs, ids = candidates(logits, temperature, top_k, top_p, min_p, typical_p)  # (B, C)
     idx = _draw(probs, generator)  # (B,)
     return idx if ids is None else ids.gather(1, idx.unsqueeze(1)).squeeze(1)
 
@@ -156,50 +172,84 @@ def _generators(seed: int | None, n: int, device: torch.device) -> list[torch.Ge
     return gens
 
 
-@torch.inference_mode()
-def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[Tensor]:
-    """Yield (num_samples,) new token ids per step, all samples in one batch.
-
-    With `stop_at_eos`, a sample that has drawn `<eos>` keeps yielding `<eos>` (padding)
-    and the iterator ends once every sample has; stop strings are the caller's job.
-    """
-    check_batch(model, cfg)
+def start(model: LanguageModel, prompt_ids: list[int], b: int) -> tuple[Tensor, State]:
+    """Feed the prompt once with batch 1 and copy its state to `b` columns: the last
+    logits (B, V) and the state, for the first step of B samples (or beams)."""
     if not prompt_ids:
         raise ValueError("the prompt needs at least one token (start with <eos>)")
     model.eval()
-    step_once = None  # made after the first token: its weight copies take ms
     device = model.embedding.weight.device
-    gens = _generators(cfg.seed, cfg.num_samples, device)
-    b = cfg.num_samples
-    # Feed the prompt once with batch 1, then copy its state to the B samples.
     x = torch.tensor(prompt_ids, dtype=torch.long, device=device).unsqueeze(1)  # (T, 1)
     last, prompt_state = model.last_logits(x, model.init_state(1))  # (1, V)
     state: State = [
         tuple(t.expand(-1, b, -1).contiguous() for t in layer) for layer in prompt_state
     ]
-    logits = last.expand(b, -1)  # (B, V)
+    return last.expand(b, -1), state  # (B, V)
+
+
+def chosen_logprobs(logits: Tensor, tok: Tensor) -> Tensor:
+    """logits (B, V), tok (B,) -> the model's log-probability of each chosen token (B,)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+    return logp.gather(1, tok.unsqueeze(1)).squeeze(1)
+
+
+def step_rules(
+    logits: Tensor, step: int, cfg: SampleConfig, seen: Tensor | None, histories: list[list[int]]
+) -> Tensor:
+    """The rules before any choice (min_new_tokens, no-repeat n-grams, repetition
+    penalty) applied to a step's logits (B, V)."""
+    if step < cfg.min_new_tokens:
+        logits = logits.clone()
+        logits[:, EOS_ID] = float("-inf")
+    logits = apply_no_repeat_ngram(logits, histories, cfg.no_repeat_ngram_size)
+    if seen is not None:
+        logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+    return logits
+
+
+@torch.inference_mode()
+def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -> Iterator[Tensor]:
+    """Yield (num_return_sequences,) new token ids per step, all samples in one batch.
+
+    With `stop_at_eos`, a sample that has drawn `<eos>` keeps yielding `<eos>` (padding)
+    and the iterator ends once every sample has; stop strings are the caller's job.
+    """
+    for tok, _ in sample_steps(model, prompt_ids, cfg):
+        yield tok
+
+
+@torch.inference_mode()
+def sample_steps(
+    model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """`sample_ids`, each step's ids (B,) with the model's log-probabilities of them (B,)
+    when `cfg.output_scores` (else None)."""
+    check_batch(model, cfg)
+    b = cfg.num_return_sequences
+    logits, state = start(model, prompt_ids, b)  # (B, V)
+    device = logits.device
+    step_once = None  # made after the first token: its weight copies take ms
+    gens = _generators(cfg.seed, b, device)
     v = logits.size(-1)
     seen = (
         torch.zeros(b, v, dtype=torch.bool, device=device) if cfg.repetition_penalty != 1 else None
     )
+    histories = [list(prompt_ids) for _ in range(b)] if cfg.no_repeat_ngram_size else []
     adjust_k = cfg.top_k > 0 and cfg.top_k_decay < 1
     since_eos = torch.full((b,), _tokens_since_eos(prompt_ids), dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
+    temperature = 0.0 if cfg.greedy else cfg.temperature
     for step in range(cfg.max_new_tokens):
-        if step < cfg.min_new_tokens:
-            logits = logits.clone()
-            logits[:, EOS_ID] = float("-inf")
-        if seen is not None:
-            logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+        ruled = step_rules(logits, step, cfg, seen, histories)
         top_k: int | Tensor = cfg.top_k
         if adjust_k:
             decayed = cfg.top_k * cfg.top_k_decay ** since_eos.double()  # (B,)
             top_k = decayed.round().long().clamp_(1, cfg.top_k)
-        tok = next_token(logits, cfg.temperature, top_k, gens, cfg.top_p)  # (B,)
+        tok = next_token(ruled, temperature, top_k, gens, cfg.top_p, cfg.min_p, cfg.typical_p)
         if cfg.stop_at_eos:
             tok = tok.masked_fill(done, EOS_ID)
             done |= tok == EOS_ID
-        yield tok
+        yield tok, chosen_logprobs(logits, tok) if cfg.output_scores else None
         if cfg.stop_at_eos and bool(done.all()):
             return
         if step + 1 == cfg.max_new_tokens:
@@ -207,6 +257,8 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
         if seen is not None:
             seen[torch.arange(b, device=device), tok] = True
             seen[:, EOS_ID] = False
+        for history, t in zip(histories, tok.tolist(), strict=False):
+            history.append(t)
         if adjust_k:
             since_eos = torch.where(tok == EOS_ID, 0, since_eos + 1)
         if step_once is None:
@@ -215,14 +267,16 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], cfg: SampleConfig) -
 
 
 def check_batch(model: LanguageModel, cfg: SampleConfig) -> None:
-    """Validate `cfg`; FieldError when `cfg.num_samples` samples at once would not fit in
+    """Validate `cfg`; FieldError when its samples (or beams) at once would not fit in
     memory (before any per-sample state is made)."""
     cfg.validate()
     v = model.embedding.num_embeddings
-    if cfg.num_samples * v > MAX_STEP_SCORES:
+    name = "num_beams" if cfg.num_beams > 1 else "num_return_sequences"
+    n = max(cfg.num_beams, cfg.num_return_sequences)
+    if n * v > MAX_STEP_SCORES:
         raise FieldError(
-            "num_samples",
-            f"{cfg.num_samples} is too many at once for a vocabulary of {v:,} "
+            name,
+            f"{n} is too many at once for a vocabulary of {v:,} "
             f"(at most {MAX_STEP_SCORES // v:,}); split it into several calls",
         )
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from lstmlm.data.tokenize import tokenize_prompt
 from lstmlm.data.vocab import EOS, Vocab
+from lstmlm.generation.beam import beam_search
 from lstmlm.generation.config import SampleConfig
-from lstmlm.generation.sampling import check_batch, sample_ids
+from lstmlm.generation.sampling import check_batch, sample_steps
+from lstmlm.generation.scores import token_score, trim_scores
 from lstmlm.nn.model import LanguageModel
 
 FINISH_REASONS = ("length", "stop", "eos", "cancelled")
@@ -74,19 +77,33 @@ class Completion:
     finish_reason: str = "length"  # length | stop | eos | cancelled
     done: bool = False
     shown: int = 0  # characters of `text` handed out as pieces so far
+    # With output_scores: each token of `text` (scores.token_score), joined = `text`.
+    token_scores: list[dict[str, Any]] = field(default_factory=list)
     _prev: str | None = field(default=None, repr=False)
 
-    def add(self, token: str, level: str, stops: Sequence[str], stop_at_eos: bool) -> None:
-        """Append one drawn token; sets `done` at a stop string or (`stop_at_eos`) <eos>."""
+    def add(
+        self,
+        token: str,
+        level: str,
+        stops: Sequence[str],
+        stop_at_eos: bool,
+        logprob: float | None = None,
+    ) -> None:
+        """Append one drawn token (with the model's log-probability of it, if given);
+        sets `done` at a stop string or (`stop_at_eos`) <eos>."""
         if stop_at_eos and token == EOS:
             self.finish("eos")
             return
-        self.text += token_piece(token, self._prev, level)
+        piece = token_piece(token, self._prev, level)
+        self.text += piece
+        if logprob is not None:
+            self.token_scores.append(token_score(token, piece, logprob))
         self._prev = token
         self.tokens += 1
         cut = find_stop(self.text, stops) if stops else -1
         if cut >= 0:
             self.text = self.text[:cut]
+            trim_scores(self.token_scores, cut)
             self.finish("stop")
 
     def finish(self, reason: str) -> None:
@@ -102,20 +119,59 @@ class Completion:
         return piece
 
 
+def complete(
+    model: LanguageModel,
+    vocab: Vocab,
+    level: str,
+    prompt: str,
+    cfg: SampleConfig,
+    *,
+    cancel: threading.Event | None = None,
+) -> list[Completion]:
+    """`cfg.num_return_sequences` continuations of `prompt` (prompt not included): the
+    text, token count, finish reason and, with `output_scores`, the tokens' scores.
+
+    `cancel` (set from another thread) stops the sampling before the next token.
+    """
+    check_batch(model, cfg)  # before the per-sample lists below
+    ids, _ = encode_prompt(prompt, vocab, level)
+    stops = cfg.stop_strings
+    if cfg.num_beams > 1:
+        out = []
+        for hyp in beam_search(model, ids, cfg):
+            c = Completion()
+            for t, lp in zip(hyp.tokens, hyp.logprobs, strict=True):
+                if not c.done:
+                    c.add(vocab.itos[t], level, stops, cfg.stop_at_eos, _lp(cfg, lp))
+            out.append(c)
+        return out
+    samples = [Completion() for _ in range(cfg.num_return_sequences)]
+    for tok, logp in sample_steps(model, ids, cfg):
+        if cancel is not None and cancel.is_set():
+            for sample in samples:
+                if not sample.done:
+                    sample.finish("cancelled")
+            break
+        lps = logp.tolist() if logp is not None else [None] * len(samples)
+        for sample, t, lp in zip(samples, tok.tolist(), lps, strict=True):
+            if not sample.done:
+                sample.add(vocab.itos[t], level, stops, cfg.stop_at_eos, lp)
+        if all(s.done for s in samples):
+            break
+    for sample in samples:
+        sample.done = True
+    return samples
+
+
+def _lp(cfg: SampleConfig, logprob: float) -> float | None:
+    return logprob if cfg.output_scores else None
+
+
 def generate(
     model: LanguageModel, vocab: Vocab, level: str, prompt: str, cfg: SampleConfig
 ) -> list[str]:
-    """`cfg.num_samples` continuations of `prompt` as text (prompt not included)."""
-    check_batch(model, cfg)  # before the per-sample lists below
-    ids, _ = encode_prompt(prompt, vocab, level)
-    samples = [Completion() for _ in range(cfg.num_samples)]
-    for tok in sample_ids(model, ids, cfg):
-        for sample, t in zip(samples, tok.tolist(), strict=True):
-            if not sample.done:
-                sample.add(vocab.itos[t], level, cfg.stop, cfg.stop_at_eos)
-        if all(s.done for s in samples):
-            break
-    return [s.text for s in samples]
+    """`cfg.num_return_sequences` continuations of `prompt` as text (prompt not included)."""
+    return [c.text for c in complete(model, vocab, level, prompt, cfg)]
 
 
 def stream(
@@ -132,23 +188,34 @@ def stream(
 
     `cancel` (set from another thread) stops the sampling before the next token;
     `completion`, when given, holds the whole text, the token count and the finish
-    reason once the iterator is done.
+    reason once the iterator is done. Beam search (`num_beams` > 1) knows its text only
+    at the end: it comes as one piece.
     """
-    if cfg.num_samples != 1:
-        raise ValueError("stream makes one sample; use generate for num_samples > 1")
-    ids, _ = encode_prompt(prompt, vocab, level)
+    if cfg.num_return_sequences != 1:
+        raise ValueError("stream makes one sequence; use generate for num_return_sequences > 1")
     c = completion if completion is not None else Completion()
-    for tok in sample_ids(model, ids, cfg):
+    if cfg.num_beams > 1:
+        (best,) = complete(model, vocab, level, prompt, cfg, cancel=cancel)
+        for name in ("text", "tokens", "finish_reason", "token_scores"):
+            setattr(c, name, getattr(best, name))
+        c.done = True
+        if c.text:
+            c.shown = len(c.text)
+            yield c.text
+        return
+    ids, _ = encode_prompt(prompt, vocab, level)
+    for tok, logp in sample_steps(model, ids, cfg):
         if cancel is not None and cancel.is_set():
             c.finish("cancelled")
             return
-        c.add(vocab.itos[int(tok[0])], level, cfg.stop, cfg.stop_at_eos)
-        piece = c.next_piece(cfg.stop)
+        lp = float(logp[0]) if logp is not None else None
+        c.add(vocab.itos[int(tok[0])], level, cfg.stop_strings, cfg.stop_at_eos, lp)
+        piece = c.next_piece(cfg.stop_strings)
         if piece:
             yield piece
         if c.done:
             return
     c.done = True
-    piece = c.next_piece(cfg.stop)
+    piece = c.next_piece(cfg.stop_strings)
     if piece:
         yield piece

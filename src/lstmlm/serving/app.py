@@ -3,10 +3,9 @@
     GET  /                      the page (static HTML + JS + CSS from serving/static)
     GET  /v1/models             model cards (level, size, valid/test scores, training time)
     GET  /v1/models/{id}/curves training curve points from RUN/metrics.jsonl
-    POST /v1/generate           one continuation, as JSON
-    POST /v1/stream             the same, streamed as server-sent events
-    GET  /v1/generate/stream    the same with query parameters (for EventSource)
-    POST /v1/score              perplexity (and bpc) of a text under a model
+    POST /v1/generate           continuations of one prompt or of a list, as JSON
+    POST /v1/stream             one continuation, streamed as server-sent events
+    POST /v1/score              perplexity (and bpc) of a text, per token on request
     GET  /docs                  OpenAPI documentation (Swagger UI, served locally; /redoc too)
 
 Models are addressed by id (the run folder's name), never by a path from a request.

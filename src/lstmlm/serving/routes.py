@@ -31,10 +31,14 @@ from lstmlm.serving.limits import Admission, Busy, RateLimiter, ServerLimits
 from lstmlm.serving.models import ServedModel, finite
 from lstmlm.serving.schemas import (
     DEFAULT_NEW_TOKENS,
+    ERROR_RESPONSES,
+    MAX_PROMPTS,
+    GenerateListResponse,
     GenerateRequest,
     GenerateResponse,
     ScoreRequest,
     ScoreResponse,
+    SequenceOut,
     sample_config,
 )
 from lstmlm.storage.curves import choose_metric, read_curves
@@ -81,11 +85,14 @@ class Server:
         prompt over the limit, 422 for a value the sampler refuses)."""
         m = self.model(req.model)
         cap = self.limits.max_prompt_chars
-        if len(req.prompt) > cap:
-            raise ApiError(
-                413,
-                f"prompt has {len(req.prompt):,} characters; this server accepts at most {cap:,}",
-            )
+        prompts = prompt_list(req)
+        if len(prompts) > MAX_PROMPTS:
+            raise ApiError(422, f"{len(prompts)} prompts; a request takes at most {MAX_PROMPTS}")
+        for p in prompts:
+            if len(p) > cap:
+                raise ApiError(
+                    413, f"prompt has {len(p):,} characters; this server accepts at most {cap:,}"
+                )
         n = req.max_new_tokens
         if n is None:
             n = min(DEFAULT_NEW_TOKENS, self.limits.max_new_tokens_limit)
@@ -144,29 +151,49 @@ def add_page_routes(app: FastAPI, srv: Server) -> None:
         )
 
 
+def prompt_list(req: Any) -> list[str]:
+    return req.prompt if isinstance(req.prompt, list) else [req.prompt]
+
+
+def _with_joiner(prompt: str, level: str, c: Completion) -> SequenceOut:
+    """A sequence as the API shows it: the space a word-level prompt needs before its
+    continuation is part of the text (and of its first token's text)."""
+    sep = joiner(prompt, level, c.text)
+    scores = [dict(s) for s in c.token_scores]
+    if scores and sep:
+        scores[0]["text"] = sep + scores[0]["text"]
+    return SequenceOut(
+        text=sep + c.text,
+        tokens=c.tokens,
+        finish_reason=c.finish_reason,
+        token_scores=finite(scores) if scores else None,  # type: ignore[arg-type]
+    )
+
+
 def add_generate_routes(app: FastAPI, srv: Server) -> None:
-    """POST /v1/generate (one JSON answer) and the two streaming forms of it (SSE)."""
+    """POST /v1/generate (one JSON answer) and POST /v1/stream, its streamed form (SSE)."""
     limited = [Depends(srv.rate_limited)]
 
     @app.post(
         "/v1/generate",
-        summary="Sample one continuation",
-        response_model=GenerateResponse,
+        summary="Sample continuations of one prompt or of a list of them",
+        response_model=GenerateResponse | GenerateListResponse,
         dependencies=limited,
+        responses=ERROR_RESPONSES,  # type: ignore[arg-type]
     )
-    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:  # type: ignore[valid-type]
+    async def generate(req: GenerateRequest, request: Request) -> Any:  # type: ignore[valid-type]
         m, cfg = srv.prepare(req)
+        prompts = prompt_list(req)
         await srv.admit()
         cancel = threading.Event()
-        done = Completion()
-        took: list[float] = []
+        results: list[tuple[list[Completion], float]] = []
         try:
 
             def work() -> None:
-                t0 = time.monotonic()
-                for _ in m.text.stream(req.prompt, cfg, cancel=cancel, completion=done):
-                    pass
-                took.append(time.monotonic() - t0)
+                for p in prompts:
+                    t0 = time.monotonic()
+                    done = m.text.complete(p, cfg, cancel=cancel)
+                    results.append((done, time.monotonic() - t0))
 
             future = asyncio.get_running_loop().run_in_executor(srv.pool, work)
             # A client that hangs up stops its sampling (and frees its slot) within a poll.
@@ -177,40 +204,41 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         finally:
             cancel.set()
             srv.admission.release()
-        return GenerateResponse(
-            model=m.id,
-            prompt=req.prompt,
-            text=joiner(req.prompt, m.text.level, done.text) + done.text,
-            tokens=done.tokens,
-            finish_reason=done.finish_reason,
-            seed=cfg.seed,
-            unknown=srv.unknown(m, req.prompt),
-            seconds=round(took[0] if took else 0.0, 4),
-        )
-
-    stream_doc = (
-        "Server-sent events: `start` {model, seed, unknown}, then `token` {text} pieces, "
-        "then `done` {text, tokens, finish_reason, seconds} (or `error` {error})."
-    )
+        answers = []
+        for p, (done, seconds) in zip(prompts, results, strict=True):
+            seqs = [_with_joiner(p, m.text.level, c) for c in done]
+            answers.append(
+                GenerateResponse(
+                    model=m.id,
+                    prompt=p,
+                    text=seqs[0].text,
+                    tokens=seqs[0].tokens,
+                    finish_reason=seqs[0].finish_reason,
+                    seed=cfg.seed or 0,  # prepare gave it one
+                    unknown=srv.unknown(m, p),
+                    seconds=round(seconds, 4),
+                    token_scores=seqs[0].token_scores,
+                    sequences=seqs,
+                )
+            )
+        if isinstance(req.prompt, list):
+            return GenerateListResponse(results=answers)
+        return answers[0]
 
     @app.post(
         "/v1/stream",
         summary="Sample one continuation, streamed (SSE)",
-        description=stream_doc,
+        description=(
+            "Server-sent events: `start` {model, seed, unknown}, then `token` {text} "
+            "pieces, then `done` {text, tokens, finish_reason, seconds, and token_scores "
+            "with output_scores} (or `error` {error}). One prompt, one sequence; beam "
+            "search sends its text as one piece at the end."
+        ),
         dependencies=limited,
         response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},  # type: ignore[dict-item]
     )
-    async def stream_post(req: GenerateRequest) -> StreamingResponse:  # type: ignore[valid-type]
-        return await _stream(srv, req)
-
-    @app.get(
-        "/v1/generate/stream",
-        summary="Sample one continuation, streamed (SSE), parameters in the query",
-        description=stream_doc,
-        dependencies=limited,
-        response_class=StreamingResponse,
-    )
-    async def stream_get(req: Annotated[GenerateRequest, Query()]) -> StreamingResponse:  # type: ignore[valid-type]
+    async def stream(req: GenerateRequest) -> StreamingResponse:  # type: ignore[valid-type]
         return await _stream(srv, req)
 
 
@@ -218,6 +246,10 @@ async def _stream(srv: Server, req: Any) -> StreamingResponse:
     """One continuation as server-sent events, sampled in the pool; a client that leaves
     stops the sampling, and its slot is held until the thread is done."""
     m, cfg = srv.prepare(req)
+    if isinstance(req.prompt, list) or cfg.num_return_sequences != 1:
+        raise ApiError(
+            422, "a stream makes one sequence of one prompt; use POST /v1/generate for more"
+        )
     await srv.admit()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -237,17 +269,10 @@ async def _stream(srv: Server, req: Any) -> StreamingResponse:
                     sep = joiner(req.prompt, m.text.level, piece)
                     piece = sep + piece
                 put("token", {"text": piece})
-            text = joiner(req.prompt, m.text.level, done.text) + done.text
+            seq = _with_joiner(req.prompt, m.text.level, done)
             seconds = round(time.monotonic() - t0, 4)
-            put(
-                "done",
-                {
-                    "text": text,
-                    "tokens": done.tokens,
-                    "finish_reason": done.finish_reason,
-                    "seconds": seconds,
-                },
-            )
+            end = {**seq.model_dump(exclude_none=True), "seconds": seconds}
+            put("done", end)
         except Exception as e:  # reported to the client, never raised into the pool
             put("error", {"error": f"generation failed: {e}"})
 
@@ -279,6 +304,7 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
         summary="Perplexity (and bits per character) of a text under a model",
         response_model=ScoreResponse,
         dependencies=[Depends(srv.rate_limited)],
+        responses=ERROR_RESPONSES,  # type: ignore[arg-type]
     )
     async def score(req: ScoreRequest) -> ScoreResponse:
         m = srv.model(req.model)
@@ -292,7 +318,9 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
             raise ApiError(422, "text has no tokens to score")
         await srv.admit()
         try:
-            s = await asyncio.get_running_loop().run_in_executor(srv.pool, m.text.score, req.text)
+            s = await asyncio.get_running_loop().run_in_executor(
+                srv.pool, m.text.score, req.text, req.return_token_logprobs
+            )
         finally:
             srv.admission.release()
         return ScoreResponse(
@@ -302,6 +330,7 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
             ppl=finite(s["ppl"]),
             bpc=finite(s["bpc"]),
             unknown=s["unknown"],
+            token_logprobs=finite(s.get("token_logprobs")),
         )
 
 

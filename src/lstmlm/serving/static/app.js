@@ -1,5 +1,6 @@
 "use strict";
-// The lstmlm page: model cards, a training curve (inline SVG) and streamed sampling.
+// The lstmlm page: model cards, a training curve (inline SVG), streamed sampling, and
+// each token of a scored or generated text coloured by its surprisal (bits).
 
 const $ = (id) => document.getElementById(id);
 let models = [];
@@ -223,6 +224,7 @@ function request() {
     prompt,
     temperature: numberField("temperature", "temperature"),
     max_new_tokens: numberField("max_new_tokens", "max tokens", { integer: true }),
+    output_scores: true,  // the done event then colours each token by its surprisal
   };
   const topK = numberField("top_k", "top-k", { integer: true, optional: true });
   if (topK !== undefined) body.top_k = topK;  // empty = the server's default, 0 (all)
@@ -251,6 +253,30 @@ function showPromptCount() {
       (over ? ` — too long: this server generates from at most ${fmt(max, 0)}; shorten the prompt` : "")
     : `${fmt(n, 0)} characters`;
   el.classList.toggle("error", over);
+}
+
+// --- surprisal: what the model thinks of each token ------------------------------
+
+const MAX_BITS = 12;  // the colour scale's end: this many bits or more is the reddest
+
+function surprisalColour(bits) {
+  // 0 bits (no surprise) green, MAX_BITS or more red; continuous in between.
+  const x = Math.min(Math.max(bits ?? MAX_BITS, 0), MAX_BITS) / MAX_BITS;
+  return `hsl(${(120 * (1 - x)).toFixed(1)}, 75%, ${(88 - 10 * x).toFixed(1)}%)`;
+}
+
+function tokenSpans(scores) {
+  // One span per token, coloured by its surprisal, the numbers on hover.
+  return scores.map((t) => {
+    const span = document.createElement("span");
+    span.className = "tok";
+    span.textContent = t.text;
+    span.dataset.bits = t.bits === null ? "" : String(t.bits);
+    span.style.backgroundColor = surprisalColour(t.bits);
+    const p = t.logprob === null ? "—" : Math.exp(t.logprob).toPrecision(3);
+    span.title = `${t.token}: ${fmt(t.bits, 2)} bits (p = ${p}, log-prob ${fmt(t.logprob, 3)})`;
+    return span;
+  });
 }
 
 // --- generation -------------------------------------------------------------------
@@ -356,6 +382,7 @@ async function generate() {
         } else if (event === "done") {
           ended = true;
           gen.textContent = data.text;
+          if (data.token_scores) gen.replaceChildren(...tokenSpans(data.token_scores));
           setStatus(`${data.tokens} tokens in ${fmt(data.seconds, 2)} s (${data.finish_reason})`);
         } else if (event === "error") {
           ended = true;
@@ -386,10 +413,14 @@ async function score() {
     const r = await getJSON("/v1/score", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ model: $("model").value, text }),
+      body: JSON.stringify({ model: $("model").value, text, return_token_logprobs: true }),
     });
     const bpc = r.bpc !== null ? `, ${fmt(r.bpc, 3)} bpc` : "";
     setStatus(`prompt: ppl ${fmt(r.ppl)}${bpc} over ${r.tokens} tokens (${r.unknown} unknown)`);
+    const scored = document.createElement("span");
+    scored.className = "scored";
+    scored.replaceChildren(...tokenSpans(r.token_logprobs || []));
+    $("output").replaceChildren(scored);
   } catch (e) {
     setStatus(e.message, true);
   }
