@@ -225,7 +225,11 @@ class TrainConfig:
     seed: int = _f(1111, "random seed (weights, dropout, sampling)")
     log_every: int = _f(50, "update the progress figures every this many steps")
     checkpoint_minutes: float = _f(
-        5.0, "also checkpoint mid-epoch every this many minutes (0 = only at epoch ends)"
+        5.0,
+        "also checkpoint mid-epoch every this many minutes (0 = only at epoch ends); "
+        "SIGTERM/SIGHUP/Ctrl-C save at once, so this bounds what a hard kill (SIGKILL, "
+        "a lost node) costs: at most 5 minutes of training, for about a second of "
+        "writing per checkpoint",
     )
     sample_every_epoch: bool = _f(False, "print samples at the end of every epoch")
     sample_temperatures: tuple[float, ...] = _f(

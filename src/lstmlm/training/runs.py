@@ -136,6 +136,11 @@ def check_batch_size(batch_size: int, train_tokens: int, world: int = 1) -> None
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
+    if run_files.is_run_dir(out) and not overwrite and not (out / LAST).exists():
+        raise ValueError(
+            f"{out}: holds a run with no checkpoint yet (stopped before its first one); "
+            f"use --resume {out} to train it from step 0 or --overwrite to replace it"
+        )
     if run_files.is_run_dir(out) and not overwrite:
         raise ValueError(
             f"{out}: already holds a run; use --resume {out} to continue it or "
@@ -226,13 +231,11 @@ RESUME_OVERRIDES = (
 def resume_run(
     run_dir: str | Path, overrides: dict[str, Any] | None = None, on_event: EventFn | None = None
 ) -> TrainResult:
-    """Continue a run from RUN/last.safetensors, exactly where it stopped."""
+    """Continue a run from RUN/last.safetensors, exactly where it stopped; a run folder
+    with its config and vocabulary but no checkpoint yet (stopped before its first one)
+    starts again from step 0."""
     run = Path(run_dir)
     info, vocab = run_files.read_run_files(run)
-    if not (run / LAST).exists():
-        raise ValueError(f"{run}: nothing to resume (no {LAST})")
-    if distributed.is_main():  # only rank 0 writes, so only it may clean up
-        run_files.remove_stale_temps(run)  # left by a process killed while writing a checkpoint
     cfg = info.config
     if overrides:
         bad = set(overrides) - set(RESUME_OVERRIDES)
@@ -249,6 +252,10 @@ def resume_run(
     if changed:
         raise ValueError(f"{run}: cannot resume exactly: {changed}")
     with _locked(run):
+        # Only the lock holder cleans up: a refused second process must not delete the
+        # temporary file of the checkpoint the first one is writing.
+        if distributed.is_main():  # only rank 0 writes, so only it may clean up
+            run_files.remove_stale_temps(run)  # left by a writer killed mid-write
         return _resume(run, cfg, data, overrides, on_event)
 
 
@@ -260,6 +267,10 @@ def _resume(
     on_event: EventFn | None,
 ) -> TrainResult:
     trainer = Trainer(run, cfg, data, on_event)
+    if not (run / LAST).exists():  # stopped before its first checkpoint: from step 0
+        if distributed.is_main():
+            (run / METRICS).unlink(missing_ok=True)
+        return _start(trainer, resumed_from_step=0)
     trainer.load_last()
     done = trainer.limit_reached()
     if done:
