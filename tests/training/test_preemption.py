@@ -39,7 +39,9 @@ def _progress_lines(run) -> int:
 def test_a_refused_second_resume_touches_nothing(tmp_path):
     corpus = write_corpus(tmp_path / "c.txt", n_lines=80)
     run = tmp_path / "run"
-    assert main(["train", "--train", str(corpus), "--out", str(run), *TINY, "--max-steps", "3"]) == 0
+    assert (
+        main(["train", "--train", str(corpus), "--out", str(run), *TINY, "--max-steps", "3"]) == 0
+    )
     temp = run / f".{ckpt.LAST}.abc123.tmp"  # the first process's checkpoint being written
     temp.write_bytes(b"partial")
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
@@ -68,8 +70,20 @@ def test_sigterm_and_sighup_save_and_say_how_to_resume(tmp_path, sig):
     corpus = write_corpus(tmp_path / "c.txt", n_lines=1500)
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        lstmlm("train", "--train", corpus, "--out", run, *TINY, "--epochs", "50",
-               "--log-every", "5", "--checkpoint-minutes", "0"),
+        lstmlm(
+            "train",
+            "--train",
+            corpus,
+            "--out",
+            run,
+            *TINY,
+            "--epochs",
+            "50",
+            "--log-every",
+            "5",
+            "--checkpoint-minutes",
+            "0",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

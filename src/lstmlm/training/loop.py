@@ -112,9 +112,7 @@ class Loop:
             self.last_checkpoint = time.monotonic()
         return self.finish(stopped)
 
-    def _train_epoch(
-        self, steps_per_epoch: int, stop_requested: Callable[[], int | None]
-    ) -> str:
+    def _train_epoch(self, steps_per_epoch: int, stop_requested: Callable[[], int | None]) -> str:
         """Train to the end of the epoch ("epochs") or until a budget stops the run ("time",
         "steps"); a stop request saves the checkpoint and raises TrainingInterrupted."""
         self.t.model.train()

@@ -22,7 +22,8 @@ from lstmlm.storage import runs as run_files
 from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
-from lstmlm.training.trainer import EventFn, Trainer
+from lstmlm.training.state import TrainerState
+from lstmlm.training.trainer import EventFn, Trainer, budget_spent
 
 
 def start_run(
@@ -226,6 +227,30 @@ RESUME_OVERRIDES = (
     "checkpoint_minutes",
     "device",
 )
+
+
+def check_resume(run_dir: str | Path, nproc: int, overrides: dict[str, Any] | None = None) -> None:
+    """The checks of `resume_run` that need no process group, for `lstmlm train --resume
+    --nproc N` to make before it starts N processes: the run files, the checkpoint's
+    process count against `nproc`, a budget left to train (with `overrides`)."""
+    run = Path(run_dir)
+    info, _ = run_files.read_run_files(run)
+    if not (run / LAST).exists():
+        return  # trains from step 0 with any number of processes
+    _, meta = ckpt.load_tensors(run / LAST)
+    try:
+        st = TrainerState(**meta["trainer"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{run / LAST}: cannot resume from this checkpoint ({e})") from None
+    tc = replace(info.config.train, **(overrides or {}))
+    done = budget_spent(st, tc)
+    if done:
+        raise ValueError(f"{run}: already finished ({done})")
+    if st.world_size != nproc:
+        raise ValueError(
+            f"{run / LAST}: this run was trained by {st.world_size} process(es); resume it "
+            f"with --nproc {st.world_size} (not {nproc})"
+        )
 
 
 def resume_run(
