@@ -326,13 +326,16 @@ class Loop:
         if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view
             # Stopped mid-epoch: the current (averaged, after an ASGD switch) weights compete
             # for best, then the checkpoint records where we are and the best loss, so that
-            # --resume continues exactly and never replaces best with a worse model.
+            # --resume continues exactly and never replaces best with a worse model. The
+            # checkpoint is written before the evaluation too: an evaluation that fails
+            # (out of memory) never loses what was trained.
+            self.t.save_last()
             with averaged_weights(self.t.model, self.t.opt):
                 v = self.t.validate()
                 if v.loss < st.best_loss:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.t.save_best(v.loss)
-            self.t.save_last()
+                    self.t.save_last()
         if self.t.is_main:
             ckpt.load_model_file(self.t.model, self.t.run_dir / BEST)  # no second copy
         distributed.broadcast_module(self.t.model)  # the others need not see the run folder

@@ -244,7 +244,7 @@ def check_resume(run_dir: str | Path, nproc: int, overrides: dict[str, Any] | No
         raise ValueError(f"{run / LAST}: cannot resume from this checkpoint ({e})") from None
     tc = replace(info.config.train, **(overrides or {}))
     done = budget_spent(st, tc)
-    if done:
+    if done and (run / SUMMARY).exists():  # without a summary, --resume evaluates it
         raise ValueError(f"{run}: already finished ({done})")
     if st.world_size != nproc:
         raise ValueError(
@@ -284,6 +284,14 @@ def resume_run(
         return _resume(run, cfg, data, overrides, on_event)
 
 
+def _stopped_by(trainer: Trainer) -> str:
+    """Which budget a finished run spent: "epochs", "steps" or "time"."""
+    st, tc = trainer.st, trainer.tc
+    if st.epoch >= tc.epochs:
+        return "epochs"
+    return "steps" if tc.max_steps is not None and st.step >= tc.max_steps else "time"
+
+
 def _resume(
     run: Path,
     cfg: RunConfig,
@@ -298,6 +306,9 @@ def _resume(
         return _start(trainer, resumed_from_step=0)
     trainer.load_last()
     done = trainer.limit_reached()
+    if done and not (run / SUMMARY).exists():  # trained, but its final evaluation failed
+        trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
+        return Loop(trainer).finish(_stopped_by(trainer))
     if done:
         raise ValueError(f"{run}: already finished ({done})")
     if overrides and distributed.is_main():
