@@ -17,7 +17,8 @@ instead: one matmul per chunk of rows (at most `MAX_LOGITS` scores at once, so a
 vocabulary is scored in bounded memory), then per block of rows an fp32 cross-entropy
 while the block is in cache, and no softmax gradient. Measured against alternatives
 for (350 | 3200, 650) x (650, 10k): block-wise matmuls with `torch.logsumexp` were
-1.2-1.4x slower, the plain `F.cross_entropy(linear(x).float())` the same at 350 rows and 1.6x slower at 3200 in bf16.
+1.2-1.4x slower, the plain `F.cross_entropy(linear(x).float())` the same at 350 rows
+and 1.6x slower at 3200 in bf16.
 """
 
 from __future__ import annotations
