@@ -19,7 +19,7 @@ from lstmlm.data.dataset import Dataset, load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
-from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
+from lstmlm.storage.layout import BEST, CONFIG, LAST, METRICS, SUMMARY, VOCAB
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
 from lstmlm.training.state import TrainerState
@@ -55,7 +55,12 @@ def _new_run_folder(out: Path, overwrite: bool, cfg: RunConfig, data: Dataset) -
         distributed.barrier()  # every rank has checked the folder before rank 0 fills it
         if distributed.is_main():
             _make_out_dir(out, overwrite)
-            _write_run_files(out, cfg, data)
+            try:
+                _write_run_files(out, cfg, data)
+            except OSError:  # disk full: no half run (vocab.json alone) blocks a retry
+                for name in (VOCAB, CONFIG):
+                    (out / name).unlink(missing_ok=True)
+                raise
         yield
 
 

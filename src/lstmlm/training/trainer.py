@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lstmlm import files
 from lstmlm.config import RunConfig, TrainConfig
 from lstmlm.data.batching import batchify, window
 from lstmlm.data.dataset import Dataset
@@ -140,8 +141,7 @@ class Trainer:
         if not self.is_main:  # only rank 0 writes metrics and reports
             return
         record = {"event": kind, **record}
-        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_line(self.run_dir / METRICS, json.dumps(record))  # whole lines only
         self.on_event(kind, record)
 
     # --- one step -------------------------------------------------------------------
