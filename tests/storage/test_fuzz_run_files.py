@@ -24,7 +24,7 @@ TINY = "--emb-size 16 --hidden-size 16 --num-layers 1 --batch-size 4 --bptt 8 --
 FILES = (storage.LAST, storage.BEST, storage.CONFIG, storage.VOCAB, storage.METRICS)
 FUZZ = settings(
     derandomize=True,
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
