@@ -32,7 +32,7 @@ from torch.autograd.function import once_differentiable
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
 # Inference scores at most this many logits at once (64 MB in fp32), so evaluating a
-# 540k-word vocabulary takes chunks of 124 rows, not one (N, V) buffer of gigabytes.
+# 540k-word vocabulary takes chunks of 31 rows, not one (N, V) buffer of gigabytes.
 MAX_LOGITS = 2**24
 
 
