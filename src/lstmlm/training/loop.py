@@ -330,12 +330,15 @@ class Loop:
             # checkpoint is written before the evaluation too: an evaluation that fails
             # (out of memory) never loses what was trained.
             self.t.save_last()
+            improved = False
             with averaged_weights(self.t.model, self.t.opt):
                 v = self.t.validate()
                 if v.loss < st.best_loss:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.t.save_best(v.loss)
-                    self.t.save_last()
+                    improved = True
+            if improved:  # the checkpoint records the new best loss (outside the averaging)
+                self.t.save_last()
         if self.t.is_main:
             ckpt.load_model_file(self.t.model, self.t.run_dir / BEST)  # no second copy
         distributed.broadcast_module(self.t.model)  # the others need not see the run folder

@@ -308,6 +308,8 @@ def _resume(
     if not (run / LAST).exists():  # stopped before its first checkpoint: from step 0
         if distributed.is_main():
             (run / METRICS).unlink(missing_ok=True)
+            if overrides:
+                _write_run_files(run, cfg, data)
         return _start(trainer, resumed_from_step=0)
     trainer.load_last()
     done = trainer.limit_reached()
