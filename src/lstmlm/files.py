@@ -9,6 +9,7 @@ place, so a run folder reads like any other folder of the user's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -43,6 +44,39 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], None
             raise _write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append `line` (no newline in it) and a newline to `path`, whole or not at all.
+
+    A write that fails part-way (disk full) is cut back off, so readers never see a torn
+    line from it, and the OSError names the file. A last line torn by a crash (the file
+    does not end in a newline) is ended first, so the new line stays a line of its own.
+    """
+    path = Path(path)
+    data = line.encode("utf-8") + b"\n"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise _append_error(path, e) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)  # frees what the failed write used
+        raise _append_error(path, e) from None
+    finally:
+        os.close(fd)
+
+
+def _append_error(path: Path, e: OSError) -> OSError:
+    why = e.strerror or str(e) or type(e).__name__
+    return OSError(e.errno, f"cannot append to it ({why}); its earlier lines are whole", str(path))
 
 
 def _write_error(path: Path, e: OSError) -> OSError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from lstmlm import __version__
@@ -70,11 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         from lstmlm.training.interrupt import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
+            how = "" if e.signum == signal.SIGINT else f" ({signal.Signals(e.signum).name})"
             print(
-                f"lstmlm: interrupted at step {e.step}; saved {e.run_dir / 'last.safetensors'}; "
-                f"continue with: lstmlm train --resume {e.run_dir}",
+                f"lstmlm: interrupted{how} at step {e.step}; saved "
+                f"{e.run_dir / 'last.safetensors'}; continue with: {e.resume_command}",
                 file=sys.stderr,
             )
-        else:
-            print("lstmlm: interrupted", file=sys.stderr)
+            return e.exit_status
+        print("lstmlm: interrupted", file=sys.stderr)
         return 130

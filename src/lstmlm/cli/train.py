@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +153,7 @@ def resolved(cfg: RunConfig, level: str | None) -> RunConfig:
 
 def launch_train(args: argparse.Namespace) -> int:
     """`lstmlm train --nproc N ...`: run the same command in N processes through torchrun."""
-    from lstmlm.storage.runs import read_run_files
-    from lstmlm.training import check_model, check_start, distributed
+    from lstmlm.training import check_model, check_resume, check_start, distributed
 
     if args.nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
@@ -160,13 +161,21 @@ def launch_train(args: argparse.Namespace) -> int:
         raise ValueError("--nproc starts its own processes; drop it when running under torchrun")
     # Check here, so that a mistake is one line rather than a report from every process.
     if args.resume:
-        read_run_files(args.resume)
+        check_resume(args.resume, args.nproc, split_sections(config_overrides(args))["train"])
     elif not args.out:
         raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
     else:
         cfg, level = run_config(args)
         data = check_start(cfg, Path(args.out), args.overwrite, level, args.nproc)
         check_model(cfg, len(data.vocab))
+    cores = os.cpu_count() or 1
+    if args.nproc > cores:
+        logging.getLogger("lstmlm").warning(
+            "--nproc %d is more than this machine's %d CPU cores: the processes will share "
+            "them and train slower than fewer would",
+            args.nproc,
+            cores,
+        )
     return distributed.launch(args.nproc, without_option(args.argv, "--nproc"))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lstmlm.config.errors import FieldError
+from lstmlm.config.types import typed_fields
 
 LEVELS = ("word", "char", "symbols")
 RNN_KINDS = ("lstm", "gru", "mogrifier")
@@ -225,7 +226,11 @@ class TrainConfig:
     seed: int = _f(1111, "random seed (weights, dropout, sampling)")
     log_every: int = _f(50, "update the progress figures every this many steps")
     checkpoint_minutes: float = _f(
-        5.0, "also checkpoint mid-epoch every this many minutes (0 = only at epoch ends)"
+        5.0,
+        "also checkpoint mid-epoch every this many minutes (0 = only at epoch ends); "
+        "SIGTERM/SIGHUP/Ctrl-C save at once, so this bounds what a hard kill (SIGKILL, "
+        "a lost node) costs: at most 5 minutes of training, for about a second of "
+        "writing per checkpoint",
     )
     sample_every_epoch: bool = _f(False, "print samples at the end of every epoch")
     sample_temperatures: tuple[float, ...] = _f(
@@ -270,6 +275,7 @@ class TrainConfig:
         if not (0 <= self.lr_final <= 1):
             raise FieldError("lr_final", f"must be in [0, 1], got {self.lr_final}")
         check_device_name(self.device)
+        _choice("precision", self.precision, PRECISIONS)
         _nonnegative("nan_max_restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
             raise FieldError("checkpoint_minutes", "must be >= 0")
@@ -298,21 +304,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config a dict (a run's config.json "run" object) describes, its field types
+        and values checked: FieldError naming a bad field, ValueError for a bad shape."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config must be a JSON object, got {type(d).__name__}")
+        preset = d.get("preset")
+        if preset is not None and not isinstance(preset, str):
+            raise FieldError("preset", f"must be a string, got {preset!r}")
         return cls(
-            data=_from_dict(DataConfig, d.get("data", {})),
-            model=_from_dict(ModelConfig, d.get("model", {})),
-            train=_from_dict(TrainConfig, d.get("train", {})),
-            preset=d.get("preset"),
-        )
-
-
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return cls(**values)
+            data=DataConfig(**typed_fields(DataConfig, d.get("data", {}), "data")),
+            model=ModelConfig(**typed_fields(ModelConfig, d.get("model", {}), "model")),
+            train=TrainConfig(**typed_fields(TrainConfig, d.get("train", {}), "train")),
+            preset=preset,
+        ).validate()
 
 
 def replace(cfg: Any, **changes: Any) -> Any:

@@ -13,10 +13,12 @@ Memory: one (N, V) buffer in the matmul dtype (the scores, then their gradient),
 same as the plain path's autocast output, without its fp32 copies.
 
 When no gradient is wanted (evaluation, `torch.inference_mode`), `_nll_only` runs
-instead: one matmul, then per block of rows an fp32 cross-entropy while the block is in
-cache, and no softmax gradient. Measured against alternatives for (350 | 3200, 650) x
-(650, 10k): block-wise matmuls with `torch.logsumexp` were 1.2-1.4x slower, the plain
-`F.cross_entropy(linear(x).float())` the same at 350 rows and 1.6x slower at 3200 in bf16.
+instead: one matmul per chunk of rows (at most `MAX_LOGITS` scores at once, so a huge
+vocabulary is scored in bounded memory), then per block of rows an fp32 cross-entropy
+while the block is in cache, and no softmax gradient. Measured against alternatives
+for (350 | 3200, 650) x (650, 10k): block-wise matmuls with `torch.logsumexp` were
+1.2-1.4x slower, the plain `F.cross_entropy(linear(x).float())` the same at 350 rows
+and 1.6x slower at 3200 in bf16.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
+# Inference scores at most this many logits at once (64 MB in fp32), so evaluating a
+# 540k-word vocabulary takes chunks of 31 rows, not one (N, V) buffer of gigabytes.
+MAX_LOGITS = 2**24
 
 
 def _scores(xm: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
@@ -66,17 +71,33 @@ def transposed_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
 def _nll_only(
     x: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, mm_dtype: torch.dtype
 ) -> Tensor:
-    """The forward of _LinearCrossEntropy without what its backward needs: NLL (N,) fp32."""
+    """The forward of _LinearCrossEntropy without what its backward needs: NLL (N,) fp32.
+
+    The scores are made for a chunk of rows at a time, at most `MAX_LOGITS` of them (at
+    least one row), so memory stays bounded whatever N and V; each row's scores are the
+    same whichever chunk holds it. A low-precision matmul reads the kept (D, V) copy of
+    the weight, the faster GEMM layout (see transposed_weight)."""
+    xm = x.to(mm_dtype)
     if mm_dtype == torch.float32 or weight.dtype == mm_dtype:
-        scores = _scores(x.to(mm_dtype), weight.to(mm_dtype), bias)  # (N, V) in mm_dtype
-    else:  # a kept (D, V) low-precision copy: the faster GEMM layout (see transposed_weight)
+        wm = weight.to(mm_dtype)
+
+        def scores_of(rows: Tensor) -> Tensor:
+            return _scores(rows, wm, bias)
+
+    else:
         wt = transposed_weight(weight, mm_dtype)  # (D, V)
-        xm = x.to(mm_dtype)
-        scores = xm @ wt if bias is None else torch.addmm(bias.to(mm_dtype), xm, wt)
+
+        def scores_of(rows: Tensor) -> Tensor:
+            return rows @ wt if bias is None else torch.addmm(bias.to(mm_dtype), rows, wt)
+
     nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
-    for start in range(0, x.size(0), ROWS_PER_BLOCK):
-        rows = slice(start, start + ROWS_PER_BLOCK)
-        nll[rows] = F.cross_entropy(scores[rows].float(), targets[rows], reduction="none")
+    chunk = max(1, MAX_LOGITS // max(weight.size(0), 1))
+    for first in range(0, x.size(0), chunk):
+        scores = scores_of(xm[first : first + chunk])  # (n, V) in mm_dtype
+        for start in range(0, scores.size(0), ROWS_PER_BLOCK):
+            rows = slice(start, start + ROWS_PER_BLOCK)
+            at = slice(first + start, first + min(start + ROWS_PER_BLOCK, scores.size(0)))
+            nll[at] = F.cross_entropy(scores[rows].float(), targets[at], reduction="none")
     return nll
 
 

@@ -9,6 +9,7 @@ through `files.atomic_write`, so a crash leaves the old file or the new one.
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from lstmlm.storage.tensorfile import (
     read_header,
     read_into,
     verify,
+    verify_metadata,
     write_safetensors,
 )
+
+logger = logging.getLogger("lstmlm")
 
 _META_KEY = "lstmlm"
 
@@ -46,7 +50,10 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     try:
         with safetensors.safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
+            _check_metadata(path, metadata)
             meta = json.loads(metadata.get(_META_KEY, "{}"))
+            if not isinstance(meta, dict):
+                raise ValueError(f"its {_META_KEY} metadata is not a table")
             sums = checksums(metadata)  # None for a file written before checksums
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
             for k, t in tensors.items():
@@ -56,6 +63,17 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     except Exception as e:  # safetensors raises several types for a torn or foreign file
         raise ValueError(f"{path}: not a readable lstmlm checkpoint ({short_error(e)})") from None
     return tensors, meta
+
+
+def _check_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """ChecksumError for metadata changed since it was written; a warning for a file from
+    before metadata checksums (it loads, unchecked)."""
+    if not verify_metadata(metadata):
+        logger.warning(
+            "%s: written by an older lstmlm, without a checksum of its trainer and optimizer "
+            "state; loading it unchecked",
+            path,
+        )
 
 
 def _damaged(path: Path, e: ChecksumError) -> ValueError:
@@ -103,6 +121,7 @@ def load_model_file(model: LanguageModel, path: str | Path, prefix: str = "model
     try:
         with open(path, "rb") as f:
             parsed = read_header(f)
+            _check_metadata(path, parsed[1])
             shapes = {
                 k[len(prefix) :]: tuple(e["shape"])
                 for k, e in parsed[0].items()

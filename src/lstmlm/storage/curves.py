@@ -56,22 +56,20 @@ def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
             for line in f:
                 try:
                     r = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # nested 200,000 deep is no record
                     continue  # a line torn by a crash mid-write (or damaged bytes)
                 if not isinstance(r, dict):
                     continue
                 kind = r.get("event")
                 try:
                     if kind == "progress":
-                        frac = r["done"] / max(r["steps"], 1)
-                        train.append(
-                            Point(r["epoch"] - 1 + frac, r["elapsed"] / 60, r["train_loss"])
-                        )
+                        frac = _num(r["done"]) / max(_num(r["steps"]), 1)
+                        train.append(_point(r, "train_loss", _num(r["epoch"]) - 1 + frac))
                     elif kind == "epoch":
-                        valid.append(Point(r["epoch"], r["elapsed"] / 60, r["valid_loss"]))
-                        epoch_train.append(Point(r["epoch"], r["elapsed"] / 60, r["train_loss"]))
-                except (KeyError, TypeError):
-                    continue
+                        valid.append(_point(r, "valid_loss", _num(r["epoch"])))
+                        epoch_train.append(_point(r, "train_loss", _num(r["epoch"])))
+                except (KeyError, TypeError, ValueError, OverflowError):
+                    continue  # a record with a field missing or of the wrong type
     if not train:
         train = epoch_train
     if max_points is not None and len(train) > max_points > 1:
@@ -81,9 +79,22 @@ def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
     if (run / SUMMARY).is_file():
         try:
             summary = json.loads((run / SUMMARY).read_text("utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            summary = None
+        if not isinstance(summary, dict):
             summary = None
     return Curves(run.resolve().name, info.level, train, valid, summary)
+
+
+def _num(value: Any) -> float:
+    """A record's number; TypeError for anything else (a string, a list, true)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number: {value!r:.40}")
+    return float(value)
+
+
+def _point(r: dict[str, Any], loss: str, epoch: float) -> Point:
+    return Point(epoch, _num(r["elapsed"]) / 60, _num(r[loss]))
 
 
 def choose_metric(levels: list[str], metric: str = "auto", names: list[str] | None = None) -> str:

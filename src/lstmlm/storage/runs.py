@@ -7,6 +7,7 @@ checkpoint.py, so loading a run never unpickles anything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -86,12 +87,19 @@ def write_run_files(
     run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str, text_sha256: str = ""
 ) -> None:
     """RUN/vocab.json and RUN/config.json; `text_sha256` fingerprints the text trained on
-    (see `text_changed`)."""
+    (see `text_changed`), `vocab_sha256` the vocabulary (see `read_run_files`)."""
     info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
     if text_sha256:
         info["text_sha256"] = text_sha256
+    info["vocab_sha256"] = vocab_sha256(vocab)
     atomic_write(run_dir / VOCAB, vocab.to_json())
     atomic_write(run_dir / CONFIG, json.dumps(info, indent=2))
+
+
+def vocab_sha256(vocab: Vocab) -> str:
+    """The vocabulary's fingerprint: sha256 of its tokens in id order (as vocab.json holds
+    them, whatever the file's spacing)."""
+    return hashlib.sha256(vocab.to_json().encode("utf-8")).hexdigest()
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -107,12 +115,28 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
         raise ValueError(f"{run_dir}: not an lstmlm run folder (no {CONFIG} / {VOCAB})")
     try:
         info = json.loads((run_dir / CONFIG).read_text("utf-8"))
+        if not isinstance(info, dict):
+            raise ValueError(f"{CONFIG} is not a JSON object")
         cfg = RunConfig.from_dict(info["run"])
         vocab = Vocab.from_json((run_dir / VOCAB).read_text("utf-8"))
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        for key in ("level", "source"):
+            if not isinstance(info.get(key, ""), str):
+                raise FieldError(key, f"must be a string, got {info[key]!r}")
+    except FieldError as e:  # the field's own name: a config file, not a flag
+        raise ValueError(f"{run_dir / CONFIG}: damaged run config ({e})") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{run_dir}: damaged run files ({short_error(e)})") from None
+    except OSError as e:
+        raise ValueError(f"{run_dir}: cannot read the run files ({e.strerror})") from None
     if info.get("vocab_size", len(vocab)) != len(vocab):
         raise ValueError(f"{run_dir}: {VOCAB} does not match {CONFIG}")
+    recorded = info.get("vocab_sha256")  # absent: a run from before the fingerprint
+    if recorded is not None and recorded != vocab_sha256(vocab):
+        raise ValueError(
+            f"{run_dir / VOCAB}: changed since the run was trained (its fingerprint in "
+            f"{CONFIG} differs: tokens reordered or replaced), so ids would map to the "
+            "wrong tokens; restore the run's own vocabulary"
+        )
     extra = {k: v for k, v in info.items() if k not in ("run", "level", "source")}
     return RunInfo(cfg, info.get("level", cfg.data.level), info.get("source", ""), extra), vocab
 

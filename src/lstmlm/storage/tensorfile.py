@@ -10,8 +10,10 @@ or with `read_into`, which fills existing tensors in place (the same saving on l
 
 Every file records a CRC-32 of each tensor's bytes in its metadata (`CHECKSUMS`), taken
 from the tensor's own memory; `read_into` and `verify` check them, so flipped bytes in the
-data are refused instead of loading as garbage weights. Files without them (written
-before, or by another writer) are read unchecked.
+data are refused instead of loading as garbage weights. The metadata itself (the
+trainer's counters, the optimizer's scalars, that table) has a CRC-32 too (`META_CHECKSUM`),
+and the mark `FORMAT` says a file has one, so deleting the checksum is refused as well.
+Files without them (written before, or by another writer) are read unchecked.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ _DTYPES = {
     torch.bool: "BOOL",
 }
 CHECKSUMS = "crc32"  # metadata key: JSON {tensor name: zlib.crc32 of its bytes}
+# The metadata's own checksum, and the mark of a file that has one: a file that carries
+# FORMAT and lacks META_CHECKSUM was changed after it was written.
+FORMAT = "lstmlm_format"
+FORMAT_VERSION = "2"  # 2: the metadata is checksummed too
+META_CHECKSUM = "meta_crc32"
 
 
 class ChecksumError(ValueError):
@@ -63,7 +70,9 @@ def write_safetensors(f: BinaryIO, tensors: dict[str, Tensor], metadata: dict[st
         }
         sums[name] = crc32(t)
         offset += n
-    header = {"__metadata__": {**metadata, CHECKSUMS: json.dumps(sums)}, **header}
+    meta = {**metadata, CHECKSUMS: json.dumps(sums), FORMAT: FORMAT_VERSION}
+    meta[META_CHECKSUM] = str(metadata_crc32(meta))
+    header = {"__metadata__": meta, **header}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
     f.write(struct.pack("<Q", len(text)))
@@ -99,6 +108,28 @@ def checksums(metadata: dict[str, str]) -> dict[str, int] | None:
     return sums
 
 
+def metadata_crc32(metadata: dict[str, str]) -> int:
+    """zlib.crc32 of the metadata's entries (all but META_CHECKSUM), in a fixed order."""
+    items = sorted((k, v) for k, v in metadata.items() if k != META_CHECKSUM)
+    return zlib.crc32(json.dumps(items, ensure_ascii=True).encode("ascii"))
+
+
+def verify_metadata(metadata: dict[str, str]) -> bool:
+    """ChecksumError unless the metadata (trainer state, optimizer scalars, the tensor
+    checksums) is as written; False for a file from before metadata checksums (no FORMAT
+    mark: nothing to check), True when checked."""
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ChecksumError("its metadata is not a table of strings")
+    if FORMAT not in metadata:
+        return False
+    recorded = metadata.get(META_CHECKSUM)
+    if recorded is None:
+        raise ChecksumError("its metadata has no checksum")
+    if recorded != str(metadata_crc32(metadata)):
+        raise ChecksumError("its metadata (trainer or optimizer state) fails its checksum")
+    return True
+
+
 def verify(name: str, t: Tensor, sums: dict[str, int] | None) -> None:
     """ChecksumError unless tensor `name` (as read, contiguous on CPU) has its recorded
     CRC-32; nothing to check when `sums` is None."""
@@ -116,10 +147,17 @@ def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
     (size,) = struct.unpack("<Q", f.read(8))
     if size > 100 * 2**20:
         raise ValueError(f"header of {size} bytes is not plausible")
-    header = json.loads(f.read(size))
+    try:
+        header = json.loads(f.read(size))
+    except RecursionError:  # nested lists 200,000 deep: not a header
+        raise ValueError("the header is nested too deeply") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"the header is a JSON {type(header).__name__}, not a table")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise ValueError("the header's metadata is not a table")
+    if not all(isinstance(e, dict) for e in header.values()):
+        raise ValueError("the header's tensor entries are not tables")
     return header, metadata, 8 + size
 
 
@@ -137,6 +175,7 @@ def read_into(
     `parsed`: the file's `read_header` result when the caller has read it already.
     """
     header, metadata, start = parsed if parsed is not None else read_header(f)
+    verify_metadata(metadata)
     sums = checksums(metadata)
     for name, t in targets.items():
         entry = header.get(name)

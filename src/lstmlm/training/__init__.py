@@ -6,6 +6,7 @@ from lstmlm.training.runs import (
     absolute_paths,
     check_batch_size,
     check_model,
+    check_resume,
     check_start,
     finetune_run,
     resume_run,
@@ -15,5 +16,5 @@ from lstmlm.training.trainer import Trainer
 
 __all__ = [
     "Loop", "TrainResult", "Trainer", "absolute_paths", "check_batch_size", "check_model",
-    "check_start", "finetune_run", "resume_run", "start_run",
+    "check_resume", "check_start", "finetune_run", "resume_run", "start_run",
 ]  # fmt: skip

@@ -34,9 +34,12 @@ the same number of processes is exact.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -247,5 +250,33 @@ def launch_command(nproc: int, args: Sequence[str]) -> list[str]:
 
 
 def launch(nproc: int, args: Sequence[str]) -> int:
-    """Run `lstmlm ARGS` in `nproc` processes through torchrun; returns its exit status."""
-    return subprocess.call(launch_command(nproc, args))
+    """Run `lstmlm ARGS` in `nproc` processes through torchrun; returns its exit status.
+
+    One process tree: torchrun starts in its own session, a SIGINT, SIGTERM or SIGHUP to
+    this process is passed on to it (torchrun passes it once to every worker, which stop
+    at the same step and save), and when it ends nothing of its group is left running.
+    A signal passed on gives the exit status 128 + its number.
+    """
+    from lstmlm.training.interrupt import STOP_SIGNALS
+
+    proc = subprocess.Popen(launch_command(nproc, args), start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = {s: signal.signal(s, forward) for s in STOP_SIGNALS} if main_thread else {}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # a worker torchrun left behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return 128 + forwarded[0] if forwarded else rc

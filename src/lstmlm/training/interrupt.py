@@ -1,9 +1,11 @@
-"""Ctrl-C during training: stop at the next step, save, then leave.
+"""Ctrl-C and preemption during training: stop at the next step, save, then leave.
 
-The first SIGINT only asks the training loop to stop: it finishes the step it is in,
-writes RUN/last.safetensors and raises `TrainingInterrupted`, so nothing since the last
-checkpoint is lost and `lstmlm train --resume RUN` continues from that very step. A second
-SIGINT interrupts at once, as Python does by default.
+The first SIGINT, SIGTERM or SIGHUP only asks the training loop to stop: it finishes the
+step it is in, writes RUN/last.safetensors and raises `TrainingInterrupted`, so nothing
+since the last checkpoint is lost and `lstmlm train --resume RUN` continues from that
+very step. SIGTERM is what SLURM, Kubernetes and systemd send before they kill a job
+(then SIGKILL after a grace period), SIGHUP what a closed terminal sends: both are a
+preemption, handled like Ctrl-C. A second signal interrupts at once.
 """
 
 from __future__ import annotations
@@ -14,43 +16,69 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on request after saving its checkpoint."""
+    """Training stopped on request (signal `signum`) after saving its checkpoint."""
 
-    def __init__(self, run_dir: Path, step: int):
+    def __init__(self, run_dir: Path, step: int, signum: int = signal.SIGINT, world: int = 1):
         super().__init__(f"interrupted at step {step}; saved {run_dir}")
         self.run_dir = run_dir
         self.step = step
+        self.signum = signum
+        self.world = world  # processes training: a resume needs as many (--nproc)
+
+    @property
+    def resume_command(self) -> str:
+        nproc = f" --nproc {self.world}" if self.world > 1 else ""
+        return f"lstmlm train --resume {self.run_dir}{nproc}"
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, as a shell reports a process ended by it (130, 143,
+        129)."""
+        return 128 + int(self.signum)
+
+
+def _default(sig: int) -> bool:
+    """Whether `sig` still does what Python does by default (nobody else chose)."""
+    handler = signal.getsignal(sig)
+    return handler is signal.default_int_handler or handler == signal.SIG_DFL
 
 
 @contextmanager
-def stop_on_sigint(on_request: Callable[[], None] = lambda: None) -> Iterator[Callable[[], bool]]:
-    """Within the block, the first SIGINT sets a flag (read by the yielded function) and
-    calls `on_request`; a second one raises KeyboardInterrupt.
+def stop_on_signals(
+    on_request: Callable[[], None] = lambda: None,
+) -> Iterator[Callable[[], int | None]]:
+    """Within the block, the first SIGINT/SIGTERM/SIGHUP records its number (returned by
+    the yielded function, None before any) and calls `on_request`; a second one raises
+    KeyboardInterrupt.
 
-    Only where Python's own handler is in place, in the main thread (elsewhere a signal
-    handler cannot be set, or someone else has chosen what SIGINT does): there the flag
-    stays False.
+    Only in the main thread (elsewhere a signal handler cannot be set) and only for the
+    signals whose default handler is in place (someone else has chosen what the others
+    do): the rest are left alone.
     """
-    own = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
-    if not own:
-        yield lambda: False
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
         return
-    requested = False
+    ours = [s for s in STOP_SIGNALS if _default(s)]
+    before = {s: signal.getsignal(s) for s in ours}
+    requested: int | None = None
 
     def handler(signum: int, frame: object) -> None:
         nonlocal requested
-        if requested:
+        if requested is not None:
             raise KeyboardInterrupt
-        requested = True
+        requested = signum
         on_request()
 
-    signal.signal(signal.SIGINT, handler)
+    for s in ours:
+        signal.signal(s, handler)
     try:
         yield lambda: requested
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, h in before.items():
+            signal.signal(s, h)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage.layout import BEST, LAST, SUMMARY
 from lstmlm.training import distributed, guard
 from lstmlm.training import state as training_state
-from lstmlm.training.interrupt import TrainingInterrupted, stop_on_sigint
+from lstmlm.training.interrupt import TrainingInterrupted, stop_on_signals
 from lstmlm.training.optim import averaged_weights, make_asgd, validation_stalled
 from lstmlm.training.schedule import next_lr
 from lstmlm.training.state import TrainingState
@@ -88,12 +89,13 @@ class Loop:
         self.last_checkpoint = time.monotonic()
 
     def run(self) -> TrainResult:
-        """Train until a budget is spent. Ctrl-C stops after the current step, saves the
-        checkpoint and raises `TrainingInterrupted` (see interrupt.py)."""
-        with stop_on_sigint(lambda: self.t.on_event("stop_requested", {})) as stop_requested:
+        """Train until a budget is spent. Ctrl-C (or SIGTERM, SIGHUP) stops after the
+        current step, saves the checkpoint and raises `TrainingInterrupted` (see
+        interrupt.py)."""
+        with stop_on_signals(lambda: self.t.on_event("stop_requested", {})) as stop_requested:
             return self._run(stop_requested)
 
-    def _run(self, stop_requested: Callable[[], bool]) -> TrainResult:
+    def _run(self, stop_requested: Callable[[], int | None]) -> TrainResult:
         self.t.set_lr(self.t.st.lr)
         if not (self.t.run_dir / LAST).exists():
             self.start_state = training_state.detached_copy(self.t.capture())
@@ -110,7 +112,7 @@ class Loop:
             self.last_checkpoint = time.monotonic()
         return self.finish(stopped)
 
-    def _train_epoch(self, steps_per_epoch: int, stop_requested: Callable[[], bool]) -> str:
+    def _train_epoch(self, steps_per_epoch: int, stop_requested: Callable[[], int | None]) -> str:
         """Train to the end of the epoch ("epochs") or until a budget stops the run ("time",
         "steps"); a stop request saves the checkpoint and raises TrainingInterrupted."""
         self.t.model.train()
@@ -176,7 +178,9 @@ class Loop:
         )
         running.reset()
 
-    def _stop_or_checkpoint(self, running: _Running, stop_requested: Callable[[], bool]) -> str:
+    def _stop_or_checkpoint(
+        self, running: _Running, stop_requested: Callable[[], int | None]
+    ) -> str:
         """After a step: "time" or "steps" when a budget is spent, else "epochs" (go on),
         having saved a checkpoint when one is due; a stop request saves and raises."""
         st, tc = self.t.st, self.t.tc
@@ -187,13 +191,14 @@ class Loop:
             st.elapsed >= budget,
             tc.checkpoint_minutes > 0
             and time.monotonic() - self.last_checkpoint >= tc.checkpoint_minutes * 60,
-            stop_requested(),
+            stop_requested() is not None,
         )
         if interrupted:
             self._flush(running)
             self.t.save_last()
             self.t.log("interrupted", {"epoch": st.epoch + 1, "step": st.step})
-            raise TrainingInterrupted(self.t.run_dir, st.step)
+            signum = stop_requested() or signal.SIGTERM  # another rank's signal: SIGTERM
+            raise TrainingInterrupted(self.t.run_dir, st.step, signum, self.t.world)
         if time_up:
             return "time"
         if tc.max_steps is not None and st.step >= tc.max_steps:
@@ -321,13 +326,19 @@ class Loop:
         if stopped in ("time", "steps") or distributed.broadcast_flag(no_best):  # rank 0's view
             # Stopped mid-epoch: the current (averaged, after an ASGD switch) weights compete
             # for best, then the checkpoint records where we are and the best loss, so that
-            # --resume continues exactly and never replaces best with a worse model.
+            # --resume continues exactly and never replaces best with a worse model. The
+            # checkpoint is written before the evaluation too: an evaluation that fails
+            # (out of memory) never loses what was trained.
+            self.t.save_last()
+            improved = False
             with averaged_weights(self.t.model, self.t.opt):
                 v = self.t.validate()
                 if v.loss < st.best_loss:
                     st.best_loss, st.best_epoch = v.loss, epochs
                     self.t.save_best(v.loss)
-            self.t.save_last()
+                    improved = True
+            if improved:  # the checkpoint records the new best loss (outside the averaging)
+                self.t.save_last()
         if self.t.is_main:
             ckpt.load_model_file(self.t.model, self.t.run_dir / BEST)  # no second copy
         distributed.broadcast_module(self.t.model)  # the others need not see the run folder

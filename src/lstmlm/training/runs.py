@@ -19,10 +19,11 @@ from lstmlm.data.dataset import Dataset, load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
-from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
+from lstmlm.storage.layout import BEST, CONFIG, LAST, METRICS, SUMMARY, VOCAB
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
-from lstmlm.training.trainer import EventFn, Trainer
+from lstmlm.training.state import TrainerState
+from lstmlm.training.trainer import EventFn, Trainer, budget_spent
 
 
 def start_run(
@@ -54,7 +55,12 @@ def _new_run_folder(out: Path, overwrite: bool, cfg: RunConfig, data: Dataset) -
         distributed.barrier()  # every rank has checked the folder before rank 0 fills it
         if distributed.is_main():
             _make_out_dir(out, overwrite)
-            _write_run_files(out, cfg, data)
+            try:
+                _write_run_files(out, cfg, data)
+            except OSError:  # disk full: no half run (vocab.json alone) blocks a retry
+                for name in (VOCAB, CONFIG):
+                    (out / name).unlink(missing_ok=True)
+                raise
         yield
 
 
@@ -136,6 +142,11 @@ def check_batch_size(batch_size: int, train_tokens: int, world: int = 1) -> None
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder")
+    if run_files.is_run_dir(out) and not overwrite and not (out / LAST).exists():
+        raise ValueError(
+            f"{out}: holds a run with no checkpoint yet (stopped before its first one); "
+            f"use --resume {out} to train it from step 0 or --overwrite to replace it"
+        )
     if run_files.is_run_dir(out) and not overwrite:
         raise ValueError(
             f"{out}: already holds a run; use --resume {out} to continue it or "
@@ -223,16 +234,38 @@ RESUME_OVERRIDES = (
 )
 
 
+def check_resume(run_dir: str | Path, nproc: int, overrides: dict[str, Any] | None = None) -> None:
+    """The checks of `resume_run` that need no process group, for `lstmlm train --resume
+    --nproc N` to make before it starts N processes: the run files, the checkpoint's
+    process count against `nproc`, a budget left to train (with `overrides`)."""
+    run = Path(run_dir)
+    info, _ = run_files.read_run_files(run)
+    if not (run / LAST).exists():
+        return  # trains from step 0 with any number of processes
+    _, meta = ckpt.load_tensors(run / LAST)
+    try:
+        st = TrainerState(**meta["trainer"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{run / LAST}: cannot resume from this checkpoint ({e})") from None
+    tc = replace(info.config.train, **(overrides or {}))
+    done = budget_spent(st, tc)
+    if done and (run / SUMMARY).exists():  # without a summary, --resume evaluates it
+        raise ValueError(f"{run}: already finished ({done})")
+    if st.world_size != nproc:
+        raise ValueError(
+            f"{run / LAST}: this run was trained by {st.world_size} process(es); resume it "
+            f"with --nproc {st.world_size} (not {nproc})"
+        )
+
+
 def resume_run(
     run_dir: str | Path, overrides: dict[str, Any] | None = None, on_event: EventFn | None = None
 ) -> TrainResult:
-    """Continue a run from RUN/last.safetensors, exactly where it stopped."""
+    """Continue a run from RUN/last.safetensors, exactly where it stopped; a run folder
+    with its config and vocabulary but no checkpoint yet (stopped before its first one)
+    starts again from step 0."""
     run = Path(run_dir)
     info, vocab = run_files.read_run_files(run)
-    if not (run / LAST).exists():
-        raise ValueError(f"{run}: nothing to resume (no {LAST})")
-    if distributed.is_main():  # only rank 0 writes, so only it may clean up
-        run_files.remove_stale_temps(run)  # left by a process killed while writing a checkpoint
     cfg = info.config
     if overrides:
         bad = set(overrides) - set(RESUME_OVERRIDES)
@@ -249,7 +282,19 @@ def resume_run(
     if changed:
         raise ValueError(f"{run}: cannot resume exactly: {changed}")
     with _locked(run):
+        # Only the lock holder cleans up: a refused second process must not delete the
+        # temporary file of the checkpoint the first one is writing.
+        if distributed.is_main():  # only rank 0 writes, so only it may clean up
+            run_files.remove_stale_temps(run)  # left by a writer killed mid-write
         return _resume(run, cfg, data, overrides, on_event)
+
+
+def _stopped_by(trainer: Trainer) -> str:
+    """Which budget a finished run spent: "epochs", "steps" or "time"."""
+    st, tc = trainer.st, trainer.tc
+    if st.epoch >= tc.epochs:
+        return "epochs"
+    return "steps" if tc.max_steps is not None and st.step >= tc.max_steps else "time"
 
 
 def _resume(
@@ -260,8 +305,17 @@ def _resume(
     on_event: EventFn | None,
 ) -> TrainResult:
     trainer = Trainer(run, cfg, data, on_event)
+    if not (run / LAST).exists():  # stopped before its first checkpoint: from step 0
+        if distributed.is_main():
+            (run / METRICS).unlink(missing_ok=True)
+            if overrides:
+                _write_run_files(run, cfg, data)
+        return _start(trainer, resumed_from_step=0)
     trainer.load_last()
     done = trainer.limit_reached()
+    if done and not (run / SUMMARY).exists():  # trained, but its final evaluation failed
+        trainer.log("resume", {"epoch": trainer.st.epoch + 1, "step": trainer.st.step})
+        return Loop(trainer).finish(_stopped_by(trainer))
     if done:
         raise ValueError(f"{run}: already finished ({done})")
     if overrides and distributed.is_main():

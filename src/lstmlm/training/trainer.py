@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lstmlm import files
 from lstmlm.config import RunConfig, TrainConfig
 from lstmlm.data.batching import batchify, window
 from lstmlm.data.dataset import Dataset
@@ -140,8 +141,7 @@ class Trainer:
         if not self.is_main:  # only rank 0 writes metrics and reports
             return
         record = {"event": kind, **record}
-        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        files.append_line(self.run_dir / METRICS, json.dumps(record))  # whole lines only
         self.on_event(kind, record)
 
     # --- one step -------------------------------------------------------------------
@@ -202,17 +202,21 @@ class Trainer:
 
     def limit_reached(self) -> str | None:
         """Why this run has nothing left to train (its budget is spent), or None."""
-        st, tc = self.st, self.tc
-        if st.epoch >= tc.epochs:
-            return f"all {tc.epochs} epochs are done; raise --epochs to train on"
-        if tc.max_steps is not None and st.step >= tc.max_steps:
-            return f"{st.step} of --max-steps {tc.max_steps} are done; raise --max-steps"
-        if tc.max_minutes is not None and st.elapsed >= tc.max_minutes * 60:
-            return (
-                f"{st.elapsed / 60:.2f} of --max-minutes {tc.max_minutes:g} are used; "
-                "raise --max-minutes"
-            )
-        return None
+        return budget_spent(self.st, self.tc)
+
+
+def budget_spent(st: TrainerState, tc: TrainConfig) -> str | None:
+    """Why a run at `st` has nothing left to train under `tc` (its budget is spent), or None."""
+    if st.epoch >= tc.epochs:
+        return f"all {tc.epochs} epochs are done; raise --epochs to train on"
+    if tc.max_steps is not None and st.step >= tc.max_steps:
+        return f"{st.step} of --max-steps {tc.max_steps} are done; raise --max-steps"
+    if tc.max_minutes is not None and st.elapsed >= tc.max_minutes * 60:
+        return (
+            f"{st.elapsed / 60:.2f} of --max-minutes {tc.max_minutes:g} are used; "
+            "raise --max-minutes"
+        )
+    return None
 
 
 def build_model(cfg: RunConfig, vocab_size: int, device: torch.device) -> LanguageModel:
