@@ -59,9 +59,12 @@ def test_rms_with_training_statistics(lm, run):
 
     info, _ = checkpoint.read_run_files(run)
     train = load_dataset(info.config.data, level=level, vocab=vocab).train
-    cfg = DynamicConfig("rms", lr=0.01, decay=0.02, bptt=5, stats_batches=10)
+    # RMS steps are lr / sqrt(MS of the training gradients): with the statistics of a
+    # tiny, barely trained model those are small, so lr 0.01 overshoots on some CPUs
+    # (ppl 6,054 -> 51,609 on an Intel Xeon with AMX, where 0.003 gives 14).
+    cfg = DynamicConfig("rms", lr=0.003, decay=0.02, bptt=5, stats_batches=10)
     r = dynamic_evaluate(model, _repetitive(vocab), level, cfg, stats_ids=train[:300])
-    assert r.dynamic.ppl < r.plain.ppl
+    assert r.dynamic.ppl < 0.5 * r.plain.ppl
 
 
 def test_checkpoint_is_byte_identical_after_cli_dynamic(run, capsys):
