@@ -23,6 +23,7 @@ SCHEDULES = ("plateau", "epoch", "cosine", "none")
 PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
 SOFTMAXES = ("full", "adaptive")
+REPORT_TO = ("tensorboard", "wandb", "mlflow")
 EVAL_BATCH_SIZE = 32  # benchmarks/bench_eval.py: vs 10, +0.02% valid ppl, bf16 1.1x faster
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -232,6 +233,18 @@ class TrainConfig:
         (0.2, 0.5, 1.0), "temperatures for the end-of-epoch samples"
     )
     sample_length: int = _f(100, "tokens per end-of-epoch sample")
+    report_to: str = _f(
+        "none",
+        "also log the config and the training curves (loss, ppl, bpc, lr, gradient norm) "
+        "to these, comma-separated: tensorboard (in RUN/tensorboard), wandb (Weights & "
+        "Biases; WANDB_MODE=offline works without a network), mlflow (MLFLOW_TRACKING_URI, "
+        "e.g. file:///tmp/mlruns); each needs its package",
+    )
+    keep_checkpoints: int = _f(
+        0,
+        "also keep the weights of the last N epochs, as RUN/epochNN-validLOSS.safetensors "
+        "(older ones are removed; 0 = off)",
+    )
     nan_patience: int = _f(
         3,
         "a step whose loss or gradient norm is NaN/inf is skipped; after this many in a "
@@ -275,6 +288,8 @@ class TrainConfig:
             raise FieldError("checkpoint_minutes", "must be >= 0")
         if any(not (t >= 0) for t in self.sample_temperatures):
             raise FieldError("sample_temperatures", "must be >= 0")
+        report_names(self.report_to)
+        _nonnegative("keep_checkpoints", self.keep_checkpoints)
 
 
 @dataclass(frozen=True)
@@ -331,6 +346,15 @@ def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
         raise FieldError("cutoffs", f"must be one or more positive integers, got {shown!r}")
     if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
         raise FieldError("cutoffs", f"must be strictly increasing, got {shown}")
+
+
+def report_names(report_to: str) -> tuple[str, ...]:
+    """The logging sinks `report_to` names ("tensorboard,wandb"; "none" or "" = none)."""
+    names = tuple(dict.fromkeys(n.strip() for n in str(report_to).split(",")))
+    names = tuple(n for n in names if n not in ("", "none"))
+    for n in names:
+        _choice("report_to", n, REPORT_TO)
+    return names
 
 
 def check_device_name(name: object) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lstmlm.data.batching import num_windows
-from lstmlm.evaluation.perplexity import EvalResult
+from lstmlm.evaluation.perplexity import EvalResult, result
 from lstmlm.files import atomic_write
 from lstmlm.generation import SampleConfig, generate
 from lstmlm.storage import checkpoint as ckpt
@@ -68,12 +68,14 @@ class _Running:
     """The loss and speed since the last progress report."""
 
     loss: Tensor  # () sum of per-step mean losses, on the device (read every log_every steps)
+    norm: Tensor  # () sum of the steps' gradient norms (before clipping), on the device
     steps: int = 0
     tokens: int = 0
     start: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.loss.zero_()
+        self.norm.zero_()
         self.steps, self.tokens, self.start = 0, 0, time.monotonic()
 
 
@@ -122,7 +124,8 @@ class Loop:
                 "done": self.t.st.offset // self.t.tc.bptt,
             },
         )
-        running = _Running(torch.zeros((), device=self.t.device))
+        zero = torch.zeros((), device=self.t.device)
+        running = _Running(zero, zero.clone())
         stopped = "epochs"
         while self.t.st.offset < self.t.train_data.size(0) - 1:
             t0 = time.monotonic()
@@ -147,6 +150,7 @@ class Loop:
         tokens), begun at time `t0`."""
         st = self.t.st
         running.loss += loss
+        running.norm += self.t.grad_norm
         st.offset += rows
         st.step += 1
         st.tokens += tokens
@@ -160,6 +164,7 @@ class Loop:
         loss = running.loss.item()
         st.epoch_loss += loss
         st.epoch_steps += running.steps
+        mean = result(loss, running.steps, self.t.data.level)  # per-step mean loss, ppl, bpc
         self.t.log(
             "progress",
             {
@@ -167,8 +172,10 @@ class Loop:
                 "step": st.step,
                 "done": st.offset // tc.bptt,
                 "steps": steps_per_epoch,
-                "train_loss": loss / running.steps,
-                "train_ppl": exp(loss / running.steps),
+                "train_loss": mean.loss,
+                "train_ppl": mean.ppl,
+                **({"train_bpc": mean.bpc} if mean.bpc is not None else {}),
+                "grad_norm": running.norm.item() / running.steps,
                 "lr": self.t.opt.param_groups[0]["lr"] if tc.lr_schedule == "cosine" else st.lr,
                 "tokens_per_sec": running.tokens / (time.monotonic() - running.start),
                 "elapsed": st.elapsed,
@@ -201,6 +208,7 @@ class Loop:
         if ckpt_due:
             self._flush(running)
             running.loss.zero_()
+            running.norm.zero_()
             running.steps = 0
             self.t.save_last()
             self.last_checkpoint = time.monotonic()

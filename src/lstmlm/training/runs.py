@@ -22,6 +22,7 @@ from lstmlm.storage import runs as run_files
 from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
+from lstmlm.training.sinks import reporting
 from lstmlm.training.trainer import EventFn, Trainer
 
 
@@ -41,9 +42,10 @@ def start_run(
     # The model is built before the folder is touched: a config that cannot be built (a
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
     # target as it was.
-    trainer = Trainer(out, cfg, data, on_event)
-    with _new_run_folder(out, overwrite, cfg, data):
-        return _start(trainer)
+    with reporting(cfg.train.report_to, out, on_event) as on_event:
+        trainer = Trainer(out, cfg, data, on_event)
+        with _new_run_folder(out, overwrite, cfg, data):
+            return _start(trainer)
 
 
 @contextlib.contextmanager
@@ -200,10 +202,11 @@ def finetune_run(
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
     # Built and loaded (straight into the parameters: no second copy) before the folder
     # is touched, so a checkpoint that does not fit fails first.
-    trainer = Trainer(out, cfg, data, on_event)
-    ckpt.load_model_file(trainer.model, best)
-    with _new_run_folder(out, overwrite, cfg, data):
-        return _finetune(trainer, src)
+    with reporting(cfg.train.report_to, out, on_event) as on_event:
+        trainer = Trainer(out, cfg, data, on_event)
+        ckpt.load_model_file(trainer.model, best)
+        with _new_run_folder(out, overwrite, cfg, data):
+            return _finetune(trainer, src)
 
 
 def _finetune(trainer: Trainer, src: Path) -> TrainResult:
@@ -220,6 +223,8 @@ RESUME_OVERRIDES = (
     "log_every",
     "checkpoint_minutes",
     "device",
+    "report_to",
+    "keep_checkpoints",
 )
 
 
@@ -248,7 +253,7 @@ def resume_run(
     changed = run_files.text_changed(info, data.text_sha256, data.source)
     if changed:
         raise ValueError(f"{run}: cannot resume exactly: {changed}")
-    with _locked(run):
+    with reporting(cfg.train.report_to, run, on_event) as on_event, _locked(run):
         return _resume(run, cfg, data, overrides, on_event)
 
 

@@ -89,6 +89,7 @@ class Trainer:
         self.bptt_gen = torch.Generator().manual_seed(self.tc.seed)
         self.step_ok = True  # False after a non-finite step (skipped, see guard.py)
         self.bad_step: dict[str, Any] = {}  # its loss and gradient norm
+        self.grad_norm = torch.zeros((), device=self.device)  # the last step's, before clipping
 
     # --- state and checkpoints ------------------------------------------------------
 
@@ -194,6 +195,7 @@ class Trainer:
         scaled.backward()
         norm = guard.grad_norm(self.model.parameters(), self.tc.clip)  # clips when clip > 0
         self.step_ok = guard.step_is_finite(total, norm)
+        self.grad_norm = norm.detach()
         if self.step_ok:
             self.opt.step()
         else:
