@@ -122,6 +122,10 @@ class Loop:
                 "epoch": self.t.st.epoch + 1,
                 "steps": steps_per_epoch,
                 "done": self.t.st.offset // self.t.tc.bptt,
+                "step": self.t.st.step,
+                "elapsed": self.t.st.elapsed,
+                "max_steps": self.t.tc.max_steps,  # budgets: the bar's total and ETA
+                "max_minutes": self.t.tc.max_minutes,
             },
         )
         zero = torch.zeros((), device=self.t.device)
@@ -142,7 +146,8 @@ class Loop:
             stopped = self._stop_or_checkpoint(running, stop_requested)
             if stopped != "epochs":
                 break
-        self._flush(running)
+        if running.steps:  # the steps since the last report: a short run has a curve too
+            self._report(running, steps_per_epoch)
         return stopped
 
     def _count(self, running: _Running, loss: Tensor, rows: int, tokens: int, t0: float) -> None:
