@@ -288,8 +288,10 @@ class Loop:
                 self.t.save_best(v.loss)
         new_lr = next_lr(tc, st, epoch, v.loss)
         st.sched_best = min(st.sched_best, v.loss)
-        self.t.set_lr(new_lr)
-        stalled = self.nt_asgd_check(v.loss, epoch)
+        switching = st.averaging
+        stalled = self.nt_asgd_check(v.loss, epoch)  # may switch to ASGD, at this epoch's lr
+        if st.averaging == switching:  # the switch keeps the lr (AWD-LSTM): no decay on top
+            self.t.set_lr(new_lr)
         st.epoch, st.offset, st.epoch_loss, st.epoch_steps = epoch, 0, 0.0, 0
         self.t.hidden = self.t.model.init_state(tc.batch_size)
         self.t.save_last()
