@@ -286,6 +286,8 @@ class Loop:
             st.best_loss, st.best_epoch = v.loss, float(epoch)
             with averaged_weights(self.t.model, self.t.opt):
                 self.t.save_best(v.loss)
+        with averaged_weights(self.t.model, self.t.opt):
+            self.t.keep_epoch(epoch, v.loss)
         new_lr = next_lr(tc, st, epoch, v.loss)
         st.sched_best = min(st.sched_best, v.loss)
         switching = st.averaging

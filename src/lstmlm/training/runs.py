@@ -19,7 +19,7 @@ from lstmlm.data.dataset import Dataset, load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
-from lstmlm.storage.layout import BEST, LAST, METRICS, SUMMARY
+from lstmlm.storage.layout import BEST, EPOCH_CHECKPOINTS, LAST, METRICS, SUMMARY
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
 from lstmlm.training.sinks import reporting
@@ -156,6 +156,8 @@ def _make_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and overwrite:
         for name in (LAST, BEST, METRICS, SUMMARY):
             (out / name).unlink(missing_ok=True)
+        for kept in out.glob(EPOCH_CHECKPOINTS):
+            kept.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

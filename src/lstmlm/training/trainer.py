@@ -33,7 +33,7 @@ from lstmlm.nn.regularize import (
 )
 from lstmlm.nn.rnn import State, detach_state
 from lstmlm.storage import checkpoint as ckpt
-from lstmlm.storage.layout import BEST, LAST, METRICS
+from lstmlm.storage.layout import BEST, EPOCH_CHECKPOINTS, LAST, METRICS, epoch_checkpoint
 from lstmlm.training import distributed, guard
 from lstmlm.training import state as training_state
 from lstmlm.training.optim import (
@@ -136,6 +136,19 @@ class Trainer:
         meta = {"epoch": self.st.best_epoch, "valid_loss": loss}
         if self.is_main:
             ckpt.save_tensors(self.run_dir / BEST, ckpt.model_tensors(self.model, "model."), meta)
+
+    def keep_epoch(self, epoch: int, loss: float) -> None:
+        """Keep this epoch's weights (--keep-checkpoints N), removing all but the last N."""
+        if not self.is_main or self.tc.keep_checkpoints == 0:
+            return
+        path = self.run_dir / epoch_checkpoint(epoch, loss)
+        ckpt.save_tensors(path, ckpt.model_tensors(self.model, "model."), {"epoch": epoch, "valid_loss": loss})
+        kept = sorted(
+            self.run_dir.glob(EPOCH_CHECKPOINTS),
+            key=lambda p: int(p.name[5:].split("-", 1)[0]) if p.name[5:7].isdigit() else -1,
+        )
+        for old in kept[: -self.tc.keep_checkpoints]:
+            old.unlink(missing_ok=True)
 
     def log(self, kind: str, record: dict[str, Any]) -> None:
         if not self.is_main:  # only rank 0 writes metrics and reports
