@@ -142,7 +142,8 @@ class Trainer:
         if not self.is_main or self.tc.keep_checkpoints == 0:
             return
         path = self.run_dir / epoch_checkpoint(epoch, loss)
-        ckpt.save_tensors(path, ckpt.model_tensors(self.model, "model."), {"epoch": epoch, "valid_loss": loss})
+        meta = {"epoch": epoch, "valid_loss": loss}
+        ckpt.save_tensors(path, ckpt.model_tensors(self.model, "model."), meta)
         kept = sorted(
             self.run_dir.glob(EPOCH_CHECKPOINTS),
             key=lambda p: int(p.name[5:].split("-", 1)[0]) if p.name[5:7].isdigit() else -1,
