@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstmlm.config.bounds import MAX_LAYERS, MAX_ROUNDS, MAX_SIZE, check_bounds, report_names
 from lstmlm.config.errors import FieldError
 
 LEVELS = ("word", "char", "symbols")
@@ -23,7 +24,6 @@ SCHEDULES = ("plateau", "epoch", "cosine", "none")
 PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
 SOFTMAXES = ("full", "adaptive")
-REPORT_TO = ("tensorboard", "wandb", "mlflow")
 EVAL_BATCH_SIZE = 32  # benchmarks/bench_eval.py: vs 10, +0.02% valid ppl, bf16 1.1x faster
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -52,6 +52,7 @@ class DataConfig:
     )
 
     def validate(self) -> None:
+        check_bounds(self)
         if self.corpus is None and self.train is None:
             raise ValueError("give a corpus (--corpus NAME) or a text file (--train FILE)")
         if self.corpus is not None and self.train is not None:
@@ -75,16 +76,21 @@ class ModelConfig:
         "(bf16 matmuls with --precision bf16); mogrifier is always hand-written",
         choices=CELLS,
     )
-    mogrifier_rounds: int = _f(5, "Mogrifier LSTM: alternating gating rounds (0 = plain LSTM)")
-    mogrifier_rank: int | None = _f(None, "Mogrifier LSTM: low rank of the Q/R matrices")
-    emb_size: int = _f(200, "embedding size")
-    hidden_size: int = _f(200, "hidden units per recurrent layer")
-    num_layers: int = _f(2, "recurrent layers")
+    mogrifier_rounds: int = _f(
+        5, "Mogrifier LSTM: alternating gating rounds (0 = plain LSTM)", max=MAX_ROUNDS
+    )
+    mogrifier_rank: int | None = _f(
+        None, "Mogrifier LSTM: low rank of the Q/R matrices", max=MAX_SIZE
+    )
+    emb_size: int = _f(200, "embedding size", max=MAX_SIZE)
+    hidden_size: int = _f(200, "hidden units per recurrent layer", max=MAX_SIZE)
+    num_layers: int = _f(2, "recurrent layers", max=MAX_LAYERS)
     hidden_sizes: tuple[int, ...] | None = _f(
         None,
         "per-layer hidden sizes (overrides --hidden-size/--num-layers); with "
         "--tie-weights make the last equal --emb-size to tie without a projection, "
         "as AWD-LSTM does: --emb-size 400 --hidden-sizes 1150 1150 400",
+        max=MAX_SIZE,
     )
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the decoder")
     dropout_e: float = _f(
@@ -99,7 +105,9 @@ class ModelConfig:
         "share the embedding matrix with the decoder (adds a "
         "projection when emb-size != hidden-size)",
     )
-    fc_layers: int = _f(0, "fully-connected ReLU layers between the RNN and the decoder")
+    fc_layers: int = _f(
+        0, "fully-connected ReLU layers between the RNN and the decoder", max=MAX_LAYERS
+    )
     softmax: str = _f(
         "full",
         "output layer: full = one softmax over the vocabulary; adaptive = adaptive softmax "
@@ -124,6 +132,7 @@ class ModelConfig:
     init_all: bool = _f(False, "apply --init-range to every parameter (Zaremba et al.)")
 
     def validate(self) -> None:
+        check_bounds(self)
         _choice("rnn", self.rnn, RNN_KINDS)
         _choice("cell", self.cell, CELLS)
         for name in ("emb_size", "hidden_size", "num_layers"):
@@ -187,8 +196,8 @@ class TrainConfig:
     )
     alpha: float = _f(0.0, "activation regularization (AR): alpha * mean(dropped last output^2)")
     beta: float = _f(0.0, "temporal activation regularization (TAR): beta * mean((h_t - h_t-1)^2)")
-    batch_size: int = _f(20, "training batch size (parallel streams)")
-    bptt: int = _f(20, "truncated back-propagation length")
+    batch_size: int = _f(20, "training batch size (parallel streams)", max=MAX_SIZE)
+    bptt: int = _f(20, "truncated back-propagation length", max=MAX_SIZE)
     variable_bptt: bool = _f(
         False,
         "random window lengths: N(bptt, 5) (N(bptt/2, 5) with prob 0.05), in "
@@ -232,7 +241,7 @@ class TrainConfig:
     sample_temperatures: tuple[float, ...] = _f(
         (0.2, 0.5, 1.0), "temperatures for the end-of-epoch samples"
     )
-    sample_length: int = _f(100, "tokens per end-of-epoch sample")
+    sample_length: int = _f(100, "tokens per end-of-epoch sample", max=MAX_SIZE)
     report_to: str = _f(
         "none",
         "also log the config and the training curves (loss, ppl, bpc, lr, gradient norm) "
@@ -255,6 +264,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        check_bounds(self)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise FieldError("lr", f"must be a positive number, got {self.lr}")
@@ -286,8 +296,9 @@ class TrainConfig:
         _nonnegative("nan_max_restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
             raise FieldError("checkpoint_minutes", "must be >= 0")
-        if any(not (t >= 0) for t in self.sample_temperatures):
-            raise FieldError("sample_temperatures", "must be >= 0")
+        if any(not (math.isfinite(t) and t >= 0) for t in self.sample_temperatures):
+            shown = " ".join(str(t) for t in self.sample_temperatures)
+            raise FieldError("sample_temperatures", f"must be finite and >= 0, got {shown}")
         report_names(self.report_to)
         _nonnegative("keep_checkpoints", self.keep_checkpoints)
 
@@ -346,15 +357,6 @@ def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
         raise FieldError("cutoffs", f"must be one or more positive integers, got {shown!r}")
     if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
         raise FieldError("cutoffs", f"must be strictly increasing, got {shown}")
-
-
-def report_names(report_to: str) -> tuple[str, ...]:
-    """The logging sinks `report_to` names ("tensorboard,wandb"; "none" or "" = none)."""
-    names = tuple(dict.fromkeys(n.strip() for n in str(report_to).split(",")))
-    names = tuple(n for n in names if n not in ("", "none"))
-    for n in names:
-        _choice("report_to", n, REPORT_TO)
-    return names
 
 
 def check_device_name(name: object) -> None:

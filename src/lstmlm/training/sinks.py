@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmlm.config import FieldError
-from lstmlm.config.schema import report_names
+from lstmlm.config.bounds import report_names
 from lstmlm.training.events import EventSink, params, scalars, tee
 from lstmlm.training.tb import TensorBoardSink
 
