@@ -130,3 +130,28 @@ def test_lowercase_run_continues_upper_case_prompts_as_lower_case(lowercase_mode
 def test_a_cased_run_keeps_the_case_of_prompts(model):
     assert model.lowercase is False
     assert model.unknown_tokens("THE cat") == ["THE"]
+
+
+def test_seedless_sampling_leaves_the_global_rng_alone(model):
+    for call in (
+        lambda: model.generate("the", max_new_tokens=8, temperature=1.0),
+        lambda: model.generate("the", max_new_tokens=4, num_samples=3),
+        lambda: "".join(model.stream("the", max_new_tokens=6)),
+    ):
+        torch.manual_seed(7)
+        expected = torch.rand(4)
+        torch.manual_seed(7)
+        call()
+        assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("method", ["encode", "tokens", "normalize", "unknown_tokens", "score"])
+def test_text_methods_refuse_a_non_string(model, method):
+    with pytest.raises(ValueError, match="must be a string, got int"):
+        getattr(model, method)(5)
+
+
+@pytest.mark.parametrize("value", ["no", "false", 1, 0, None])
+def test_stop_at_eos_must_be_a_bool(model, value):
+    with pytest.raises(ValueError, match="stop_at_eos must be true or false"):
+        model.generate("the", max_new_tokens=3, stop_at_eos=value)
