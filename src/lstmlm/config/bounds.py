@@ -14,7 +14,7 @@ from typing import Any
 
 from lstmlm.config.errors import FieldError
 
-MAX_SIZE = 1 << 20  # sizes, lengths and batch sizes: a bound far above any that fits
+MAX_SIZE = 1 << 24  # sizes, lengths and batch sizes: far above any that fits in memory
 MAX_LAYERS = 1000
 MAX_ROUNDS = 64  # Mogrifier rounds (the paper uses 4 to 6)
 INT64 = 1 << 63  # every integer field fits in 64 bits (torch's and numpy's integers)
