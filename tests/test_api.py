@@ -175,3 +175,28 @@ def test_generate_output_scores(model):
     assert out["text"] == model.generate("the cat", max_new_tokens=6, seed=2)[0]
     assert len(out["tokens"]) == 6 and all(t["logprob"] <= 0 for t in out["tokens"])
     assert "".join(t["text"] for t in out["tokens"]) == out["text"]
+
+
+def test_seedless_sampling_leaves_the_global_rng_alone(model):
+    for call in (
+        lambda: model.generate("the", max_new_tokens=8, temperature=1.0),
+        lambda: model.generate("the", max_new_tokens=4, num_samples=3),
+        lambda: "".join(model.stream("the", max_new_tokens=6)),
+    ):
+        torch.manual_seed(7)
+        expected = torch.rand(4)
+        torch.manual_seed(7)
+        call()
+        assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("method", ["encode", "tokens", "normalize", "unknown_tokens", "score"])
+def test_text_methods_refuse_a_non_string(model, method):
+    with pytest.raises(ValueError, match="must be a string, got int"):
+        getattr(model, method)(5)
+
+
+@pytest.mark.parametrize("value", ["no", "false", 1, 0, None])
+def test_stop_at_eos_must_be_a_bool(model, value):
+    with pytest.raises(ValueError, match="stop_at_eos must be true or false"):
+        model.generate("the", max_new_tokens=3, stop_at_eos=value)

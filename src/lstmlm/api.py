@@ -203,10 +203,12 @@ class TextModel:
 
     def normalize(self, text: str) -> str:
         """`text` normalised as the run's training text was (every user text passes here)."""
+        _check_text("the text", text)
         return normalize_text(text, lowercase=self.lowercase)
 
     def encode(self, prompt: str) -> tuple[list[int], list[str]]:
         """(ids, unknown tokens) of `prompt`, normalised, starting with `<eos>`."""
+        _check_text("the prompt", prompt)
         return encode_prompt(self.normalize(prompt), self.vocab, self.level)
 
     def tokens(self, text: str) -> list[str]:

@@ -47,3 +47,15 @@ def test_a_damaged_copy_is_an_error_not_a_silent_download(tmp_path, server, caps
     write_corpus_files(tmp_path / "data", {**CONTENT, "tiny/train.txt": b"damaged"})
     assert main(["download", "tiny", "--if-missing", "--data-dir", "data", "--quiet"]) == 2
     assert "does not match" in capsys.readouterr().err and server.requests == []
+
+
+def test_a_failed_download_leaves_no_empty_folder(tmp_path, server, capsys, monkeypatch):
+    bad = (tmp_path / "nowhere.txt").as_uri()
+    monkeypatch.setitem(CORPORA, "tiny", tiny_spec({s: (bad,) for s in ("train", "valid")}))
+    argv = ["download", "tiny", "--data-dir", "new/data", "--quiet"]
+    assert main(argv) == 2
+    assert "could not download tiny/" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # neither new/data/tiny nor new/data nor new
+    (tmp_path / "kept").mkdir()
+    assert main(["download", "tiny", "--data-dir", "kept", "--quiet"]) == 2
+    assert list((tmp_path / "kept").iterdir()) == []  # a folder that was there stays

@@ -199,3 +199,94 @@ def test_oversized_member_refused(tmp_path, monkeypatch):
     members = good_members()
     members["OEBPS/text/a_chapter.xhtml"] = "<p>" + "x" * 5000 + "</p>"
     assert_invalid(make_epub(tmp_path / "b.epub", members), "too large")
+
+
+def spine_members(itemrefs: str, chapters: dict[str, str | bytes]) -> dict[str, str | bytes]:
+    """An EPUB whose manifest holds `chapters` (id = file stem) and whose spine is `itemrefs`."""
+    items = "".join(
+        f'<item id="{n.split(".")[0]}" href="{n}" media-type="application/xhtml+xml"/>'
+        for n in chapters
+    )
+    opf = (
+        '<package xmlns="http://www.idpf.org/2007/opf" version="3.0"><manifest>'
+        f"{items}</manifest><spine>{itemrefs}</spine></package>"
+    )
+    return {
+        "META-INF/container.xml": CONTAINER,
+        "OEBPS/content.opf": opf,
+        **{f"OEBPS/{n}": body for n, body in chapters.items()},
+    }
+
+
+def page(text: str) -> str:
+    return f"<html><body><p>{text}</p></body></html>"
+
+
+def test_non_linear_spine_items_are_not_body_text(tmp_path):
+    members = spine_members(
+        '<itemref idref="toc" linear="no"/><itemref idref="one"/><itemref idref="notes" '
+        'linear="no"/><itemref idref="two" linear="yes"/>',
+        {"toc.xhtml": page("Contents"), "one.xhtml": page("body one"),
+         "notes.xhtml": page("note 1"), "two.xhtml": page("body two")},
+    )  # fmt: skip
+    assert read_epub(make_epub(tmp_path / "b.epub", members)) == "body one\n\nbody two\n"
+    only_aside = spine_members('<itemref idref="a" linear="no"/>', {"a.xhtml": page("all")})
+    assert read_epub(make_epub(tmp_path / "c.epub", only_aside)) == "all\n"
+
+
+def test_repeated_spine_entries_are_refused(tmp_path):
+    refs = '<itemref idref="one"/>' * 400
+    path = make_epub(tmp_path / "b.epub", spine_members(refs, {"one.xhtml": page("x")}))
+    with pytest.raises(ValueError, match=r"spine lists OEBPS/one.xhtml more than once"):
+        read_epub(path)
+
+
+def test_total_text_cap_names_itself_and_how_to_raise_it(tmp_path, monkeypatch):
+    chapters = {f"c{i}.xhtml": page("word " * 60_000) for i in range(5)}  # 300 kB each
+    refs = "".join(f'<itemref idref="c{i}"/>' for i in range(5))
+    path = make_epub(tmp_path / "b.epub", spine_members(refs, chapters))
+    monkeypatch.setenv("LSTMLM_EPUB_MAX_MB", "1")
+    with pytest.raises(ValueError) as info:
+        read_epub(path)
+    msg = str(info.value)
+    assert "more than the 1 MB" in msg and "set LSTMLM_EPUB_MAX_MB=MB to raise" in msg
+    assert "\n" not in msg
+    monkeypatch.setenv("LSTMLM_EPUB_MAX_MB", "2")
+    assert read_epub(path).count("word") == 300_000
+
+
+ENCRYPTION = """<encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container"
+  xmlns:enc="http://www.w3.org/2001/04/xmlenc#">
+  <enc:EncryptedData><enc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>
+  <enc:CipherData><enc:CipherReference URI="{uri}"/></enc:CipherData></enc:EncryptedData>
+</encryption>"""
+
+
+def test_drm_epub_is_refused_in_one_line(tmp_path):
+    members = spine_members('<itemref idref="one"/>', {"one.xhtml": bytes(range(256)) * 40})
+    members["META-INF/encryption.xml"] = ENCRYPTION.format(uri="OEBPS/one.xhtml")
+    with pytest.raises(ValueError, match=r"b.epub: encrypted \(DRM\) EPUB"):
+        read_epub(make_epub(tmp_path / "b.epub", members))
+    fonts = spine_members('<itemref idref="one"/>', {"one.xhtml": page("readable")})
+    fonts["META-INF/encryption.xml"] = ENCRYPTION.format(uri="OEBPS/font.otf")  # obfuscation
+    assert read_epub(make_epub(tmp_path / "f.epub", fonts)) == "readable\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [page("a\x00b" * 50).encode(), b"<html><body><p>" + bytes(range(128, 256)) * 8 + b"</p>"],
+)
+def test_binary_chapters_are_refused_like_binary_text(tmp_path, body):
+    members = spine_members('<itemref idref="one"/>', {"one.xhtml": body})
+    with pytest.raises(ValueError, match=r"chapter OEBPS/one.xhtml looks like binary"):
+        read_epub(make_epub(tmp_path / "b.epub", members))
+
+
+def test_an_odd_declared_codec_names_the_file(tmp_path):
+    body = '<?xml version="1.0" encoding="idna"?><html><body><p>\u00e9t\u00e9</p></body></html>'
+    members = spine_members('<itemref idref="one"/>', {"one.xhtml": body.encode("utf-8")})
+    with pytest.raises(ValueError, match=r"b.epub: chapter OEBPS/one.xhtml declares encoding"):
+        read_epub(make_epub(tmp_path / "b.epub", members))
+    rot = '<?xml version="1.0" encoding="rot13"?><html><body><p>plain</p></body></html>'
+    members = spine_members('<itemref idref="one"/>', {"one.xhtml": rot.encode()})
+    assert read_epub(make_epub(tmp_path / "r.epub", members)) == "plain\n"  # not a text codec

@@ -92,10 +92,10 @@ def test_read_error_is_reported(tmp_path, monkeypatch):
     # Simulates an unreadable file even when the tests run as root.
     p = write(tmp_path / "a.txt", b"text\n")
 
-    def deny(self):
+    def deny(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    monkeypatch.setattr(Path, "open", deny)
     with pytest.raises(ValueError) as info:
         read_text(p)
     assert str(info.value) == f"{p}: cannot read file (Permission denied)"
@@ -108,9 +108,73 @@ def test_folder_list_error_is_reported(tmp_path, monkeypatch):
     def deny(self):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "iterdir", deny)
+    monkeypatch.setattr(os, "scandir", deny)  # what os.walk lists folders with
     with pytest.raises(ValueError, match=r"d: cannot read folder \(Permission denied\)"):
         read_text(d)
+
+
+def test_unreadable_subfolder_is_a_warning(tmp_path, monkeypatch, caplog):
+    root = tmp_path / "books"
+    write(root / "a.txt", b"kept\n")
+    write(root / "locked" / "b.txt", b"left out\n")
+    scandir = os.scandir
+
+    def deny_locked(path="."):
+        if Path(path).name == "locked":  # simulated: root ignores permissions
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", deny_locked)
+    with caplog.at_level("WARNING", logger="lstmlm"):
+        assert read_text(root) == "kept\n"
+    assert f"{root / 'locked'}: cannot read folder (Permission denied)" in caplog.text
+
+
+def test_non_regular_files_are_refused_before_reading(tmp_path):
+    for path in ("/dev/zero", "/dev/null"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            read_text(path)
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
+    with pytest.raises(ValueError, match=f"^{fifo}: not a regular file"):
+        read_text(fifo)
+    fifo_epub = tmp_path / "book.epub"
+    os.mkfifo(fifo_epub)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_text(fifo_epub)
+
+
+def test_binary_content_is_found_in_the_first_chunk(tmp_path, monkeypatch):
+    from lstmlm.data import readers
+
+    p = write(tmp_path / "big.txt", b"\x00" + b"x" * (3 * readers.CHUNK))
+    reads = []
+    real_open = Path.open
+
+    def counting_open(self, *a, **kw):
+        f = real_open(self, *a, **kw)
+        read = f.read
+        f.read = lambda n=-1: reads.append(n) or read(n)  # noqa: B023
+        return f
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    with pytest.raises(ValueError, match="binary"):
+        read_text(p)
+    assert reads == [readers.CHUNK]  # bounded reads, and only the first one
+
+
+def test_a_proc_file_is_read_to_its_end(tmp_path):
+    assert "Name:" in read_text("/proc/self/status")  # its stat size is 0
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_bom_is_read_as_utf16(tmp_path, codec):
+    bom = b"\xff\xfe" if codec.endswith("le") else b"\xfe\xff"
+    p = write(tmp_path / "u.txt", bom + "héllo wörld\r\nzwei\n".encode(codec))
+    assert read_text(p) == "héllo wörld\nzwei\n"
+    bad = write(tmp_path / "odd.txt", b"\xff\xfe" + "ab".encode("utf-16-le") + b"\x00")
+    with pytest.raises(ValueError, match="starts as UTF-16 but is not UTF-16 text"):
+        read_text(bad)
 
 
 def test_messages_are_one_line(tmp_path):
@@ -155,7 +219,7 @@ def test_folder_with_only_empty_files(tmp_path):
 
 def test_folder_error_names_bad_member(tmp_path):
     write(tmp_path / "d" / "good.txt", b"ok\n")
-    bad = write(tmp_path / "d" / "bad.txt", b"\xff\xfe")
+    bad = write(tmp_path / "d" / "bad.txt", b"caf\xe9\n")
     with pytest.raises(ValueError, match=f"^{bad}: file is not UTF-8"):
         read_text(tmp_path / "d")
 

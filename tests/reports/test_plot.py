@@ -129,3 +129,19 @@ def test_a_run_without_training_records_is_refused(run_dir, tmp_path, capsys, re
     assert main(["plot", str(copy), "-o", str(out)]) == 2
     assert "has no training records yet" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_plot_prints_the_path_really_written(run_dir, tmp_path, capsys):
+    folder = tmp_path / "figs"
+    folder.mkdir()
+    assert main(["plot", str(run_dir), "-o", str(folder)]) == 0
+    written = folder / "curves.png"
+    assert capsys.readouterr().out.strip() == f"wrote {written}"
+    assert written.read_bytes().startswith(PNG)
+    bare = tmp_path / "name"
+    assert main(["plot", str(run_dir), "-o", str(bare)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {bare}.png"
+    assert (tmp_path / "name.png").read_bytes().startswith(PNG) and not bare.exists()
+    assert main(["plot", str(run_dir), "-o", str(tmp_path / "x.v2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write a .v2 image; use one of" in err

@@ -52,3 +52,35 @@ def test_averaged_weights_is_a_no_op_for_plain_sgd():
     before = model.weight.detach().clone()
     with averaged_weights(model, opt):
         assert torch.equal(model.weight, before)
+
+
+def test_ntasgd_switch_does_not_also_decay_the_lr(tmp_path, monkeypatch):
+    """Validation that gets worse every epoch: plateau divides the lr by --lr-decay at
+    epoch 2; at epoch 3 NT-ASGD switches to averaging, keeping the lr (AWD-LSTM)."""
+    import json
+
+    from helpers import tiny_config, write_corpus
+    from lstmlm.evaluation.perplexity import result
+    from lstmlm.training import start_run
+    from lstmlm.training.trainer import Trainer
+
+    real = Trainer.validate
+    calls = []
+
+    def worse_each_time(self):
+        v = real(self)
+        calls.append(1)
+        return result((v.loss + len(calls)) * v.tokens, v.tokens, "word")
+
+    monkeypatch.setattr(Trainer, "validate", worse_each_time)
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=60)
+    cfg = tiny_config(corpus, epochs=3, optimizer="ntasgd", nonmono=1, lr=4.0, lr_decay=4.0)
+    start_run(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    (switch,) = [r for r in records if r["event"] == "asgd_switch"]
+    assert switch["epoch"] == 3
+    from lstmlm.training import state
+
+    _, meta = state.read(tmp_path / "run" / "last.safetensors")
+    assert meta["trainer"]["averaging"] is True
+    assert meta["trainer"]["lr"] == 1.0  # 4 / 4 at epoch 2, and not / 4 again at the switch

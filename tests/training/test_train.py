@@ -216,3 +216,28 @@ def test_hand_written_layers_train_in_bf16(corpus, tmp_path, rnn, cell):
     losses = [r["train_loss"] for r in epochs if r["event"] == "epoch"]
     assert losses[-1] < losses[0]
     assert result.valid.ppl < 15
+
+
+def test_keep_checkpoints_keeps_the_last_n_epochs(tmp_path):
+    import re
+
+    from helpers import write_corpus
+    from lstmlm.storage import checkpoint
+    from lstmlm.training import state
+
+    corpus = write_corpus(tmp_path / "c.txt", n_lines=60)
+    run = tmp_path / "run"
+    start_run(tiny_config(corpus, epochs=4, keep_checkpoints=2), run)
+    records = [json.loads(line) for line in (run / ckpt.METRICS).open()]
+    losses = {r["epoch"]: r["valid_loss"] for r in records if r["event"] == "epoch"}
+    kept = sorted(p.name for p in run.glob("epoch*.safetensors"))
+    assert kept == [f"epoch{e:02d}-valid{losses[e]:.3f}.safetensors" for e in (3, 4)]
+    assert re.fullmatch(r"epoch04-valid\d+\.\d{3}\.safetensors", kept[-1])
+    # epoch 4's file holds the weights last.safetensors has after epoch 4
+    tensors, meta = checkpoint.load_tensors(run / kept[-1])
+    assert meta == {"epoch": 4, "valid_loss": losses[4]}
+    last, _ = state.read(run / ckpt.LAST)
+    for name, t in tensors.items():
+        assert torch.equal(t, last[name]), name
+    start_run(tiny_config(corpus, epochs=1), run, overwrite=True)  # off by default
+    assert list(run.glob("epoch*.safetensors")) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,21 @@ def add_parser(sub: Any) -> None:
     d.set_defaults(func=run)
 
 
+def new_folders(root: Path, corpus: str) -> list[Path]:
+    """The folders a download of `corpus` into `root` would create, deepest first."""
+    from lstmlm.data.corpora import get_spec
+
+    made: set[Path] = set()
+    for f in get_spec(corpus).files.values():
+        folder = (root / f.path).parent
+        while not folder.exists() and folder not in made:
+            made.add(folder)
+            if folder.parent == folder:
+                break
+            folder = folder.parent
+    return sorted(made, key=lambda p: len(p.parts), reverse=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from lstmlm.data.corpora import CorpusNotFound, download_corpus, find_corpus
 
@@ -50,7 +66,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{split}: {path} (already there)")
             return 0
     bar = ProgressReporter(quiet=args.quiet)
-    paths = download_corpus(args.corpus, args.data_dir, progress=bar.bytes_progress)
+    made = new_folders(Path(args.data_dir), args.corpus)
+    try:
+        paths = download_corpus(args.corpus, args.data_dir, progress=bar.bytes_progress)
+    except BaseException:  # a failed or interrupted download leaves no empty folder
+        bar.close()
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a file that arrived stays
+        raise
     bar.close()
     for split, path in paths.items():
         print(f"{split}: {path}")

@@ -172,7 +172,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_config(args: argparse.Namespace) -> Any:
+    """The --cache-* flags as a checked CacheConfig (an error names the flag)."""
+    from lstmlm.evaluation import CacheConfig
+
+    try:
+        return CacheConfig(args.cache_window, args.cache_lambda, args.cache_theta).validate()
+    except FieldError as e:
+        raise ValueError(e.render(CACHE_FLAGS.__getitem__)) from None
+
+
+def dynamic_config(args: argparse.Namespace) -> Any:
+    """The --dyn-* flags as a checked DynamicConfig (an error names the flag)."""
+    from lstmlm.evaluation import DynamicConfig
+
+    dcfg = DynamicConfig(
+        args.dyn_method, args.dyn_lr, args.dyn_decay, args.dyn_bptt, args.dyn_batch_size,
+        stats_batches=args.dyn_stats_batches,
+    )  # fmt: skip
+    try:
+        dcfg.validate()
+    except FieldError as e:
+        raise ValueError(e.as_flag("dyn-")) from None
+    return dcfg
+
+
 def _check_flags(args: argparse.Namespace) -> None:
+    """Every flag's value, before a run is loaded or a text read."""
+    cache_config(args)
+    dynamic_config(args)
     if args.cache and args.dynamic:
         raise ValueError("--cache and --dynamic do not combine; pick one")
     if args.per_token and (args.cache or args.search or args.dynamic):
@@ -223,15 +251,12 @@ def _score(
     precision: str,
     bar: ProgressReporter,
 ) -> Any:
-    from lstmlm.evaluation import CacheConfig, DynamicConfig, methods
+    from lstmlm.evaluation import methods
 
     ids, split = text.ids()
     progress = bar.eval_progress
     if args.cache or args.search:
-        try:
-            cfg = CacheConfig(args.cache_window, args.cache_lambda, args.cache_theta).validate()
-        except FieldError as e:
-            raise ValueError(e.render(CACHE_FLAGS.__getitem__)) from None
+        cfg = cache_config(args)
         search_ids = text.dataset().valid if args.search else None
         return methods.with_cache(
             model, ids, level, split, None if args.search else cfg, batch_size, args.bptt,
@@ -239,14 +264,7 @@ def _score(
             search_ids=search_ids, window=args.cache_window,
         )  # fmt: skip
     if args.dynamic:
-        dcfg = DynamicConfig(
-            args.dyn_method, args.dyn_lr, args.dyn_decay, args.dyn_bptt, args.dyn_batch_size,
-            stats_batches=args.dyn_stats_batches,
-        )  # fmt: skip
-        try:
-            dcfg.validate()
-        except FieldError as e:
-            raise ValueError(e.as_flag("dyn-")) from None
+        dcfg = dynamic_config(args)
         rms_stats = dcfg.method == "rms" and dcfg.stats_batches > 0
         stats = text.dataset().train if rms_stats else None
         return methods.dynamic(model, ids, level, split, dcfg, stats, precision, progress)

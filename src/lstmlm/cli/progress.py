@@ -3,6 +3,7 @@ and download bars."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -32,6 +33,7 @@ class ProgressReporter:
         self.bar: Any = None
         self.step: int | None = None  # the trainer's last reported (global) step
         self._anchor: tuple[int, int] | None = None  # (bar position, step) in this epoch
+        self.budget: tuple[int, float | None] = (0, None)  # (epoch bar total, --max-minutes)
 
     def _new_bar(self, **kw: Any) -> None:
         from tqdm import tqdm
@@ -61,13 +63,18 @@ class ProgressReporter:
                     file=sys.stderr,
                 )
         elif kind == "epoch_start":
-            self._new_bar(
-                total=d["steps"], initial=d["done"], desc=f"epoch {d['epoch']}", unit="step"
-            )
-            self._anchor = (d["done"], self.step) if self.step is not None else None
+            total = d["steps"]
+            if d.get("max_steps") is not None:  # the run stops within this epoch
+                total = min(total, d["done"] + max(d["max_steps"] - d.get("step", 0), 0))
+            self.budget = (total, d.get("max_minutes"))
+            self._new_bar(total=total, initial=d["done"], desc=f"epoch {d['epoch']}", unit="step")
+            self._anchor = (d["done"], d.get("step", self.step))
+            if self._anchor[1] is None:
+                self._anchor = None
         elif kind == "progress" and self.bar is not None:
             self.bar.n = d["done"]
             self._anchor = (d["done"], d["step"])
+            self._fit_time_budget(d)
             self.bar.set_postfix(
                 loss=f"{d['train_loss']:.3f}",
                 ppl=f"{d['train_ppl']:.1f}",
@@ -108,6 +115,15 @@ class ProgressReporter:
             )
         if "step" in d:
             self.step = d["step"]
+
+    def _fit_time_budget(self, d: dict[str, Any]) -> None:
+        """With --max-minutes, end the bar (and its ETA) at the step the budget reaches, at
+        the run's pace so far."""
+        total, max_minutes = self.budget
+        if max_minutes is None or not d.get("step") or not d.get("elapsed"):
+            return
+        left = max(max_minutes * 60 - d["elapsed"], 0.0) / (d["elapsed"] / d["step"])
+        self.bar.total = min(total, d["done"] + math.ceil(left))
 
     def eval_progress(self, done: int, total: int) -> None:
         """An evaluation pass at position `done` of `total`; a new pass (a cache search,

@@ -62,8 +62,8 @@ def add_parser(sub: Any) -> None:
         const="",
         default=None,
         metavar="DIR",
-        help="also log to TensorBoard, in DIR (RUN/tensorboard when no DIR is given); needs "
-        "tensorboard (default: off)",
+        help="also log to TensorBoard, in DIR; without DIR the same as --report-to "
+        "tensorboard (RUN/tensorboard); needs tensorboard (default: off)",
     )
     add_config_flags(t)
     t.set_defaults(func=run)
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume continues RUN in its own folder; drop --out")
     if args.resume and (args.config or args.print_config):
         raise ValueError("--resume continues a run with its own config; drop --config")
+    if args.tensorboard == "":  # --tensorboard without DIR: --report-to tensorboard
+        named = vars(args).get("cfg.report_to", "none")
+        setattr(args, "cfg.report_to", f"{named},tensorboard")
     if args.print_config:
         cfg, level = run_config(args)
         print(config_text(resolved(cfg, level)), end="")
@@ -86,11 +89,10 @@ def run(args: argparse.Namespace) -> int:
     keep_freed_memory()  # no page faults for buffers freed and re-made every step
     main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and prints
     reporter = ProgressReporter(quiet=args.quiet or not main_rank)
-    if getattr(args, "tensorboard", None) is not None and main_rank:  # --tensorboard [DIR]
+    if args.tensorboard and main_rank:  # --tensorboard DIR (without DIR: --report-to)
         from lstmlm.training.tb import TensorBoardSink, tee
 
-        tb_dir = args.tensorboard or Path(args.resume or args.out or ".") / "tensorboard"
-        reporter = tee(reporter, TensorBoardSink(tb_dir))
+        reporter = tee(reporter, TensorBoardSink(args.tensorboard))
     if args.resume:
         o = split_sections(config_overrides(args))
         if o["data"] or o["model"] or args.preset:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstmlm.config.bounds import MAX_LAYERS, MAX_ROUNDS, MAX_SIZE, check_bounds, report_names
 from lstmlm.config.errors import FieldError
 from lstmlm.config.types import typed_fields
 
@@ -52,6 +53,7 @@ class DataConfig:
     )
 
     def validate(self) -> None:
+        check_bounds(self)
         if self.corpus is None and self.train is None:
             raise ValueError("give a corpus (--corpus NAME) or a text file (--train FILE)")
         if self.corpus is not None and self.train is not None:
@@ -75,16 +77,21 @@ class ModelConfig:
         "(bf16 matmuls with --precision bf16); mogrifier is always hand-written",
         choices=CELLS,
     )
-    mogrifier_rounds: int = _f(5, "Mogrifier LSTM: alternating gating rounds (0 = plain LSTM)")
-    mogrifier_rank: int | None = _f(None, "Mogrifier LSTM: low rank of the Q/R matrices")
-    emb_size: int = _f(200, "embedding size")
-    hidden_size: int = _f(200, "hidden units per recurrent layer")
-    num_layers: int = _f(2, "recurrent layers")
+    mogrifier_rounds: int = _f(
+        5, "Mogrifier LSTM: alternating gating rounds (0 = plain LSTM)", max=MAX_ROUNDS
+    )
+    mogrifier_rank: int | None = _f(
+        None, "Mogrifier LSTM: low rank of the Q/R matrices", max=MAX_SIZE
+    )
+    emb_size: int = _f(200, "embedding size", max=MAX_SIZE)
+    hidden_size: int = _f(200, "hidden units per recurrent layer", max=MAX_SIZE)
+    num_layers: int = _f(2, "recurrent layers", max=MAX_LAYERS)
     hidden_sizes: tuple[int, ...] | None = _f(
         None,
         "per-layer hidden sizes (overrides --hidden-size/--num-layers); with "
         "--tie-weights make the last equal --emb-size to tie without a projection, "
         "as AWD-LSTM does: --emb-size 400 --hidden-sizes 1150 1150 400",
+        max=MAX_SIZE,
     )
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the decoder")
     dropout_e: float = _f(
@@ -99,7 +106,9 @@ class ModelConfig:
         "share the embedding matrix with the decoder (adds a "
         "projection when emb-size != hidden-size)",
     )
-    fc_layers: int = _f(0, "fully-connected ReLU layers between the RNN and the decoder")
+    fc_layers: int = _f(
+        0, "fully-connected ReLU layers between the RNN and the decoder", max=MAX_LAYERS
+    )
     softmax: str = _f(
         "full",
         "output layer: full = one softmax over the vocabulary; adaptive = adaptive softmax "
@@ -124,6 +133,7 @@ class ModelConfig:
     init_all: bool = _f(False, "apply --init-range to every parameter (Zaremba et al.)")
 
     def validate(self) -> None:
+        check_bounds(self)
         _choice("rnn", self.rnn, RNN_KINDS)
         _choice("cell", self.cell, CELLS)
         for name in ("emb_size", "hidden_size", "num_layers"):
@@ -187,8 +197,8 @@ class TrainConfig:
     )
     alpha: float = _f(0.0, "activation regularization (AR): alpha * mean(dropped last output^2)")
     beta: float = _f(0.0, "temporal activation regularization (TAR): beta * mean((h_t - h_t-1)^2)")
-    batch_size: int = _f(20, "training batch size (parallel streams)")
-    bptt: int = _f(20, "truncated back-propagation length")
+    batch_size: int = _f(20, "training batch size (parallel streams)", max=MAX_SIZE)
+    bptt: int = _f(20, "truncated back-propagation length", max=MAX_SIZE)
     variable_bptt: bool = _f(
         False,
         "random window lengths: N(bptt, 5) (N(bptt/2, 5) with prob 0.05), in "
@@ -236,7 +246,19 @@ class TrainConfig:
     sample_temperatures: tuple[float, ...] = _f(
         (0.2, 0.5, 1.0), "temperatures for the end-of-epoch samples"
     )
-    sample_length: int = _f(100, "tokens per end-of-epoch sample")
+    sample_length: int = _f(100, "tokens per end-of-epoch sample", max=MAX_SIZE)
+    report_to: str = _f(
+        "none",
+        "also log the config and the training curves (loss, ppl, bpc, lr, gradient norm) "
+        "to these, comma-separated: tensorboard (in RUN/tensorboard), wandb (Weights & "
+        "Biases; WANDB_MODE=offline works without a network), mlflow (MLFLOW_TRACKING_URI, "
+        "e.g. file:///tmp/mlruns); each needs its package",
+    )
+    keep_checkpoints: int = _f(
+        0,
+        "also keep the weights of the last N epochs, as RUN/epochNN-validLOSS.safetensors "
+        "(older ones are removed; 0 = off)",
+    )
     nan_patience: int = _f(
         3,
         "a step whose loss or gradient norm is NaN/inf is skipped; after this many in a "
@@ -247,6 +269,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        check_bounds(self)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise FieldError("lr", f"must be a positive number, got {self.lr}")
@@ -279,8 +302,11 @@ class TrainConfig:
         _nonnegative("nan_max_restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
             raise FieldError("checkpoint_minutes", "must be >= 0")
-        if any(not (t >= 0) for t in self.sample_temperatures):
-            raise FieldError("sample_temperatures", "must be >= 0")
+        if any(not (math.isfinite(t) and t >= 0) for t in self.sample_temperatures):
+            shown = " ".join(str(t) for t in self.sample_temperatures)
+            raise FieldError("sample_temperatures", f"must be finite and >= 0, got {shown}")
+        report_names(self.report_to)
+        _nonnegative("keep_checkpoints", self.keep_checkpoints)
 
 
 @dataclass(frozen=True)

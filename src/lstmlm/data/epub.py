@@ -7,6 +7,9 @@ per block element (paragraph, heading, list item, ...), chapters separated by a 
 
 from __future__ import annotations
 
+import codecs
+import math
+import os
 import posixpath
 import re
 import zipfile
@@ -16,6 +19,8 @@ from urllib.parse import unquote
 from xml.etree import ElementTree
 
 MAX_MEMBER_BYTES = 200 * 1024 * 1024  # refuse members that inflate beyond this (zip bombs)
+MAX_TEXT_MB = 256  # the chapters read from one EPUB, in all (a spine may list many)
+CAP_ENV = "LSTMLM_EPUB_MAX_MB"
 
 _HTML_TYPES = {"application/xhtml+xml", "text/html"}
 _HTML_SUFFIXES = (".xhtml", ".html", ".htm")
@@ -42,11 +47,54 @@ def read_epub(path: str | Path) -> str:
     except zipfile.BadZipFile as e:
         raise ValueError(f"{path}: not a valid EPUB (not a zip archive)") from e
     with zf:
-        chapters = [_chapter_text(_decode(_read(zf, path, name))) for name in _spine(zf, path)]
+        names = _spine(zf, path)
+        _refuse_encrypted(zf, path, names)
+        chapters = []
+        total, cap = 0, max_text_bytes()
+        for name in names:
+            data = _read(zf, path, name)
+            total += len(data)
+            if total > cap:  # checked before the (slow) parse of each chapter
+                raise ValueError(
+                    f"{path}: its chapters hold more than the {cap >> 20} MB read from one "
+                    f"EPUB; set {CAP_ENV}=MB to raise the cap"
+                )
+            chapters.append(_chapter_text(_decode(data, path, name)))
     text = "\n\n".join(c for c in chapters if c)
     if not text:
         raise ValueError(f"{path}: not a valid EPUB (its chapters contain no text)")
     return text + "\n"
+
+
+def max_text_bytes() -> int:
+    """The most chapter bytes read from one EPUB: $LSTMLM_EPUB_MAX_MB, else the default."""
+    value = os.environ.get(CAP_ENV, "")
+    try:
+        mb = float(value) if value else MAX_TEXT_MB
+    except ValueError:
+        raise ValueError(f"{CAP_ENV} must be a number of MB, got {value!r}") from None
+    if not (mb > 0 and math.isfinite(mb)):
+        raise ValueError(f"{CAP_ENV} must be a positive number of MB, got {value!r}")
+    return int(mb * (1 << 20))
+
+
+def _refuse_encrypted(zf: zipfile.ZipFile, path: str | Path, chapters: list[str]) -> None:
+    """ValueError when META-INF/encryption.xml encrypts a chapter (DRM); obfuscated fonts
+    alone (the EPUB font mangling) do not stop the text being read."""
+    if "META-INF/encryption.xml" not in zf.namelist():
+        return
+    drm = ValueError(f"{path}: encrypted (DRM) EPUB: its chapters cannot be read as text")
+    try:
+        root = ElementTree.fromstring(_read(zf, path, "META-INF/encryption.xml"))
+    except ElementTree.ParseError:
+        raise drm from None
+    encrypted = {
+        posixpath.normpath(unquote(e.get("URI", "")))
+        for e in root.iter()
+        if _local(e.tag) == "CipherReference"
+    }
+    if encrypted & set(chapters):
+        raise drm
 
 
 def _invalid(path: str | Path, why: str) -> ValueError:
@@ -103,29 +151,51 @@ def _spine(zf: zipfile.ZipFile, path: str | Path) -> list[str]:
             manifest[item.get("id", "")] = (name, item.get("media-type", ""))
 
     names: list[str] = []
+    aside: list[str] = []  # linear="no": notes, tables of contents, not the body text
     for ref in opf.iter():
         if _local(ref.tag) != "itemref" or ref.get("idref") not in manifest:
             continue
         name, media_type = manifest[ref.get("idref", "")]
+        if name in names or name in aside:
+            raise _invalid(path, f"its spine lists {name} more than once")
         if media_type in _HTML_TYPES or name.lower().endswith(_HTML_SUFFIXES):
-            names.append(name)
+            (aside if ref.get("linear", "yes").strip() == "no" else names).append(name)
+    if not names:
+        names = aside  # a book of only auxiliary items: read them rather than nothing
     if not names:
         raise _invalid(path, "its spine lists no readable chapters")
     return names
 
 
-def _decode(data: bytes) -> str:
-    """Decode a chapter: BOM, then the XML declaration's encoding, else UTF-8."""
+def _decode(data: bytes, path: str | Path, name: str) -> str:
+    """Decode a chapter: BOM, then the XML declaration's encoding, else UTF-8; ValueError
+    naming the file for an encoding that is not a text codec, or for content that is not
+    text (NUL characters, or mostly undecodable bytes: binary or encrypted)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace")
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace")
-    match = _XML_ENCODING.match(data)
-    encoding = match.group(1).decode("ascii") if match else "utf-8"
-    try:
-        return data.decode(encoding, errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
+        text = data.decode("utf-16", errors="replace")
+    elif data.startswith(b"\xef\xbb\xbf"):
+        text = data[3:].decode("utf-8", errors="replace")
+    else:
+        match = _XML_ENCODING.match(data)
+        encoding = match.group(1).decode("ascii") if match else "utf-8"
+        try:
+            if not codecs.lookup(encoding)._is_text_encoding:  # rot13, base64, ...
+                raise LookupError(encoding)
+            text = data.decode(encoding, errors="replace")
+        except LookupError:
+            text = data.decode("utf-8", errors="replace")  # an unknown name: the default
+        except (UnicodeError, ValueError, TypeError) as e:  # idna, punycode, ...: no errors=
+            raise ValueError(
+                f"{path}: chapter {name} declares encoding {encoding!r}, which cannot "
+                f"decode it ({type(e).__name__})"
+            ) from None
+    bad = text.count("\ufffd")
+    if "\x00" in text or (len(text) >= 64 and bad > 0.25 * len(text)):
+        raise ValueError(
+            f"{path}: chapter {name} looks like binary or encrypted data (NUL characters or "
+            "undecodable bytes), not text"
+        )
+    return text
 
 
 def _chapter_text(markup: str) -> str:

@@ -7,13 +7,20 @@ that starts with the offending path.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from lstmlm.data.epub import read_epub
 
+log = logging.getLogger("lstmlm")
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+CHUNK = 1 << 20  # bytes read at a time
+MIN_READ_LIMIT = 64 << 20  # read this much of a file whose size says less (/proc files)
 
 
 def read_text(path: str | Path, *, lowercase: bool = False) -> str:
@@ -26,6 +33,8 @@ def read_text(path: str | Path, *, lowercase: bool = False) -> str:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{path}: no such file or folder")
+    if not (p.is_dir() or p.is_file()):  # /dev/zero, a FIFO, a socket: no end, or a hang
+        raise ValueError(f"{path}: not a regular file (a device, pipe or socket); give a text file")
     if p.is_dir():
         text = _join(_read_file(f) for f in _txt_files(p))
     elif p.suffix.lower() == ".epub":
@@ -86,16 +95,22 @@ def _check_fractions(fractions: tuple[float, float, float]) -> None:
 
 
 def _txt_files(folder: Path) -> list[Path]:
-    try:
-        files = [f for f in folder.rglob("*") if f.suffix.lower() == ".txt" and f.is_file()]
-    except OSError as e:
-        raise ValueError(f"{folder}: cannot read folder ({e.strerror or e})") from e
-    # rglob silently skips sub-folders it cannot list; an unreadable top folder yields nothing.
-    if not files:
-        try:
-            next(folder.iterdir(), None)
-        except OSError as e:
+    """The folder's ``*.txt`` files, at any depth; a sub-folder that cannot be listed is
+    a warning (its files are left out), the folder itself an error."""
+
+    def unreadable(e: OSError) -> None:
+        where = Path(e.filename) if e.filename else folder
+        if where == folder:
             raise ValueError(f"{folder}: cannot read folder ({e.strerror or e})") from e
+        log.warning("%s: cannot read folder (%s); its files are left out", where, e.strerror or e)
+
+    files = [
+        Path(root) / name
+        for root, _, names in os.walk(folder, onerror=unreadable, followlinks=True)
+        for name in names
+        if name.lower().endswith(".txt") and (Path(root) / name).is_file()
+    ]
+    if not files:
         raise ValueError(f"{folder}: folder contains no .txt files")
     return sorted(files, key=lambda f: f.relative_to(folder).as_posix())
 
@@ -111,12 +126,37 @@ def _join(texts: Iterable[str]) -> str:
 
 
 def _read_file(path: Path) -> str:
+    """A text file's text: read in chunks, at most its size (a file that grows while read
+    is refused), the first chunk checked for binary content before the rest is read.
+    UTF-8 (a BOM dropped), or UTF-16 when it starts with a UTF-16 byte-order mark."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ValueError(f"{path}: not a regular file (a device, pipe or socket)")
+            limit = max(os.fstat(f.fileno()).st_size, MIN_READ_LIMIT)
+            chunks: list[bytes] = []
+            done = 0
+            utf16 = False
+            while chunk := f.read(CHUNK):
+                if not chunks:
+                    utf16 = chunk.startswith(_UTF16_BOMS)
+                if not utf16 and b"\x00" in chunk:
+                    raise ValueError(
+                        f"{path}: looks like a binary file (contains NUL bytes), not text"
+                    )
+                done += len(chunk)
+                if done > limit:
+                    raise ValueError(f"{path}: grows while it is read; give a finished file")
+                chunks.append(chunk)
     except OSError as e:
         raise ValueError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if b"\x00" in data:
-        raise ValueError(f"{path}: looks like a binary file (contains NUL bytes), not text")
+    data = b"".join(chunks)
+    if utf16:
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: file starts as UTF-16 but is not UTF-16 text") from e
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     skip = len(_BOM) if data.startswith(_BOM) else 0
     try:
         text = data[skip:].decode("utf-8")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmlm.config import FieldError
+from lstmlm.config.bounds import MAX_SIZE
 from lstmlm.data.batching import batchify, eval_columns, windows
 from lstmlm.evaluation.perplexity import EvalResult, result
 from lstmlm.nn.model import LanguageModel
@@ -30,6 +31,9 @@ from lstmlm.nn.precision import autocast
 
 LAMBDAS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
 THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)
+
+
+MAX_WINDOW = MAX_SIZE  # cache positions (each holds a hidden vector)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,10 @@ class CacheConfig:
             raise FieldError("window", f"must be positive, got {self.window}")
         if not (0 <= self.lam < 1):
             raise FieldError("lam", f"must be in [0, 1), got {self.lam}")
-        if not (self.theta >= 0):
-            raise FieldError("theta", f"must be >= 0, got {self.theta}")
+        if self.window > MAX_WINDOW:
+            raise FieldError("window", f"must be at most {MAX_WINDOW}, got {self.window}")
+        if not (math.isfinite(self.theta) and self.theta >= 0):
+            raise FieldError("theta", f"must be a finite number >= 0, got {self.theta}")
         return self
 
 

@@ -16,6 +16,7 @@ changed: all of this happens on a copy.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from lstmlm.config import FieldError
+from lstmlm.config.bounds import INT64, MAX_SIZE
 from lstmlm.data.batching import batchify, eval_columns, windows
 from lstmlm.evaluation.perplexity import EvalResult, evaluate, result
 from lstmlm.nn.model import LanguageModel
@@ -44,13 +46,15 @@ class DynamicConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise FieldError("method", f"must be one of {', '.join(METHODS)}, got {self.method}")
-        if not (self.lr >= 0):
-            raise FieldError("lr", f"must be >= 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise FieldError("lr", f"must be a finite number >= 0, got {self.lr}")
         if not (0 <= self.decay < 1):
             raise FieldError("decay", f"must be in [0, 1), got {self.decay}")
         for name in ("bptt", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FieldError(name, f"must be positive, got {getattr(self, name)}")
+            if not 1 <= getattr(self, name) <= MAX_SIZE:
+                raise FieldError(name, f"must be in [1, {MAX_SIZE}], got {getattr(self, name)}")
+        if not 0 <= self.stats_batches < INT64:
+            raise FieldError("stats_batches", f"must be >= 0, got {self.stats_batches}")
 
 
 @dataclass(frozen=True)

@@ -100,9 +100,28 @@ def _draw(curves: list[Curves], out: str | Path, metric: str, title: str | None,
     ax_epoch.set_ylabel(ylabel)
     ax_min.legend(fontsize=8, loc="upper right")  # every curve has points (check_curves)
     fig.suptitle(title or f"{ylabel}: " + ", ".join(c.name for c in curves))
-    out = Path(out)
+    out = image_path(out)
     try:
         fig.savefig(out)
     except OSError as e:
         raise ValueError(f"{out}: cannot write the figure ({e.strerror or e})") from None
     return out
+
+
+def image_path(out: str | Path) -> Path:
+    """The file a figure asked for as `out` is written to: FOLDER/curves.png for a folder,
+    NAME.png for a name without an extension; ValueError for a format matplotlib lacks."""
+    path = Path(out)
+    if path.is_dir():
+        path = path / "curves.png"
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(
+            f"{out}: cannot write a {path.suffix} image; use one of "
+            + ", ".join("." + f for f in sorted(formats))
+        )
+    return path

@@ -6,6 +6,7 @@ RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
 RUN/best.safetensors  weights of the best model on validation
 RUN/metrics.jsonl     one JSON object per progress report / epoch
 RUN/summary.json      final evaluation
+RUN/epoch03-valid4.512.safetensors  weights at an epoch's end (--keep-checkpoints N)
 RUN/.lock             held by the process training the run
 """
 
@@ -17,3 +18,11 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN_FILES = (CONFIG, VOCAB, LAST, BEST, METRICS, SUMMARY)  # what a run writes in its folder
 LOCK = ".lock"  # held by the process training the run (runs.run_lock)
+
+
+def epoch_checkpoint(epoch: int, valid_loss: float) -> str:
+    """The name of the weights kept at the end of `epoch` (--keep-checkpoints)."""
+    return f"epoch{epoch:02d}-valid{valid_loss:.3f}.safetensors"
+
+
+EPOCH_CHECKPOINTS = "epoch*-valid*.safetensors"  # a glob for them

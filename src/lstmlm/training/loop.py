@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from lstmlm.data.batching import num_windows
-from lstmlm.evaluation.perplexity import EvalResult
+from lstmlm.evaluation.perplexity import EvalResult, result
 from lstmlm.files import atomic_write
 from lstmlm.generation import SampleConfig, generate
 from lstmlm.storage import checkpoint as ckpt
@@ -69,12 +69,14 @@ class _Running:
     """The loss and speed since the last progress report."""
 
     loss: Tensor  # () sum of per-step mean losses, on the device (read every log_every steps)
+    norm: Tensor  # () sum of the steps' gradient norms (before clipping), on the device
     steps: int = 0
     tokens: int = 0
     start: float = field(default_factory=time.monotonic)
 
     def reset(self) -> None:
         self.loss.zero_()
+        self.norm.zero_()
         self.steps, self.tokens, self.start = 0, 0, time.monotonic()
 
 
@@ -122,9 +124,14 @@ class Loop:
                 "epoch": self.t.st.epoch + 1,
                 "steps": steps_per_epoch,
                 "done": self.t.st.offset // self.t.tc.bptt,
+                "step": self.t.st.step,
+                "elapsed": self.t.st.elapsed,
+                "max_steps": self.t.tc.max_steps,  # budgets: the bar's total and ETA
+                "max_minutes": self.t.tc.max_minutes,
             },
         )
-        running = _Running(torch.zeros((), device=self.t.device))
+        zero = torch.zeros((), device=self.t.device)
+        running = _Running(zero, zero.clone())
         stopped = "epochs"
         while self.t.st.offset < self.t.train_data.size(0) - 1:
             t0 = time.monotonic()
@@ -141,7 +148,8 @@ class Loop:
             stopped = self._stop_or_checkpoint(running, stop_requested)
             if stopped != "epochs":
                 break
-        self._flush(running)
+        if running.steps:  # the steps since the last report: a short run has a curve too
+            self._report(running, steps_per_epoch)
         return stopped
 
     def _count(self, running: _Running, loss: Tensor, rows: int, tokens: int, t0: float) -> None:
@@ -149,6 +157,7 @@ class Loop:
         tokens), begun at time `t0`."""
         st = self.t.st
         running.loss += loss
+        running.norm += self.t.grad_norm
         st.offset += rows
         st.step += 1
         st.tokens += tokens
@@ -162,6 +171,7 @@ class Loop:
         loss = running.loss.item()
         st.epoch_loss += loss
         st.epoch_steps += running.steps
+        mean = result(loss, running.steps, self.t.data.level)  # per-step mean loss, ppl, bpc
         self.t.log(
             "progress",
             {
@@ -169,8 +179,10 @@ class Loop:
                 "step": st.step,
                 "done": st.offset // tc.bptt,
                 "steps": steps_per_epoch,
-                "train_loss": loss / running.steps,
-                "train_ppl": exp(loss / running.steps),
+                "train_loss": mean.loss,
+                "train_ppl": mean.ppl,
+                **({"train_bpc": mean.bpc} if mean.bpc is not None else {}),
+                "grad_norm": running.norm.item() / running.steps,
                 "lr": self.t.opt.param_groups[0]["lr"] if tc.lr_schedule == "cosine" else st.lr,
                 "tokens_per_sec": running.tokens / (time.monotonic() - running.start),
                 "elapsed": st.elapsed,
@@ -206,6 +218,7 @@ class Loop:
         if ckpt_due:
             self._flush(running)
             running.loss.zero_()
+            running.norm.zero_()
             running.steps = 0
             self.t.save_last()
             self.last_checkpoint = time.monotonic()
@@ -278,10 +291,14 @@ class Loop:
             st.best_loss, st.best_epoch = v.loss, float(epoch)
             with averaged_weights(self.t.model, self.t.opt):
                 self.t.save_best(v.loss)
+        with averaged_weights(self.t.model, self.t.opt):
+            self.t.keep_epoch(epoch, v.loss)
         new_lr = next_lr(tc, st, epoch, v.loss)
         st.sched_best = min(st.sched_best, v.loss)
-        self.t.set_lr(new_lr)
-        stalled = self.nt_asgd_check(v.loss, epoch)
+        switching = st.averaging
+        stalled = self.nt_asgd_check(v.loss, epoch)  # may switch to ASGD, at this epoch's lr
+        if st.averaging == switching:  # the switch keeps the lr (AWD-LSTM): no decay on top
+            self.t.set_lr(new_lr)
         st.epoch, st.offset, st.epoch_loss, st.epoch_steps = epoch, 0, 0.0, 0
         self.t.hidden = self.t.model.init_state(tc.batch_size)
         self.t.save_last()

@@ -19,9 +19,10 @@ from lstmlm.data.dataset import Dataset, load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
-from lstmlm.storage.layout import BEST, CONFIG, LAST, METRICS, SUMMARY, VOCAB
+from lstmlm.storage.layout import BEST, CONFIG, EPOCH_CHECKPOINTS, LAST, METRICS, SUMMARY, VOCAB
 from lstmlm.training import distributed
 from lstmlm.training.loop import Loop, TrainResult
+from lstmlm.training.sinks import reporting
 from lstmlm.training.state import TrainerState
 from lstmlm.training.trainer import EventFn, Trainer, budget_spent
 
@@ -42,9 +43,10 @@ def start_run(
     # The model is built before the folder is touched: a config that cannot be built (a
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
     # target as it was.
-    trainer = Trainer(out, cfg, data, on_event)
-    with _new_run_folder(out, overwrite, cfg, data):
-        return _start(trainer)
+    with reporting(cfg.train.report_to, out, on_event) as on_event:
+        trainer = Trainer(out, cfg, data, on_event)
+        with _new_run_folder(out, overwrite, cfg, data):
+            return _start(trainer)
 
 
 @contextlib.contextmanager
@@ -165,6 +167,8 @@ def _make_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and overwrite:
         for name in (LAST, BEST, METRICS, SUMMARY):
             (out / name).unlink(missing_ok=True)
+        for kept in out.glob(EPOCH_CHECKPOINTS):
+            kept.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -211,10 +215,11 @@ def finetune_run(
     data = load_dataset(cfg.data, level=info.level, vocab=vocab)
     # Built and loaded (straight into the parameters: no second copy) before the folder
     # is touched, so a checkpoint that does not fit fails first.
-    trainer = Trainer(out, cfg, data, on_event)
-    ckpt.load_model_file(trainer.model, best)
-    with _new_run_folder(out, overwrite, cfg, data):
-        return _finetune(trainer, src)
+    with reporting(cfg.train.report_to, out, on_event) as on_event:
+        trainer = Trainer(out, cfg, data, on_event)
+        ckpt.load_model_file(trainer.model, best)
+        with _new_run_folder(out, overwrite, cfg, data):
+            return _finetune(trainer, src)
 
 
 def _finetune(trainer: Trainer, src: Path) -> TrainResult:
@@ -231,6 +236,8 @@ RESUME_OVERRIDES = (
     "log_every",
     "checkpoint_minutes",
     "device",
+    "report_to",
+    "keep_checkpoints",
 )
 
 
@@ -281,7 +288,7 @@ def resume_run(
     changed = run_files.text_changed(info, data.text_sha256, data.source)
     if changed:
         raise ValueError(f"{run}: cannot resume exactly: {changed}")
-    with _locked(run):
+    with _locked(run), reporting(cfg.train.report_to, run, on_event) as on_event:
         # Only the lock holder cleans up: a refused second process must not delete the
         # temporary file of the checkpoint the first one is writing.
         if distributed.is_main():  # only rank 0 writes, so only it may clean up

@@ -34,7 +34,7 @@ from lstmlm.nn.regularize import (
 )
 from lstmlm.nn.rnn import State, detach_state
 from lstmlm.storage import checkpoint as ckpt
-from lstmlm.storage.layout import BEST, LAST, METRICS
+from lstmlm.storage.layout import BEST, EPOCH_CHECKPOINTS, LAST, METRICS, epoch_checkpoint
 from lstmlm.training import distributed, guard
 from lstmlm.training import state as training_state
 from lstmlm.training.optim import (
@@ -90,6 +90,7 @@ class Trainer:
         self.bptt_gen = torch.Generator().manual_seed(self.tc.seed)
         self.step_ok = True  # False after a non-finite step (skipped, see guard.py)
         self.bad_step: dict[str, Any] = {}  # its loss and gradient norm
+        self.grad_norm = torch.zeros((), device=self.device)  # the last step's, before clipping
 
     # --- state and checkpoints ------------------------------------------------------
 
@@ -136,6 +137,20 @@ class Trainer:
         meta = {"epoch": self.st.best_epoch, "valid_loss": loss}
         if self.is_main:
             ckpt.save_tensors(self.run_dir / BEST, ckpt.model_tensors(self.model, "model."), meta)
+
+    def keep_epoch(self, epoch: int, loss: float) -> None:
+        """Keep this epoch's weights (--keep-checkpoints N), removing all but the last N."""
+        if not self.is_main or self.tc.keep_checkpoints == 0:
+            return
+        path = self.run_dir / epoch_checkpoint(epoch, loss)
+        meta = {"epoch": epoch, "valid_loss": loss}
+        ckpt.save_tensors(path, ckpt.model_tensors(self.model, "model."), meta)
+        kept = sorted(
+            self.run_dir.glob(EPOCH_CHECKPOINTS),
+            key=lambda p: int(p.name[5:].split("-", 1)[0]) if p.name[5:7].isdigit() else -1,
+        )
+        for old in kept[: -self.tc.keep_checkpoints]:
+            old.unlink(missing_ok=True)
 
     def log(self, kind: str, record: dict[str, Any]) -> None:
         if not self.is_main:  # only rank 0 writes metrics and reports
@@ -194,6 +209,7 @@ class Trainer:
         scaled.backward()
         norm = guard.grad_norm(self.model.parameters(), self.tc.clip)  # clips when clip > 0
         self.step_ok = guard.step_is_finite(total, norm)
+        self.grad_norm = norm.detach()
         if self.step_ok:
             self.opt.step()
         else:
