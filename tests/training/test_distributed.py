@@ -239,7 +239,7 @@ def test_launch_command_is_torchrun():
     cmd = distributed.launch_command(3, ["train", "--out", "r"])
     assert cmd[1:] == [
         "-m",
-        "torch.distributed.run",
+        "lstmlm.training.torchrun",  # torch.distributed.run, without a traceback on SIGTERM
         "--standalone",
         "--nproc-per-node=3",
         "-m",

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         from lstmlm.training.interrupt import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
+            if e.rank != 0:  # one line from a multi-process run: rank 0's
+                return e.exit_status
             how = "" if e.signum == signal.SIGINT else f" ({signal.Signals(e.signum).name})"
             print(
                 f"lstmlm: interrupted{how} at step {e.step}; saved "

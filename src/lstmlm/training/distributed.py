@@ -236,11 +236,12 @@ def _share(n: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def launch_command(nproc: int, args: Sequence[str]) -> list[str]:
-    """The torchrun command that runs `lstmlm ARGS` in `nproc` processes on this machine."""
+    """The torchrun command that runs `lstmlm ARGS` in `nproc` processes on this machine
+    (torchrun through `training/torchrun.py`, which ends quietly when a signal stops it)."""
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "lstmlm.training.torchrun",
         "--standalone",
         f"--nproc-per-node={nproc}",
         "-m",

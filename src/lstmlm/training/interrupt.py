@@ -24,12 +24,15 @@ STOP_SIGNALS = tuple(
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on request (signal `signum`) after saving its checkpoint."""
 
-    def __init__(self, run_dir: Path, step: int, signum: int = signal.SIGINT, world: int = 1):
+    def __init__(
+        self, run_dir: Path, step: int, signum: int = signal.SIGINT, world: int = 1, rank: int = 0
+    ):
         super().__init__(f"interrupted at step {step}; saved {run_dir}")
         self.run_dir = run_dir
         self.step = step
         self.signum = signum
         self.world = world  # processes training: a resume needs as many (--nproc)
+        self.rank = rank  # which of them raised it (only rank 0 reports)
 
     @property
     def resume_command(self) -> str:

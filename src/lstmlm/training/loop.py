@@ -210,7 +210,9 @@ class Loop:
             self.t.save_last()
             self.t.log("interrupted", {"epoch": st.epoch + 1, "step": st.step})
             signum = stop_requested() or signal.SIGTERM  # another rank's signal: SIGTERM
-            raise TrainingInterrupted(self.t.run_dir, st.step, signum, self.t.world)
+            raise TrainingInterrupted(
+                self.t.run_dir, st.step, signum, self.t.world, distributed.rank()
+            )
         if time_up:
             return "time"
         if tc.max_steps is not None and st.step >= tc.max_steps:
