@@ -17,6 +17,7 @@ before, or by another writer) are read unchecked.
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import struct
 import zlib
@@ -124,7 +125,7 @@ def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
 
 
 def read_into(
-    f: BinaryIO,
+    f: io.BufferedReader | io.BytesIO,
     targets: dict[str, Tensor],
     parsed: tuple[dict[str, dict], dict[str, str], int] | None = None,
 ) -> None:
