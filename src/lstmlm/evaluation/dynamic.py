@@ -16,7 +16,7 @@ changed: all of this happens on a copy.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -142,7 +142,7 @@ def dynamic_evaluate(
 
 
 def _rms_step(
-    params: list[Tensor],
+    params: Sequence[Tensor],
     grads: tuple[Tensor, ...],
     theta0: list[Tensor],
     ms: list[Tensor],
