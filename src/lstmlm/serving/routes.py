@@ -154,7 +154,7 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         response_model=GenerateResponse,
         dependencies=limited,
     )
-    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:  # type: ignore[valid-type]
+    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         m, cfg = srv.prepare(req)
         await srv.admit()
         cancel = threading.Event()
@@ -183,7 +183,7 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
             text=joiner(req.prompt, m.text.level, done.text) + done.text,
             tokens=done.tokens,
             finish_reason=done.finish_reason,
-            seed=cfg.seed,
+            seed=_drawn(cfg.seed),
             unknown=srv.unknown(m, req.prompt),
             seconds=round(took[0] if took else 0.0, 4),
         )
@@ -200,7 +200,7 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         dependencies=limited,
         response_class=StreamingResponse,
     )
-    async def stream_post(req: GenerateRequest) -> StreamingResponse:  # type: ignore[valid-type]
+    async def stream_post(req: GenerateRequest) -> StreamingResponse:
         return await _stream(srv, req)
 
     @app.get(
@@ -210,7 +210,7 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         dependencies=limited,
         response_class=StreamingResponse,
     )
-    async def stream_get(req: Annotated[GenerateRequest, Query()]) -> StreamingResponse:  # type: ignore[valid-type]
+    async def stream_get(req: Annotated[GenerateRequest, Query()]) -> StreamingResponse:
         return await _stream(srv, req)
 
 
@@ -303,6 +303,12 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
             bpc=finite(s["bpc"]),
             unknown=s["unknown"],
         )
+
+
+def _drawn(seed: int | None) -> int:
+    """The request's seed: `Server.prepare` draws one when the request has none."""
+    assert seed is not None
+    return seed
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ def _sample_fields() -> dict[str, Any]:
         if f.name in SERVER_SIDE:
             continue
         help_text = f.metadata.get("help", "")
-        limits = {k: v for k, v in bounds(f.name).items() if v != math.inf}
+        limits: dict[str, Any] = {k: v for k, v in bounds(f.name).items() if v != math.inf}
         if f.name == "stop":
             out[f.name] = (
                 list[StopString] | None,
