@@ -6,6 +6,10 @@ random weights (speed does not depend on the values). One stream (batch 1), a pr
 temperature 1 (full vocabulary). Reported per path: tokens/s over the new tokens (median
 of `--repeats` runs) and the first-token latency in ms (prompt forward + first draw).
 
+The onnxruntime row (when onnxruntime is installed) exports the same model with
+`lstmlm.export` and samples greedily (argmax; the others sample at temperature 1, which
+costs about the same per token), feeding the state back one token at a time.
+
 The naive loop is what most scripts do: `torch.no_grad()`, one `nn.LSTM` step per token,
 the full softmax, `torch.multinomial`. With `--device cuda` both models sit on the GPU
 (every new token is read back to the host as it is drawn, so the clock includes it).
@@ -20,8 +24,11 @@ import argparse
 import functools
 import json
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 from common import machine
 from torch import nn
@@ -75,6 +82,42 @@ def lstmlm_generate(
     return out, first
 
 
+class OnnxLM:
+    """An exported model in an onnxruntime session, with its state's input names."""
+
+    def __init__(self, model: LanguageModel, threads: int | None):
+        import onnxruntime as ort
+
+        from lstmlm.export import export_model, state_names
+
+        with tempfile.TemporaryDirectory() as d:
+            path = export_model(model, Path(d) / "model.onnx", "onnx")
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
+        self.names = state_names(model)
+        self.state = [t.numpy() for layer in model.init_state(1) for t in layer]  # zeros
+
+    def __call__(self, ids: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(None, {"ids": ids, **dict(zip(self.names, state, strict=True))})
+
+
+def onnx_generate(model: OnnxLM, prompt: list[int], n: int, seed: int) -> tuple[list[int], float]:
+    """Greedy: the prompt in one run, then one token per run with the state fed back."""
+    t0 = time.perf_counter()
+    out: list[int] = []
+    first = 0.0
+    logits, *state = model(np.array(prompt, dtype=np.int64)[:, None], model.state)  # (T, 1, V)
+    for i in range(n):
+        tok = int(logits[-1, 0].argmax())
+        out.append(tok)
+        if i == 0:
+            first = time.perf_counter() - t0
+        logits, *state = model(np.array([[tok]], dtype=np.int64), state)  # (1, 1, V)
+    return out, first
+
+
 def measure(paths: dict[str, tuple], prompt: list[int], n: int, repeats: int) -> dict:
     """Each path `name: (fn, model)` once per repeat, in turn, so that the machine's
     drifting load falls on all of them alike; medians over the repeats."""
@@ -125,6 +168,10 @@ def main() -> None:
         "lstmlm": (lstmlm_generate, lm),
         "lstmlm_bf16": (bf16, lm),
     }
+    try:
+        paths["onnxruntime"] = (onnx_generate, OnnxLM(lm, args.threads))
+    except ImportError:  # the export extra is not installed: no such row
+        pass
     res = measure(paths, prompt, args.tokens, args.repeats)  # one process, paths in turn
     naive_rate = res["naive"]["tokens_per_sec"]
     print(

@@ -15,7 +15,7 @@ LAYERS = [
     {"device", "data", "nn"},
     {"storage"},
     {"evaluation", "generation"},
-    {"training", "api"},
+    {"training", "api", "export"},
     {"reports", "serving"},
     {"cli"},
     {"__init__", "__main__"},

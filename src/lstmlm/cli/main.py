@@ -17,6 +17,7 @@ from lstmlm.cli import (
     compare,
     download,
     evaluate,
+    export,
     finetune,
     generate,
     plot,
@@ -27,7 +28,18 @@ from lstmlm.cli import (
 from lstmlm.cli.flags import Parser
 from lstmlm.config import FieldError
 
-COMMANDS = (train, evaluate, generate, finetune, presets, download, serve, plot, compare)
+COMMANDS = (
+    train,
+    evaluate,
+    generate,
+    finetune,
+    presets,
+    download,
+    serve,
+    plot,
+    compare,
+    export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,9 +68,8 @@ class ProgressReporter:
                 total = min(total, d["done"] + max(d["max_steps"] - d.get("step", 0), 0))
             self.budget = (total, d.get("max_minutes"))
             self._new_bar(total=total, initial=d["done"], desc=f"epoch {d['epoch']}", unit="step")
-            self._anchor = (d["done"], d.get("step", self.step))
-            if self._anchor[1] is None:
-                self._anchor = None
+            step = d.get("step", self.step)
+            self._anchor = None if step is None else (d["done"], step)
         elif kind == "progress" and self.bar is not None:
             self.bar.n = d["done"]
             self._anchor = (d["done"], d["step"])

@@ -7,12 +7,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lstmlm.cli.flags import add_config_flags, config_overrides, level_asked
 from lstmlm.cli.progress import ProgressReporter, format_result
 from lstmlm.config import RunConfig, apply, build, replace, split_sections
 from lstmlm.config.files import config_text, read_config_file
+
+if TYPE_CHECKING:
+    from lstmlm.training.tb import Tee
 
 
 def add_parser(sub: Any) -> None:
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return launch_train(args)
     keep_freed_memory()  # no page faults for buffers freed and re-made every step
     main_rank = distributed.env_rank() == 0  # under torchrun only rank 0 reports and prints
-    reporter = ProgressReporter(quiet=args.quiet or not main_rank)
+    reporter: ProgressReporter | Tee = ProgressReporter(quiet=args.quiet or not main_rank)
     if args.tensorboard and main_rank:  # --tensorboard DIR (without DIR: --report-to)
         from lstmlm.training.tb import TensorBoardSink, tee
 

@@ -136,7 +136,7 @@ def _spine(zf: zipfile.ZipFile, path: str | Path) -> list[str]:
         raise _invalid(path, "no META-INF/container.xml")
     container = _xml(zf, path, "META-INF/container.xml")
     rootfiles = [e for e in container.iter() if _local(e.tag) == "rootfile"]
-    opf_names = [e.get("full-path") for e in rootfiles if e.get("full-path")]
+    opf_names = [name for e in rootfiles if (name := e.get("full-path"))]
     if not opf_names:
         raise _invalid(path, "container.xml names no OPF package file")
     opf_name = opf_names[0]

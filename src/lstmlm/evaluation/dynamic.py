@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -146,7 +146,7 @@ def dynamic_evaluate(
 
 
 def _rms_step(
-    params: list[Tensor],
+    params: Sequence[Tensor],
     grads: tuple[Tensor, ...],
     theta0: list[Tensor],
     ms: list[Tensor],

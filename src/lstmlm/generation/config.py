@@ -181,7 +181,7 @@ def bounds(name: str) -> dict[str, float]:
     return {k: meta[k] for k in BOUNDS if k in meta}
 
 
-def _base_type(tp: object) -> object:
+def _base_type(tp: object) -> Any:
     """int for "int" and "int | None", float for "float"; the type itself otherwise."""
     text = str(tp)
     return {"int": int, "int | None": int, "float": float}.get(text, tp)

@@ -153,7 +153,8 @@ def shared_settings(cfg: RunConfig, varied: set[str] | frozenset[str] = frozense
     if not varied & {"hidden_size", "num_layers", "hidden_sizes"}:
         parts.append("hidden " + "/".join(str(h) for h in m.layer_sizes))
     values = {**dataclasses.asdict(m), **dataclasses.asdict(t)}
-    shown = ("emb_size", "dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop")
+    shown: tuple[str, ...] = ("emb_size", "dropout", "dropout_e", "dropout_i", "dropout_h")
+    shown += ("dropout_o", "wdrop")
     shown += ("fc_layers", "tie_weights", "optimizer", "lr", "clip", "bptt", "batch_size")
     for key in (*shown, "lr_schedule", "alpha", "beta", "weight_decay"):
         value = values[key]

@@ -166,7 +166,7 @@ def _with_joiner(prompt: str, level: str, c: Completion) -> SequenceOut:
         text=sep + c.text,
         tokens=c.tokens,
         finish_reason=c.finish_reason,
-        token_scores=finite(scores) if scores else None,  # type: ignore[arg-type]
+        token_scores=finite(scores) if scores else None,
     )
 
 
@@ -179,9 +179,9 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         summary="Sample continuations of one prompt or of a list of them",
         response_model=GenerateResponse | GenerateListResponse,
         dependencies=limited,
-        responses=ERROR_RESPONSES,  # type: ignore[arg-type]
+        responses=ERROR_RESPONSES,
     )
-    async def generate(req: GenerateRequest, request: Request) -> Any:  # type: ignore[valid-type]
+    async def generate(req: GenerateRequest, request: Request) -> Any:
         m, cfg = srv.prepare(req)
         prompts = prompt_list(req)
         await srv.admit()
@@ -236,9 +236,9 @@ def add_generate_routes(app: FastAPI, srv: Server) -> None:
         ),
         dependencies=limited,
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},  # type: ignore[dict-item]
+        responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
     )
-    async def stream(req: GenerateRequest) -> StreamingResponse:  # type: ignore[valid-type]
+    async def stream(req: GenerateRequest) -> StreamingResponse:
         return await _stream(srv, req)
 
 
@@ -304,7 +304,7 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
         summary="Perplexity (and bits per character) of a text under a model",
         response_model=ScoreResponse,
         dependencies=[Depends(srv.rate_limited)],
-        responses=ERROR_RESPONSES,  # type: ignore[arg-type]
+        responses=ERROR_RESPONSES,
     )
     async def score(req: ScoreRequest) -> ScoreResponse:
         m = srv.model(req.model)
@@ -332,6 +332,12 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
             unknown=s["unknown"],
             token_logprobs=finite(s.get("token_logprobs")),
         )
+
+
+def _drawn(seed: int | None) -> int:
+    """The request's seed: `Server.prepare` draws one when the request has none."""
+    assert seed is not None
+    return seed
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

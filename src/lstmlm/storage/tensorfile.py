@@ -19,6 +19,7 @@ Files without them (written before, or by another writer) are read unchecked.
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import struct
 import zlib
@@ -162,7 +163,7 @@ def read_header(f: BinaryIO) -> tuple[dict[str, dict], dict[str, str], int]:
 
 
 def read_into(
-    f: BinaryIO,
+    f: io.BufferedReader | io.BytesIO,
     targets: dict[str, Tensor],
     parsed: tuple[dict[str, dict], dict[str, str], int] | None = None,
 ) -> None:

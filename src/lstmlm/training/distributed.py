@@ -53,6 +53,7 @@ from lstmlm.device import resolve_device
 
 if TYPE_CHECKING:
     from lstmlm.evaluation.perplexity import EvalResult
+    from lstmlm.nn.model import LanguageModel
 
 
 # --- the process group -------------------------------------------------------------------
@@ -197,7 +198,7 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def evaluate(
-    model: nn.Module,
+    model: LanguageModel,
     ids: Tensor,
     level: str,
     batch_size: int = EVAL_BATCH_SIZE,

@@ -9,6 +9,7 @@ flattens the "start" event's run config into `section.field` hyper-parameters.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 FINAL_KEYS = ("valid_ppl", "test_ppl", "valid_bpc", "test_bpc")
@@ -73,7 +74,7 @@ def params(d: dict[str, Any]) -> dict[str, Any]:
 class Tee:
     """Forward each event to several sinks; `close()` closes those that have it."""
 
-    def __init__(self, *sinks: EventSink):
+    def __init__(self, *sinks: EventSink | Callable[[str, dict[str, Any]], None]):
         self.sinks = sinks
 
     def __call__(self, kind: str, d: dict[str, Any]) -> None:
@@ -87,5 +88,5 @@ class Tee:
                 close()
 
 
-def tee(*sinks: EventSink) -> Tee:
+def tee(*sinks: EventSink | Callable[[str, dict[str, Any]], None]) -> Tee:
     return Tee(*sinks)

@@ -36,7 +36,7 @@ def grad_norm(params: Iterable[Tensor], clip: float) -> Tensor:
     params = [p for p in params if p.grad is not None]
     if clip > 0:
         return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def step_is_finite(loss: Tensor, norm: Tensor) -> bool:

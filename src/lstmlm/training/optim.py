@@ -62,8 +62,8 @@ def averaged_weights(model: nn.Module, opt: torch.optim.Optimizer) -> Iterator[N
         yield
     finally:
         with torch.no_grad():
-            for p, value in saved:
-                p.copy_(value)
+            for param, value in saved:
+                param.copy_(value)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
