@@ -53,11 +53,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at each record, not the stream it was made with
+    (main() may run many times in one process, each with its own stderr, as in tests)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _show_library_warnings() -> None:
     """The library logs (never prints); the command shows its warnings as one line each."""
     logger = logging.getLogger("lstmlm")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("lstmlm: warning: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
