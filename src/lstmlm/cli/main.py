@@ -41,11 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record comes, not the stream of the first
+    call (main() may run many times in one process, under a changed or closed stderr)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _show_library_warnings() -> None:
     """The library logs (never prints); the command shows its warnings as one line each."""
     logger = logging.getLogger("lstmlm")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("lstmlm: warning: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
