@@ -1,0 +1,78 @@
+"""Where one medium training step's time goes, phase by phase, without the profiler.
+
+    python benchmarks/step_phases.py [--steps 30] [--precision bf16] [--cell manual]
+
+Builds lstmlm's Trainer for the medium model (2x650 tied LSTM, PTB, the reference
+recipe) and times forward, backward, clipping and the SGD step of each step with
+time.perf_counter (torch.profiler inflates the large buffers' fills and casts, see
+RESULTS round 4). Prints one JSON object of milliseconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import SHARED, machine
+
+from lstmlm.config.overrides import build
+from lstmlm.data.dataset import load_dataset
+from lstmlm.nn.precision import autocast
+from lstmlm.nn.rnn import detach_state
+from lstmlm.training import guard
+from lstmlm.training.allocator import keep_freed_memory
+from lstmlm.training.trainer import Trainer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--precision", default="bf16")
+    p.add_argument("--cell", default="manual")
+    args = p.parse_args()
+    keep_freed_memory()  # as `lstmlm train` does
+    cfg = build(
+        None,
+        dict(
+            corpus="ptb", data_dir=str(SHARED), emb_size=650, hidden_size=650, num_layers=2,
+            dropout=0.5, tie_weights=True, bptt=35, batch_size=20, lr=20.0, clip=0.25,
+            loss_reduction="mean", init_range=0.1, optimizer="sgd", seed=1111,
+            precision=args.precision, cell=args.cell,
+        ),
+    )  # fmt: skip
+    tr = Trainer(Path(tempfile.mkdtemp()), cfg, load_dataset(cfg.data))
+    ms = {"forward": 0.0, "backward": 0.0, "clip": 0.0, "sgd": 0.0}
+    for i in range(args.steps + 5):  # 5 warm-up steps
+        x, y = tr.next_window()
+        tr.st.offset += x.size(0)
+        tr.hidden = detach_state(tr.hidden)
+        t0 = time.perf_counter()
+        with autocast(tr.tc.precision, tr.device.type):
+            out = tr.net(x, tr.hidden, y)
+        tr.hidden = out.state
+        t1 = time.perf_counter()
+        tr.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        t2 = time.perf_counter()
+        norm = guard.grad_norm(tr.model.parameters(), tr.tc.clip)
+        guard.step_is_finite(out.loss, norm)
+        t3 = time.perf_counter()
+        tr.opt.step()
+        t4 = time.perf_counter()
+        if i >= 5:
+            spans = {"forward": (t0, t1), "backward": (t1, t2), "clip": (t2, t3), "sgd": (t3, t4)}
+            for k, (a, b) in spans.items():
+                ms[k] += (b - a) * 1e3 / args.steps
+    step = sum(ms.values())
+    print(json.dumps({
+        "benchmark": "step_phases", "precision": args.precision, "cell": args.cell,
+        **machine(), "ms_per_step": {k: round(v, 2) for k, v in ms.items()},
+        "step_ms": round(step, 2), "tokens_per_sec": round(700 / step * 1e3, 1),
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
