@@ -15,7 +15,7 @@ from typing import Any
 
 from lstmlm.config.errors import FieldError
 
-LEVELS = ("word", "char", "symbols")
+LEVELS = ("word", "char", "symbols", "bpe", "unigram")
 RNN_KINDS = ("lstm", "gru", "mogrifier")
 CELLS = ("fused", "manual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
@@ -40,12 +40,19 @@ class DataConfig:
     level: str = _f(
         "word",
         "tokens: word (whitespace + <eos> per line), char, or symbols "
-        "(whitespace-separated symbols, as PTB-char)",
+        "(whitespace-separated symbols, as PTB-char), or subword pieces learnt from the "
+        "train text: bpe (byte-level BPE) or unigram (byte-level unigram LM); subword "
+        "levels have no <unk> and give back every text byte for byte",
         choices=LEVELS,
     )
     lowercase: bool = _f(False, "lower-case the text before tokenizing")
     min_freq: int = _f(1, "words seen fewer times in train become <unk>")
     max_vocab: int | None = _f(None, "keep at most this many tokens (specials included)")
+    vocab_size: int | None = _f(
+        None,
+        "bpe/unigram: vocabulary size to learn (specials and the 256 bytes included; "
+        "default min(8000, max(512, train characters / 200)))",
+    )
     data_dir: str | None = _f(
         None, "where named corpora live (also env LSTMLM_DATA, ./data, ../shared/data)"
     )
@@ -63,6 +70,11 @@ class DataConfig:
         _positive("min_freq", self.min_freq)
         if self.max_vocab is not None and self.max_vocab < 3:
             raise FieldError("max_vocab", f"must be at least 3, got {self.max_vocab}")
+        if self.vocab_size is not None and self.vocab_size < 260:
+            raise FieldError(
+                "vocab_size",
+                f"must be at least 260 (256 bytes and more), got {self.vocab_size}",
+            )
 
 
 @dataclass(frozen=True)

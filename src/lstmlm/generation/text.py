@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from lstmlm.data.subword import SUBWORD_LEVELS, ByteDecoder, SubwordVocab
 from lstmlm.data.tokenize import tokenize_prompt
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.generation.config import SampleConfig
@@ -25,6 +26,8 @@ FINISH_REASONS = ("length", "stop", "eos", "cancelled")
 
 def encode_prompt(prompt: str, vocab: Vocab, level: str) -> tuple[list[int], list[str]]:
     """Prompt ids (starting with `<eos>`, as after a line break) and its unknown tokens."""
+    if isinstance(vocab, SubwordVocab):  # bytes: never unknown
+        return vocab.encode([EOS, *vocab.tokens(prompt)]), []
     tokens = tokenize_prompt(prompt, level)
     unknown = [t for t in tokens if t not in vocab]
     return vocab.encode([EOS, *tokens]), unknown
@@ -75,19 +78,28 @@ class Completion:
     done: bool = False
     shown: int = 0  # characters of `text` handed out as pieces so far
     _prev: str | None = field(default=None, repr=False)
+    _bytes: ByteDecoder | None = field(default=None, repr=False)  # subword levels
 
     def add(self, token: str, level: str, stops: Sequence[str], stop_at_eos: bool) -> None:
         """Append one drawn token; sets `done` at a stop string or (`stop_at_eos`) <eos>."""
         if stop_at_eos and token == EOS:
             self.finish("eos")
             return
-        self.text += token_piece(token, self._prev, level)
+        self.text += self._piece(token, level)
         self._prev = token
         self.tokens += 1
         cut = find_stop(self.text, stops) if stops else -1
         if cut >= 0:
             self.text = self.text[:cut]
             self.finish("stop")
+
+    def _piece(self, token: str, level: str) -> str:
+        """Byte-level pieces go through an incremental UTF-8 decoder (a character may
+        span pieces); the other levels' tokens are whole strings."""
+        if level in SUBWORD_LEVELS:
+            self._bytes = self._bytes or ByteDecoder()
+            return self._bytes.piece(token)
+        return token_piece(token, self._prev, level)
 
     def finish(self, reason: str) -> None:
         self.finish_reason, self.done = reason, True

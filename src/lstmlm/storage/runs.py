@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from lstmlm.config import CELLS, FieldError, RunConfig, replace
+from lstmlm.data.subword import SUBWORD_LEVELS, SubwordVocab
 from lstmlm.data.vocab import Vocab
 from lstmlm.device import resolve_device
 from lstmlm.files import TMP_SUFFIX, atomic_write
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage.checkpoint import load_model_file, short_error
-from lstmlm.storage.layout import BEST, CONFIG, LAST, LOCK, RUN_FILES, SUMMARY, VOCAB
+from lstmlm.storage.layout import BEST, CONFIG, LAST, LOCK, RUN_FILES, SUMMARY, TOKENIZER, VOCAB
 
 
 @contextmanager
@@ -63,7 +64,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files left by writers killed mid-write (`.NAME.*.tmp` of run files)."""
-    names = (CONFIG, VOCAB, LAST, BEST, SUMMARY)
+    names = (CONFIG, VOCAB, TOKENIZER, LAST, BEST, SUMMARY)
     stale = [
         p
         for p in Path(folder).glob(f".*{TMP_SUFFIX}")
@@ -85,11 +86,13 @@ class RunInfo:
 def write_run_files(
     run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str, text_sha256: str = ""
 ) -> None:
-    """RUN/vocab.json and RUN/config.json; `text_sha256` fingerprints the text trained on
-    (see `text_changed`)."""
+    """RUN/vocab.json (and RUN/tokenizer.json at a subword level) and RUN/config.json;
+    `text_sha256` fingerprints the text trained on (see `text_changed`)."""
     info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
     if text_sha256:
         info["text_sha256"] = text_sha256
+    if isinstance(vocab, SubwordVocab):
+        atomic_write(run_dir / TOKENIZER, vocab.to_str())
     atomic_write(run_dir / VOCAB, vocab.to_json())
     atomic_write(run_dir / CONFIG, json.dumps(info, indent=2))
 
@@ -109,12 +112,26 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
         info = json.loads((run_dir / CONFIG).read_text("utf-8"))
         cfg = RunConfig.from_dict(info["run"])
         vocab = Vocab.from_json((run_dir / VOCAB).read_text("utf-8"))
+        level = info.get("level", cfg.data.level)
+        if level in SUBWORD_LEVELS:
+            vocab = _subword_vocab(run_dir, vocab, level)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"{run_dir}: damaged run files ({short_error(e)})") from None
     if info.get("vocab_size", len(vocab)) != len(vocab):
         raise ValueError(f"{run_dir}: {VOCAB} does not match {CONFIG}")
     extra = {k: v for k, v in info.items() if k not in ("run", "level", "source")}
-    return RunInfo(cfg, info.get("level", cfg.data.level), info.get("source", ""), extra), vocab
+    return RunInfo(cfg, level, info.get("source", ""), extra), vocab
+
+
+def _subword_vocab(run_dir: Path, vocab: Vocab, level: str) -> SubwordVocab:
+    """RUN/tokenizer.json, checked against RUN/vocab.json."""
+    path = run_dir / TOKENIZER
+    if not path.is_file():
+        raise ValueError(f"a {level} run needs {TOKENIZER}, which is missing")
+    sub = SubwordVocab.from_str(path.read_text("utf-8"), level)
+    if sub.itos != vocab.itos:
+        raise ValueError(f"{TOKENIZER} does not match {VOCAB}")
+    return sub
 
 
 def load_run(
