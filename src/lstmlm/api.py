@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from lstmlm.data.readers import normalize_text
+from lstmlm.data.subword import SubwordVocab
 from lstmlm.data.tokenize import tokenize
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.evaluation.perplexity import result, token_nlls
@@ -213,6 +214,8 @@ class TextModel:
 
     def tokens(self, text: str) -> list[str]:
         """Tokens of `text` to score, normalised."""
+        if isinstance(self.vocab, SubwordVocab):
+            return self.vocab.tokens(self.normalize(text))
         return tokenize(self.normalize(text), self.level)
 
 

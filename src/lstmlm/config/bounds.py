@@ -23,7 +23,7 @@ REPORT_TO = ("tensorboard", "wandb", "mlflow")
 
 def check_bounds(cfg: Any) -> None:
     """FieldError for an integer field (or element of a tuple field) beyond 64 bits or
-    above its `max` metadata: caught with the config, before any work."""
+    outside its `min` / `max` metadata: caught with the config, before any work."""
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         for v in value if isinstance(value, tuple) else (value,):
@@ -33,6 +33,8 @@ def check_bounds(cfg: Any) -> None:
                 raise FieldError(f.name, f"must fit in 64 bits, got {v}")
             if "max" in f.metadata and v > f.metadata["max"]:
                 raise FieldError(f.name, f"must be at most {f.metadata['max']}, got {v}")
+            if "min" in f.metadata and v < f.metadata["min"]:
+                raise FieldError(f.name, f"must be at least {f.metadata['min']}, got {v}")
 
 
 def report_names(report_to: str) -> tuple[str, ...]:

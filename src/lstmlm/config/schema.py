@@ -17,7 +17,7 @@ from lstmlm.config.bounds import MAX_LAYERS, MAX_ROUNDS, MAX_SIZE, check_bounds,
 from lstmlm.config.errors import FieldError
 from lstmlm.config.types import typed_fields
 
-LEVELS = ("word", "char", "symbols")
+LEVELS = ("word", "char", "symbols", "bpe", "unigram")
 RNN_KINDS = ("lstm", "gru", "mogrifier")
 CELLS = ("fused", "manual")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "ntasgd", "asgd")
@@ -42,12 +42,20 @@ class DataConfig:
     level: str = _f(
         "word",
         "tokens: word (whitespace + <eos> per line), char, or symbols "
-        "(whitespace-separated symbols, as PTB-char)",
+        "(whitespace-separated symbols, as PTB-char), or subword pieces learnt from the "
+        "train text: bpe (byte-level BPE) or unigram (byte-level unigram LM); subword "
+        "levels have no <unk> and give back every text byte for byte",
         choices=LEVELS,
     )
     lowercase: bool = _f(False, "lower-case the text before tokenizing")
     min_freq: int = _f(1, "words seen fewer times in train become <unk>")
     max_vocab: int | None = _f(None, "keep at most this many tokens (specials included)")
+    vocab_size: int | None = _f(
+        None,
+        "bpe/unigram: vocabulary size to learn (specials and the 256 bytes included; "
+        "default min(8000, max(512, train characters / 200)))",
+        min=260,  # the 256 bytes and more
+    )
     data_dir: str | None = _f(
         None, "where named corpora live (also env LSTMLM_DATA, ./data, ../shared/data)"
     )

@@ -13,6 +13,7 @@ from torch import Tensor
 from lstmlm.config import DataConfig
 from lstmlm.data import corpora
 from lstmlm.data.readers import read_text, split_text
+from lstmlm.data.subword import SUBWORD_LEVELS, SubwordVocab, train_tokenizer
 from lstmlm.data.tokenize import iter_tokens
 from lstmlm.data.vocab import Vocab
 
@@ -58,11 +59,21 @@ def encode_ids(vocab: Vocab, text: str, level: str) -> Tensor:
 
     A list of 2M token strings (WikiText-2) leaves ~180 MB of Python heap behind after
     it is freed; here each line's tokens are dropped as soon as they are encoded.
+    A subword vocabulary encodes with its own tokenizer, the text in chunks.
     """
+    if isinstance(vocab, SubwordVocab):
+        return vocab.encode_text(text)
     buf = array("q", vocab.iter_ids(iter_tokens(text, level)))  # int64
     if not buf:
         return torch.zeros(0, dtype=torch.long)
     return torch.frombuffer(buf, dtype=torch.long).clone()  # (N,), owns its memory
+
+
+def build_vocab(train: str, level: str, cfg: DataConfig) -> Vocab:
+    """The vocabulary of a new run, from the train text only."""
+    if level in SUBWORD_LEVELS:
+        return SubwordVocab(train_tokenizer(train, level, cfg.vocab_size), level)
+    return Vocab.build(iter_tokens(train, level), cfg.min_freq, cfg.max_vocab)
 
 
 def load_dataset(cfg: DataConfig, level: str | None = None, vocab: Vocab | None = None) -> Dataset:
@@ -70,7 +81,7 @@ def load_dataset(cfg: DataConfig, level: str | None = None, vocab: Vocab | None 
     texts, corpus_level, source = read_splits(cfg)
     level = level or corpus_level
     if vocab is None:
-        vocab = Vocab.build(iter_tokens(texts["train"], level), cfg.min_freq, cfg.max_vocab)
+        vocab = build_vocab(texts["train"], level, cfg)
     digest = hashlib.sha256()
     for split in ("train", "valid", "test"):
         digest.update(texts[split].encode("utf-8", "surrogatepass") + b"\0")

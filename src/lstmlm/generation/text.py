@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstmlm.data.subword import SUBWORD_LEVELS, ByteDecoder, SubwordVocab
 from lstmlm.data.tokenize import tokenize_prompt
 from lstmlm.data.vocab import EOS, Vocab
 from lstmlm.generation.beam import beam_search
@@ -28,6 +29,8 @@ FINISH_REASONS = ("length", "stop", "eos", "cancelled")
 
 def encode_prompt(prompt: str, vocab: Vocab, level: str) -> tuple[list[int], list[str]]:
     """Prompt ids (starting with `<eos>`, as after a line break) and its unknown tokens."""
+    if isinstance(vocab, SubwordVocab):  # bytes: never unknown
+        return vocab.encode([EOS, *vocab.tokens(prompt)]), []
     tokens = tokenize_prompt(prompt, level)
     unknown = [t for t in tokens if t not in vocab]
     return vocab.encode([EOS, *tokens]), unknown
@@ -80,6 +83,7 @@ class Completion:
     # With output_scores: each token of `text` (scores.token_score), joined = `text`.
     token_scores: list[dict[str, Any]] = field(default_factory=list)
     _prev: str | None = field(default=None, repr=False)
+    _bytes: ByteDecoder | None = field(default=None, repr=False)  # subword levels
 
     def add(
         self,
@@ -94,7 +98,7 @@ class Completion:
         if stop_at_eos and token == EOS:
             self.finish("eos")
             return
-        piece = token_piece(token, self._prev, level)
+        piece = self._piece(token, level)
         self.text += piece
         if logprob is not None:
             self.token_scores.append(token_score(token, piece, logprob))
@@ -105,6 +109,14 @@ class Completion:
             self.text = self.text[:cut]
             trim_scores(self.token_scores, cut)
             self.finish("stop")
+
+    def _piece(self, token: str, level: str) -> str:
+        """Byte-level pieces go through an incremental UTF-8 decoder (a character may
+        span pieces); the other levels' tokens are whole strings."""
+        if level in SUBWORD_LEVELS:
+            self._bytes = self._bytes or ByteDecoder()
+            return self._bytes.piece(token)
+        return token_piece(token, self._prev, level)
 
     def finish(self, reason: str) -> None:
         self.finish_reason, self.done = reason, True

@@ -2,6 +2,7 @@
 
 RUN/config.json       run config, token level, corpus description, text fingerprint
 RUN/vocab.json        the vocabulary
+RUN/tokenizer.json    the subword tokenizer (bpe and unigram levels)
 RUN/last.safetensors  weights + optimizer + trainer state (for --resume)
 RUN/best.safetensors  weights of the best model on validation
 RUN/metrics.jsonl     one JSON object per progress report / epoch
@@ -12,11 +13,20 @@ RUN/.lock             held by the process training the run
 
 CONFIG = "config.json"
 VOCAB = "vocab.json"
+TOKENIZER = "tokenizer.json"
 LAST = "last.safetensors"
 BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
-RUN_FILES = (CONFIG, VOCAB, LAST, BEST, METRICS, SUMMARY)  # what a run writes in its folder
+RUN_FILES = (
+    CONFIG,
+    VOCAB,
+    TOKENIZER,
+    LAST,
+    BEST,
+    METRICS,
+    SUMMARY,
+)  # what a run writes in its folder
 LOCK = ".lock"  # held by the process training the run (runs.run_lock)
 
 

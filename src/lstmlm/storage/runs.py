@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from lstmlm.config import CELLS, FieldError, RunConfig, replace
+from lstmlm.data.subword import SUBWORD_LEVELS, SubwordVocab
 from lstmlm.data.vocab import Vocab
 from lstmlm.device import resolve_device
 from lstmlm.files import TMP_SUFFIX, atomic_write
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage.checkpoint import load_model_file, short_error
-from lstmlm.storage.layout import BEST, CONFIG, LAST, LOCK, RUN_FILES, SUMMARY, VOCAB
+from lstmlm.storage.layout import BEST, CONFIG, LAST, LOCK, RUN_FILES, SUMMARY, TOKENIZER, VOCAB
 
 
 @contextmanager
@@ -64,7 +65,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files left by writers killed mid-write (`.NAME.*.tmp` of run files)."""
-    names = (CONFIG, VOCAB, LAST, BEST, SUMMARY)
+    names = (CONFIG, VOCAB, TOKENIZER, LAST, BEST, SUMMARY)
     stale = [
         p
         for p in Path(folder).glob(f".*{TMP_SUFFIX}")
@@ -86,12 +87,15 @@ class RunInfo:
 def write_run_files(
     run_dir: Path, cfg: RunConfig, vocab: Vocab, level: str, source: str, text_sha256: str = ""
 ) -> None:
-    """RUN/vocab.json and RUN/config.json; `text_sha256` fingerprints the text trained on
-    (see `text_changed`), `vocab_sha256` the vocabulary (see `read_run_files`)."""
+    """RUN/vocab.json (and RUN/tokenizer.json at a subword level) and RUN/config.json;
+    `text_sha256` fingerprints the text trained on (see `text_changed`), `vocab_sha256`
+    the vocabulary (see `read_run_files`)."""
     info = {"run": cfg.to_dict(), "level": level, "source": source, "vocab_size": len(vocab)}
     if text_sha256:
         info["text_sha256"] = text_sha256
     info["vocab_sha256"] = vocab_sha256(vocab)
+    if isinstance(vocab, SubwordVocab):
+        atomic_write(run_dir / TOKENIZER, vocab.to_str())
     atomic_write(run_dir / VOCAB, vocab.to_json())
     atomic_write(run_dir / CONFIG, json.dumps(info, indent=2))
 
@@ -122,6 +126,9 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
         for key in ("level", "source"):
             if not isinstance(info.get(key, ""), str):
                 raise FieldError(key, f"must be a string, got {info[key]!r}")
+        level = info.get("level", cfg.data.level)
+        if level in SUBWORD_LEVELS:
+            vocab = _subword_vocab(run_dir, vocab, level)
     except FieldError as e:  # the field's own name: a config file, not a flag
         raise ValueError(f"{run_dir / CONFIG}: damaged run config ({e})") from None
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as e:
@@ -138,7 +145,18 @@ def read_run_files(run_dir: str | Path) -> tuple[RunInfo, Vocab]:
             "wrong tokens; restore the run's own vocabulary"
         )
     extra = {k: v for k, v in info.items() if k not in ("run", "level", "source")}
-    return RunInfo(cfg, info.get("level", cfg.data.level), info.get("source", ""), extra), vocab
+    return RunInfo(cfg, level, info.get("source", ""), extra), vocab
+
+
+def _subword_vocab(run_dir: Path, vocab: Vocab, level: str) -> SubwordVocab:
+    """RUN/tokenizer.json, checked against RUN/vocab.json."""
+    path = run_dir / TOKENIZER
+    if not path.is_file():
+        raise ValueError(f"a {level} run needs {TOKENIZER}, which is missing")
+    sub = SubwordVocab.from_str(path.read_text("utf-8"), level)
+    if sub.itos != vocab.itos:
+        raise ValueError(f"{TOKENIZER} does not match {VOCAB}")
+    return sub
 
 
 def load_run(
