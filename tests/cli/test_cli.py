@@ -448,3 +448,14 @@ def test_evaluate_and_generate_default_to_the_auto_device_as_train_does():
     for sub in ("evaluate", "generate"):
         (device,) = [a for a in _subparsers()[sub]._actions if "--device" in a.option_strings]
         assert device.default == "auto", sub
+
+
+def test_generate_continues_every_prompt_given(word_run):
+    run, _ = word_run
+    base = ("generate", run, "--max-new-tokens", "6", "--seed", "5", "--device", "cpu")
+    both = lstmlm(*base, "--prompt", "the cat", "--prompt", "a dog")
+    assert both.returncode == 0, both.stderr
+    first, second = (lstmlm(*base, "--prompt", p).stdout for p in ("the cat", "a dog"))
+    assert both.stdout == f"=== prompt 1 ===\n{first}=== prompt 2 ===\n{second}"
+    r = lstmlm(*base, "--prompt", "the", "--prompt", "a", "--stream")
+    assert r.returncode == 2 and "one prompt" in r.stderr

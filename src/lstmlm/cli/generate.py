@@ -25,9 +25,10 @@ def add_parser(sub: Any) -> None:
     g.add_argument("run", help="run folder")
     g.add_argument(
         "--prompt",
-        default="",
-        help=f"text to continue (words or characters), at most {MAX_PROMPT_CHARS:,} characters "
-        "(default: none: start from the beginning of a line)",
+        action="append",
+        help=f"text to continue (words or characters), at most {MAX_PROMPT_CHARS:,} characters; "
+        "repeat for several prompts, each continued in turn (default: none: start from the "
+        "beginning of a line)",
     )
     stop_help = {"stop_strings": "; repeat for several; \\n and \\t are a newline and a tab"}
     add_dataclass_flags(
@@ -57,17 +58,47 @@ def run(args: argparse.Namespace) -> int:
     from lstmlm.api import load
     from lstmlm.generation import Completion, draw_seed, joiner
 
-    check_prompt(args.prompt)  # before the model is loaded
+    prompts = args.prompt or [""]
+    for prompt in prompts:
+        check_prompt(prompt)  # before the model is loaded
     options = given(args, "sample")
     options["stop_strings"] = tuple(unescape(s) for s in options.get("stop_strings", ()))
     chosen = "seed" not in options
     if chosen:
         options["seed"] = draw_seed()
     cfg = SampleConfig(**options).validate()
-    if args.stream and cfg.num_return_sequences != 1:
-        raise ValueError("--stream prints one sequence; drop --num-return-sequences")
+    if args.stream and (cfg.num_return_sequences != 1 or len(prompts) > 1):
+        raise ValueError("--stream prints one sequence of one prompt")
     lm = load(args.run, args.which, args.device)
-    unknown = lm.unknown_tokens(args.prompt)
+    for prompt in prompts:
+        warn_unknown(lm.unknown_tokens(prompt))
+    if chosen:
+        print(f"lstmlm: seed {cfg.seed} (--seed {cfg.seed} makes this text again)", file=sys.stderr)
+    if args.stream:
+        prompt = prompts[0]
+        print(prompt, end="", flush=True)
+        first, streamed = True, Completion()
+        for piece in lm.stream(prompt, cfg, completion=streamed):
+            print((joiner(prompt, lm.level, piece) if first else "") + piece, end="", flush=True)
+            first = False
+        print()
+        if cfg.output_scores:
+            print_scores(streamed.token_scores)
+        return 0
+    for n, prompt in enumerate(prompts):
+        if len(prompts) > 1:
+            print(f"=== prompt {n + 1} ===")
+        done = lm.complete(prompt, cfg)
+        for i, c in enumerate(done):
+            if len(done) > 1:
+                print(f"--- sample {i + 1} ---")
+            print(prompt + joiner(prompt, lm.level, c.text) + c.text)
+            if cfg.output_scores:
+                print_scores(c.token_scores)
+    return 0
+
+
+def warn_unknown(unknown: list[str]) -> None:
     if unknown:
         shown = ", ".join(sorted(set(unknown))[:10])
         print(
@@ -75,28 +106,6 @@ def run(args: argparse.Namespace) -> int:
             f"read as <unk>: {shown}",
             file=sys.stderr,
         )
-    if chosen:
-        print(f"lstmlm: seed {cfg.seed} (--seed {cfg.seed} makes this text again)", file=sys.stderr)
-    if args.stream:
-        print(args.prompt, end="", flush=True)
-        first, streamed = True, Completion()
-        for piece in lm.stream(args.prompt, cfg, completion=streamed):
-            print(
-                (joiner(args.prompt, lm.level, piece) if first else "") + piece, end="", flush=True
-            )
-            first = False
-        print()
-        if cfg.output_scores:
-            print_scores(streamed.token_scores)
-        return 0
-    done = lm.complete(args.prompt, cfg)
-    for i, c in enumerate(done):
-        if len(done) > 1:
-            print(f"--- sample {i + 1} ---")
-        print(args.prompt + joiner(args.prompt, lm.level, c.text) + c.text)
-        if cfg.output_scores:
-            print_scores(c.token_scores)
-    return 0
 
 
 def print_scores(scores: list[dict[str, Any]]) -> None:
