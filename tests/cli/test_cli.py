@@ -459,3 +459,16 @@ def test_generate_continues_every_prompt_given(word_run):
     assert both.stdout == f"=== prompt 1 ===\n{first}=== prompt 2 ===\n{second}"
     r = lstmlm(*base, "--prompt", "the", "--prompt", "a", "--stream")
     assert r.returncode == 2 and "one prompt" in r.stderr
+
+
+def test_train_shows_unk_share_and_warns_above_five_percent(tmp_path):
+    corpus = write_corpus(tmp_path / "c.txt")
+    train = [*TINY[: TINY.index("--quiet")], "--max-steps", "2"]
+    r = lstmlm("train", "--train", corpus, "--out", tmp_path / "a", *train)
+    assert r.returncode == 0, r.stderr
+    assert "<unk> is 0.0% of train and 0.0% of valid" in r.stderr
+    assert "--level bpe" not in r.stderr
+    r = lstmlm("train", "--train", corpus, "--out", tmp_path / "b", "--max-vocab", "6", *train)
+    assert r.returncode == 0, r.stderr
+    warn = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and "<unk>" in warn[0] and "--level bpe" in warn[0]

@@ -7,6 +7,8 @@ import math
 import sys
 from typing import Any
 
+from lstmlm.data.dataset import UNK_WARN_SHARE
+
 
 def format_result(split: str, ppl: float, bpc: float | None) -> str:
     line = f"{split:5s} ppl {ppl:9.2f}"
@@ -53,6 +55,23 @@ class ProgressReporter:
             done, at = self._anchor
             self.bar.n = min(max(done + step - at, 0), self.bar.total)
 
+    def _unk_lines(self, d: dict[str, Any]) -> None:
+        """The share of <unk> in train and valid; a warning (even when quiet) above 5%."""
+        if "unk_valid" not in d:
+            return
+        if not self.quiet:
+            print(
+                f"vocabulary {d['vocab_size']:,} tokens; <unk> is {d['unk_train']:.1%} of "
+                f"train and {d['unk_valid']:.1%} of valid",
+                file=sys.stderr,
+            )
+        if d["unk_valid"] > UNK_WARN_SHARE:
+            print(
+                f"warning: {d['unk_valid']:.1%} of the valid tokens are <unk> (over "
+                f"{UNK_WARN_SHARE:.0%}); --level bpe has no unknown tokens",
+                file=sys.stderr,
+            )
+
     def __call__(self, kind: str, d: dict[str, Any]) -> None:
         if kind == "start":
             self.step = 0  # a new run, or a fine-tuning one, starts counting afresh
@@ -62,6 +81,7 @@ class ProgressReporter:
                     f"{d['vocab_size']:,}, {d['params']:,} parameters",
                     file=sys.stderr,
                 )
+            self._unk_lines(d)
         elif kind == "epoch_start":
             total = d["steps"]
             if d.get("max_steps") is not None:  # the run stops within this epoch

@@ -29,6 +29,14 @@ class Dataset:
     text_sha256: str = ""  # of the three texts as read: a run notices when its text changed
 
 
+UNK_WARN_SHARE = 0.05  # above this share of <unk> in valid, the CLI suggests --level bpe
+
+
+def unk_share(vocab: Vocab, ids: Tensor) -> float:
+    """The share of `<unk>` among the token ids `ids` (N,)."""
+    return float((ids == vocab.unk_id).double().mean()) if ids.numel() else 0.0
+
+
 def read_splits(cfg: DataConfig) -> tuple[dict[str, str], str, str]:
     """The raw train/valid/test texts, the token level and a description."""
     if cfg.corpus is not None:
