@@ -472,3 +472,9 @@ def test_train_shows_unk_share_and_warns_above_five_percent(tmp_path):
     assert r.returncode == 0, r.stderr
     warn = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert len(warn) == 1 and "<unk>" in warn[0] and "--level bpe" in warn[0]
+    shares = []
+    for run in ("a", "b"):
+        r = lstmlm("evaluate", tmp_path / run, "--split", "valid", "--json")
+        assert r.returncode == 0, r.stderr
+        shares.append(json.loads(r.stdout)["unk_share"])
+    assert shares[0] == 0.0 and shares[1] > 0.05

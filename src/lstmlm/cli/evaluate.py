@@ -156,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     scores = _score(args, model, vocab, info.level, text, batch_size, precision, bar)
     bar.close()
     d = scores.to_dict()
+    from lstmlm.data.dataset import unk_share
+
+    d["unk_share"] = unk_share(vocab, text.ids()[0])  # of the scored tokens
     if args.json:
         print(json.dumps(d))
         return 0
