@@ -261,7 +261,7 @@ def test_a_client_leaving_mid_stream_frees_its_slot(run_dir):
 
 
 def test_oversize_body_is_413_before_it_is_read(base):
-    big = b"x" * 200_000
+    big = b"x" * 400_000
     r = httpx.post(f"{base}/v1/score", content=big, headers={"content-type": "text/plain"})
     assert r.status_code == 413 and "request body is over" in r.json()["error"]
 
@@ -274,7 +274,7 @@ def test_chunked_oversize_body_is_413_without_reading_it_all(base):
             b"Transfer-Encoding: chunked\r\n\r\n"  # no Content-Length: arrivals must count
         )
         chunk = b"x" * 50_000
-        for _ in range(4):  # 200 kB, over the limit, and the body never ends
+        for _ in range(8):  # 400 kB, over the limit, and the body never ends
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         reply = sock.recv(65536)  # a server waiting for the whole body times out here
         while b"}" not in reply and (more := sock.recv(65536)):
@@ -474,3 +474,16 @@ def test_a_lowercase_run_serves_upper_case_prompts_and_text_as_lower_case(tmp_pa
     assert events[0] == ("start", {"model": "lower", "seed": 4, "unknown": []})
     assert events[-1][1]["text"] == lower["text"]
     assert scores[0]["unknown"] == 0 and scores[0] == scores[1]
+
+
+def test_a_text_within_the_limit_passes_however_json_escapes_it(base):
+    import json
+
+    text = "\U0001f600" * 10_000  # 10,000 characters, 120,000 bytes as \ud83d\ude00 escapes
+    body = json.dumps({"model": "tiny", "text": text}).encode()  # ensure_ascii: the default
+    assert len(body) > 120_000
+    r = httpx.post(f"{base}/v1/score", content=body, headers=JSON, timeout=60)
+    assert r.status_code == 200, r.text
+    over = json.dumps({"model": "tiny", "text": "\U0001f600" * 20_001}).encode()
+    r = httpx.post(f"{base}/v1/score", content=over, headers=JSON, timeout=60)
+    assert r.status_code == 413  # over --max-score-chars (20,000): refused, by count

@@ -72,13 +72,17 @@ def create_app(
     app.state.limits = limits
     app.state.admission = admission
     add_error_handlers(app)
-    app.add_middleware(
-        BodyLimit, max_body=4 * max(limits.max_prompt_chars, limits.max_score_chars) + 16_384
-    )
+    # JSON may spell each character as escapes: 12 bytes for one outside the BMP (an
+    # emoji is a surrogate pair, \ud83d\ude00, as Python's json.dumps writes by default).
+    longest = max(limits.max_prompt_chars, limits.max_score_chars)
+    app.add_middleware(BodyLimit, max_body=JSON_BYTES_PER_CHAR * longest + 16_384)
     add_page_routes(app, srv)
     add_generate_routes(app, srv)
     add_score_route(app, srv)
     return app
+
+
+JSON_BYTES_PER_CHAR = 12
 
 
 def uvicorn_config(
