@@ -145,3 +145,28 @@ def test_plot_prints_the_path_really_written(run_dir, tmp_path, capsys):
     assert main(["plot", str(run_dir), "-o", str(tmp_path / "x.v2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot write a .v2 image; use one of" in err
+
+
+def test_curves_of_a_long_metrics_file_are_read_in_bounded_memory(run_dir, tmp_path):
+    import shutil
+    import tracemalloc
+
+    run = tmp_path / "long"
+    shutil.copytree(run_dir, run)
+    line = {"event": "progress", "epoch": 1, "steps": 100_000, "elapsed": 1.0, "train_loss": 4.0}
+    with (run / "metrics.jsonl").open("a") as f:
+        for i in range(40_000):
+            f.write(json.dumps({**line, "done": i, "train_loss": 4.0 + i / 1e5}) + "\n")
+
+    def peak(max_points):
+        tracemalloc.start()
+        c = read_curves(run, max_points)
+        size = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return c, size
+
+    thin, bounded = peak(50)
+    full, unbounded = peak(None)
+    assert len(thin.train) == 50 and len(full.train) > 40_000
+    assert thin.train[-1] == full.train[-1] and thin.train[0] == full.train[0]
+    assert bounded < unbounded / 10  # 200 points held at most, not 40,000

@@ -487,3 +487,10 @@ def test_a_text_within_the_limit_passes_however_json_escapes_it(base):
     over = json.dumps({"model": "tiny", "text": "\U0001f600" * 20_001}).encode()
     r = httpx.post(f"{base}/v1/score", content=over, headers=JSON, timeout=60)
     assert r.status_code == 413  # over --max-score-chars (20,000): refused, by count
+
+
+def test_curves_count_against_the_rate_limit(models):
+    with serving(create_app(models, ServerLimits(rate=6, burst=2))) as url:
+        codes = [httpx.get(f"{url}/v1/models/tiny/curves").status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert gen(url, prompt="the", max_new_tokens=2).status_code == 429  # one budget

@@ -136,10 +136,21 @@ def add_page_routes(app: FastAPI, srv: Server) -> None:
             },
         }
 
-    @app.get("/v1/models/{model_id}/curves", summary="Training curve points of a model")
-    def curves(model_id: str, max_points: Annotated[int, Query(ge=2, le=5000)] = 600) -> Any:
+    @app.get(
+        "/v1/models/{model_id}/curves",
+        summary="Training curve points of a model",
+        dependencies=[Depends(srv.rate_limited)],
+    )
+    async def curves(model_id: str, max_points: Annotated[int, Query(ge=2, le=5000)] = 600) -> Any:
+        # Reading metrics.jsonl is work like a generation: the same rate limit and the
+        # same admission (slots, queue, 503), in the worker pool, off the event loop.
         m = srv.model(model_id)
-        c = read_curves(m.run_dir, max_points)
+        await srv.admit()
+        try:
+            loop = asyncio.get_running_loop()
+            c = await loop.run_in_executor(srv.pool, read_curves, m.run_dir, max_points)
+        finally:
+            srv.admission.release()
         return finite(
             {
                 "model": model_id,

@@ -41,15 +41,18 @@ class Curves:
 def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
     """Train points (every progress report) and valid points (every epoch) of a run.
 
-    `max_points` thins the train points evenly (the last one kept), for a page. A run
-    with no progress reports (epochs shorter than `log_every`) gets its train points
-    from the epoch records.
+    `max_points` thins the train points evenly (the last one kept), for a page; while
+    the file is read, at most 4 x max_points of them are held (every other one is
+    dropped and the stride doubled when they pass that), so memory does not grow with
+    the file. A run with no progress reports (epochs shorter than `log_every`) gets its
+    train points from the epoch records.
     """
     run = Path(run_dir)
     info, _ = read_run_files(run)
     train: list[Point] = []
     valid: list[Point] = []
     epoch_train: list[Point] = []
+    stride, seen, last = 1, 0, None  # keep progress point i when i % stride == 0
     metrics = run / METRICS_FILE
     if metrics.is_file():
         with metrics.open(encoding="utf-8", errors="replace") as f:
@@ -64,12 +67,19 @@ def read_curves(run_dir: str | Path, max_points: int | None = None) -> Curves:
                 try:
                     if kind == "progress":
                         frac = _num(r["done"]) / max(_num(r["steps"]), 1)
-                        train.append(_point(r, "train_loss", _num(r["epoch"]) - 1 + frac))
+                        last = _point(r, "train_loss", _num(r["epoch"]) - 1 + frac)
+                        seen += 1
+                        if (seen - 1) % stride == 0:
+                            train.append(last)
+                        if max_points is not None and len(train) > 4 * max(max_points, 2):
+                            train, stride = train[::2], stride * 2
                     elif kind == "epoch":
                         valid.append(_point(r, "valid_loss", _num(r["epoch"])))
                         epoch_train.append(_point(r, "train_loss", _num(r["epoch"])))
                 except (KeyError, TypeError, ValueError, OverflowError):
                     continue  # a record with a field missing or of the wrong type
+    if last is not None and (not train or train[-1] is not last):
+        train.append(last)  # the newest point, whatever the stride
     if not train:
         train = epoch_train
     if max_points is not None and len(train) > max_points > 1:
