@@ -494,3 +494,32 @@ def test_curves_count_against_the_rate_limit(models):
         codes = [httpx.get(f"{url}/v1/models/tiny/curves").status_code for _ in range(3)]
         assert codes == [200, 200, 429]
         assert gen(url, prompt="the", max_new_tokens=2).status_code == 429  # one budget
+
+
+def test_a_client_trickling_its_headers_is_cut_off(models):
+    with serving(create_app(models, ServerLimits(rate=0, header_timeout=1.0))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            t0 = time.monotonic()
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n")
+            closed = False
+            for _ in range(40):  # a header byte every 0.1 s, never ending the headers
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    closed = True
+                    break
+                sock.settimeout(0.1)
+                try:
+                    if sock.recv(1) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            assert closed and 0.9 < time.monotonic() - t0 < 3.0
+        # a normal client on a kept-alive connection is served, request after request
+        with httpx.Client() as client:
+            for _ in range(2):
+                assert client.get(f"{url}/v1/models").status_code == 200
+                time.sleep(0.6)
+            assert client.get(f"{url}/v1/models").status_code == 200

@@ -91,10 +91,20 @@ def uvicorn_config(
     """The uvicorn settings `lstmlm serve` runs `app` with (a `uvicorn.Config`)."""
     import uvicorn
 
+    from lstmlm.serving.timeouts import header_deadline_protocol
+
+    # (an app wrapped in other ASGI middleware has no state: the default deadline)
+    limits = getattr(getattr(app, "state", None), "limits", None) or ServerLimits()
     # proxy_headers off: a client's X-Forwarded-For must not choose the address that the
     # rate limit counts it under (uvicorn trusts that header from 127.0.0.1 by default).
     return uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, proxy_headers=False, lifespan="on"
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        lifespan="on",
+        http=header_deadline_protocol(limits.header_timeout),
     )
 
 

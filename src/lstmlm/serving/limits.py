@@ -34,6 +34,13 @@ class ServerLimits:
     queue_timeout: float = field(
         default=60.0, metadata={"help": "seconds a job may wait for a slot before 503"}
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata={
+            "help": "seconds a client has to send a request's headers before the "
+            "connection is closed (slow clients cannot hold sockets)"
+        },
+    )
     rate: float = field(
         default=60.0, metadata={"help": "model requests per minute per client IP (0 = no limit)"}
     )
@@ -55,6 +62,8 @@ class ServerLimits:
             raise FieldError("max_concurrent", f"must be positive, got {self.max_concurrent}")
         if self.max_queue < 0:
             raise FieldError("max_queue", f"must be >= 0, got {self.max_queue}")
+        if not (0 < self.header_timeout < float("inf")):
+            raise FieldError("header_timeout", f"must be positive, got {self.header_timeout}")
         if not (self.rate >= 0):
             raise FieldError("rate", f"must be >= 0, got {self.rate}")
         if self.burst is not None and self.burst < 1:
