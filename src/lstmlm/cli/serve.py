@@ -75,6 +75,13 @@ def add_parser(sub: Any) -> None:
         "--burst", type=int, default=None, help="requests at once per client (default: rate/6)"
     )
     sv.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client has to send a request's headers, then the connection is "
+        "closed (default: %(default)s)",
+    )
+    sv.add_argument(
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug"),
         default="info",
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         rate=args.rate,
         burst=args.burst,
+        header_timeout=args.header_timeout,
     ).validate()
     app = create_app(args.runs, limits, args.which, args.precision)
     host = args.host.strip("[]")  # an IPv6 address may come in brackets, as in a URL
