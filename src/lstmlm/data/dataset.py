@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor
 from lstmlm.config import DataConfig
 from lstmlm.data import corpora
 from lstmlm.data.readers import read_text, split_text
+from lstmlm.data.stats import TextStats, text_stats
 from lstmlm.data.subword import SUBWORD_LEVELS, SubwordVocab, train_tokenizer
 from lstmlm.data.tokenize import iter_tokens
 from lstmlm.data.vocab import Vocab
@@ -27,6 +29,8 @@ class Dataset:
     test: Tensor
     source: str  # where the text came from, for the model card
     text_sha256: str = ""  # of the three texts as read: a run notices when its text changed
+    # per split: raw characters, words and tokens (bits per character, per-word ppl)
+    stats: Mapping[str, TextStats] = field(default_factory=dict)
 
 
 UNK_WARN_SHARE = 0.05  # above this share of <unk> in valid, the CLI suggests --level bpe
@@ -97,6 +101,7 @@ def load_dataset(cfg: DataConfig, level: str | None = None, vocab: Vocab | None 
     for split, t in ids.items():
         if t.numel() < 2:
             raise ValueError(f"the {split} text has fewer than 2 tokens")
+    stats = {split: text_stats(texts[split], level, ids[split].numel()) for split in texts}
     return Dataset(
-        vocab, level, ids["train"], ids["valid"], ids["test"], source, digest.hexdigest()
+        vocab, level, ids["train"], ids["valid"], ids["test"], source, digest.hexdigest(), stats
     )
