@@ -6,6 +6,7 @@ import torch
 from helpers import tiny_config
 from lstmlm import storage as ckpt
 from lstmlm.config import ModelConfig, RunConfig, replace
+from lstmlm.data.batching import window
 from lstmlm.data.dataset import load_dataset
 from lstmlm.training import Trainer, resume_run, start_run
 
@@ -28,10 +29,10 @@ def test_carried_state_is_detached(corpus, tmp_path):
     data = load_dataset(cfg.data)
     (tmp_path / "r").mkdir()
     t = Trainer(tmp_path / "r", cfg, data)
-    x = t.train_data[:8]
-    t.train_step(x, t.train_data[1:9])
+    x, y = window(t.train_data, 0, 8)
+    t.train_step(x, y)
     assert all(not s.requires_grad or s.grad_fn is not None for layer in t.hidden for s in layer)
-    t.train_step(x, t.train_data[1:9])  # would fail "backward through the graph a second time"
+    t.train_step(x, y)  # would fail "backward through the graph a second time"
     from lstmlm.nn.rnn import detach_state
 
     assert all(s.grad_fn is None for layer in detach_state(t.hidden) for s in layer)
@@ -110,7 +111,7 @@ def test_sum_reduction_scales_the_gradient_by_bptt(corpus, tmp_path):
         (tmp_path / red).mkdir()
         t = Trainer(tmp_path / red, cfg, data)
         t.opt = torch.optim.SGD(t.model.parameters(), lr=0.0)
-        t.train_step(t.train_data[:8], t.train_data[1:9])
+        t.train_step(*window(t.train_data, 0, 8))
         grads[red] = t.model.decoder.weight.grad.clone()
     assert torch.allclose(grads["sum"], grads["mean"] * 8, rtol=1e-4, atol=1e-7)
 
@@ -187,7 +188,7 @@ def test_ar_tar_enter_the_gradient_but_not_the_reported_loss(corpus, tmp_path):
         t = Trainer(tmp_path / str(alpha), cfg, data)
         t.opt = torch.optim.SGD(t.model.parameters(), lr=0.0)
         torch.manual_seed(0)  # same dropout masks in both runs
-        loss = t.train_step(t.train_data[:8], t.train_data[1:9])
+        loss = t.train_step(*window(t.train_data, 0, 8))
         results[alpha] = (loss.item(), t.model.rnn.layers[0].weight_hh_l0.grad.clone())
     assert results[0.0][0] == pytest.approx(results[3.0][0])
     assert not torch.allclose(results[0.0][1], results[3.0][1])
