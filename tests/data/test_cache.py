@@ -124,6 +124,7 @@ def test_a_changed_vocabulary_gets_its_own_ids(text_file):
     data = load_dataset(cfg, vocab=small)
     assert data.unk_counts["train"] > 0 and base.unk_counts["train"] == 0
     assert max(data.train.tolist()) < 5
+    same_data(load_dataset(cfg), base)  # a new run still gets the vocabulary it would build
 
 
 def entries(cache_dir, kind):

@@ -208,3 +208,13 @@ def test_encode_ids_of_a_short_text(level):
     vocab = Vocab.build(iter_tokens("the cat\non a mat\n", level))
     for t in ("", "the cat\r\nzebra", "x\n\n"):
         assert encode_ids(vocab, t, level).tolist() == vocab.encode(tokenize(t, level))
+
+
+def test_whitespace_is_pythons_and_words_count_as_split_does():
+    import sys
+
+    from lstmlm.data.stream import WHITESPACE, codepoints, count_words
+
+    assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+    for t in ["", " ", "a", " a  b\tc\n", "x\u3000y\x1cz ", "\n\n", "αβ γ"]:
+        assert count_words(codepoints(t)) == len(t.split())

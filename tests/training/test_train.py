@@ -242,3 +242,32 @@ def test_keep_checkpoints_keeps_the_last_n_epochs(tmp_path):
         assert torch.equal(t, last[name]), name
     start_run(tiny_config(corpus, epochs=1), run, overwrite=True)  # off by default
     assert list(run.glob("epoch*.safetensors")) == []
+
+
+def test_training_from_the_mapped_ids_equals_training_from_a_tensor(corpus, tmp_path):
+    """The token cache's uint16 map, its columns strided views, gives the very weights and
+    scores that int64 ids in memory give (variable BPTT, dropout, an epoch and a half)."""
+    import dataclasses
+
+    from lstmlm.training.loop import Loop
+
+    cfg = tiny_config(corpus, variable_bptt=True, max_steps=60, epochs=3)
+    mapped = load_dataset(cfg.data)
+    assert mapped.train.dtype == torch.uint16 and mapped.tokens is not None
+    memory = dataclasses.replace(
+        mapped,
+        train=mapped.train.long().clone(),
+        valid=mapped.valid.long().clone(),
+        test=mapped.test.long().clone(),
+        tokens=None,
+    )
+    models, results = [], []
+    for name, data in (("mapped", mapped), ("memory", memory)):
+        (tmp_path / name).mkdir()
+        t = Trainer(tmp_path / name, cfg, data)
+        results.append(Loop(t).run())
+        models.append(t.model.state_dict())
+    assert results[0].valid == results[1].valid and results[0].test == results[1].test
+    assert models[0].keys() == models[1].keys()
+    for k in models[0]:
+        assert torch.equal(models[0][k], models[1][k]), k

@@ -62,7 +62,9 @@ def window(
 
 
 def _rows(rows: Tensor, device: torch.device | str | None) -> Tensor:
-    return rows.to(device=device, dtype=torch.long, memory_format=torch.contiguous_format)
+    # int64 where the rows are (uint16/uint32 have few kernels on other devices), then moved
+    rows = rows.to(dtype=torch.long, memory_format=torch.contiguous_format)
+    return rows if device is None else rows.to(device)
 
 
 def windows(

@@ -25,8 +25,9 @@ inode, device). Writing a file changes its mtime and ctime (ctime cannot be set 
 from user space, unlike mtime with ``touch -d``), replacing it by rename changes the
 inode, a copy has another path: each gets hashed afresh. Left open: two writes of the
 same size within one tick of the file system's clock (a few ms) with the digest taken
-between them; the first tokenizing pass hashes the bytes it reads and refuses a file
-whose digest is not the key's, so an entry never holds a text other than its key's.
+between them; the first tokenizing pass over a plain text file hashes the bytes it
+reads and refuses a file whose digest is not the key's, so such an entry never holds a
+text other than its key's (a folder, EPUB or UTF-16 file, read whole, is not checked).
 """
 
 from __future__ import annotations

@@ -93,15 +93,16 @@ def load_dataset(cfg: DataConfig, level: str | None = None, vocab: Vocab | None 
     vocab_entry = _vocab_entry(text_key, level, cfg)
     if vocab is None and store is not None:
         vocab = store.get_vocab(vocab_entry, level)
-    if vocab is not None:
-        tf = _token_file(store, text_key, level, vocab, lambda f: _encode(f, texts, level, vocab))
-    elif level in SUBWORD_LEVELS:
-        vocab = stream.build_vocab(texts.train, level, cfg)
-        _ = store and store.put_vocab(vocab_entry, level, vocab)
-        tf = _token_file(store, text_key, level, vocab, lambda f: _encode(f, texts, level, vocab))
-    else:
+    built = vocab is None
+    if vocab is None and level not in SUBWORD_LEVELS:  # one pass: vocabulary and ids
         vocab, tf = _new_vocab(store, text_key, texts, level, cfg)
-        _ = store and store.put_vocab(vocab_entry, level, vocab)
+    else:
+        if vocab is None:
+            vocab = stream.build_vocab(texts.train, level, cfg)
+        known = vocab
+        tf = _token_file(store, text_key, level, known, lambda f: _encode(f, texts, level, known))
+    if built and store is not None:
+        store.put_vocab(vocab_entry, level, vocab)
     for split in SPLITS:
         if tf.lengths[split] < 2:
             raise ValueError(f"the {split} text has fewer than 2 tokens")
@@ -163,7 +164,7 @@ def _token_file(
         entry = cache.key(kind="ids", text=text_key, level=level, vocab=cache.vocab_sha256(vocab))
         path = store.ids_path(entry)
         try:
-            return open_tokens(path)
+            return _checked(open_tokens(path), level)
         except FileNotFoundError:
             pass
         except BadTokenFile as e:
@@ -176,6 +177,21 @@ def _token_file(
     with tempfile.TemporaryFile(prefix="lstmlm-tokens-") as f:
         fill(f)
         return open_tokens(f)  # the map outlives the file object
+
+
+def _checked(tf: TokenFile, level: str) -> TokenFile:
+    """`tf` if its meta is what `load_dataset` reads, else `BadTokenFile`."""
+    meta = tf.meta
+    try:
+        ok = meta["level"] == level and len(meta["text_sha256"]) == 64
+        for split in SPLITS:
+            stats = TextStats.from_dict(meta["stats"][split])
+            ok = ok and stats.tokens == tf.lengths[split] and int(meta["unk"][split]) >= 0
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise BadTokenFile("its header lacks what a dataset needs")
+    return tf
 
 
 def _encode(f: BinaryIO, texts: sources.Texts, level: str, vocab: Vocab) -> None:

@@ -28,7 +28,7 @@ import re
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -78,10 +78,9 @@ class SegmentEncoder:
         if len(self.index) > MAX_SEGMENTS:
             self._forget()
         idx = np.fromiter(map(self.index.get, segs, repeat(-1)), np.int64, len(segs))
-        missing = np.flatnonzero(idx < 0)
-        if missing.size:
-            self._learn(list(dict.fromkeys(segs[i] for i in missing.tolist())))
-            idx[missing] = [self.index[segs[i]] for i in missing.tolist()]
+        if (idx < 0).any():
+            self._learn([s for s in dict.fromkeys(segs) if s not in self.index])
+            idx = np.fromiter(map(self.index.__getitem__, segs), np.int64, len(segs))
         starts = np.frombuffer(self.starts, np.int64)[idx]
         lens = np.frombuffer(self.lens, np.int64)[idx]
         ends = np.cumsum(lens)
@@ -89,11 +88,14 @@ class SegmentEncoder:
         return np.frombuffer(self.pool, np.uint32)[at]
 
     def _learn(self, new: list[str]) -> None:
-        for seg, enc in zip(new, self.tok.encode_batch(new), strict=True):
-            self.index[seg] = len(self.starts)
-            self.starts.append(len(self.pool))
-            self.lens.append(len(enc.ids))
-            self.pool.extend(enc.ids)
+        """Encode the segments `new` (both cores) and remember their ids."""
+        ids = [enc.ids for enc in self.tok.encode_batch(new)]
+        lens = np.fromiter(map(len, ids), np.int64, len(ids))
+        first = len(self.starts)
+        self.starts.extend((len(self.pool) + np.cumsum(lens) - lens).tolist())
+        self.lens.extend(lens.tolist())
+        self.pool.extend(chain.from_iterable(ids))
+        self.index.update(zip(new, range(first, first + len(new)), strict=True))
 
 
 def segment_pattern(tok: Tokenizer) -> re.Pattern[str] | None:

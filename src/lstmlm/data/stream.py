@@ -64,6 +64,25 @@ def codepoints(piece: str) -> np.ndarray:
     return np.frombuffer(piece.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
+# Python's whitespace (str.isspace, what str.split splits on); tests check it against Python.
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACE = np.zeros(CODEPOINTS, dtype=bool)
+_SPACE[[ord(c) for c in WHITESPACE]] = True
+
+
+def count_words(cps: np.ndarray) -> int:
+    """`len(text.split())` of a text given as its code points: the starts of its runs of
+    non-whitespace, counted without a list of them."""
+    space = _SPACE[cps]
+    starts = ~space
+    starts[1:] &= space[:-1]
+    return int(np.count_nonzero(starts))
+
+
 class _Lookup(dict[str, int]):
     """token -> id; a token not in it is `<unk>` (a C-speed `map(d.__getitem__, ...)`)."""
 
@@ -103,10 +122,13 @@ class Tally:
         self.blank = True
         self.last = "\n"
 
-    def text(self, piece: str, ids: np.ndarray | None = None) -> None:
-        """Count `piece`; at the word level `ids` (its ids) give its words."""
-        if ids is not None and self.level == "word":
+    def text(self, piece: str, ids: np.ndarray) -> None:
+        """Count `piece`, whose ids are `ids` (at the char level, its code points give the
+        words; at the word level, the tokens less the line ends are the words)."""
+        if self.level == "word":
             chars, words = len(piece), ids.size - piece.count("\n")
+        elif self.level == "char":
+            chars, words = len(piece), count_words(codepoints(piece))
         else:
             chars, words = raw_counts(piece, self.level)
         self.chars += chars
@@ -139,7 +161,7 @@ def encode_splits(
     digest, tallies = hashlib.sha256(), {}
     subword = isinstance(vocab, SubwordVocab)
     encode: Callable[[str], np.ndarray]
-    if subword:
+    if isinstance(vocab, SubwordVocab):
         encode = SegmentEncoder(vocab.tokenizer).encode
     elif level in LEVELS:
         table = char_table(vocab) if level == "char" else _Lookup(vocab)

@@ -40,7 +40,10 @@ MAGIC = b"LSTMTOK1"
 TRAILER = struct.Struct("<II8s")  # header length, header CRC-32, magic
 MAX_HEADER = 1 << 24
 READ_CHUNK = 8 << 20
-_DTYPES = {"uint16": (np.dtype("<u2"), torch.uint16), "uint32": (np.dtype("<u4"), torch.uint32)}
+_DTYPES: dict[str, tuple[np.dtype[Any], torch.dtype]] = {
+    "uint16": (np.dtype("<u2"), torch.uint16),
+    "uint32": (np.dtype("<u4"), torch.uint32),
+}
 
 
 class BadTokenFile(ValueError):
