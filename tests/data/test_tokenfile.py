@@ -72,3 +72,28 @@ def test_header_length_past_the_file_is_refused(tmp_path):
 def test_missing_file_is_not_a_damaged_one(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_tokens(tmp_path / "none.tokens")
+
+
+def _rss_file_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no RssFile")
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_DONTNEED"), reason="no madvise")
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="Linux only")
+def test_release_hands_the_read_pages_back(tmp_path):
+    """Reading a mapped split makes its pages resident; `release` gives them back, so a
+    pass over a corpus bigger than memory does not keep it resident."""
+    n = 16 << 20  # 32 MB of uint16 ids
+    ids = {"train": np.arange(n) % 60_000, "valid": np.array([1, 2]), "test": np.array([3, 4])}
+    tf = open_tokens(write(tmp_path / "big.tokens", 60_000, ids=ids))
+    before = _rss_file_mb()
+    assert int(tf.tensor("train").numpy().sum(dtype=np.int64)) == int(ids["train"].sum())
+    touched = _rss_file_mb()
+    tf.release()
+    released = _rss_file_mb()
+    assert touched - before > 24  # the pages read are resident...
+    assert touched - released > 24  # ...until released
+    assert tf.tensor("train")[-3:].tolist() == ids["train"][-3:].tolist()  # read again

@@ -180,10 +180,11 @@ def encode_splits(
     return _meta(tallies, digest, level)
 
 
-def _write(out: TokenWriter, split: str, tally: Tally, ids: np.ndarray, unk: int) -> None:
+def _write(out: TokenWriter, split: str, tally: Tally, ids: np.ndarray, unk: int | None) -> None:
     out.add(split, ids)
     tally.tokens += ids.size
-    tally.unk += int(np.count_nonzero(ids == unk))
+    if unk is not None:  # (provisional ids have no <unk> yet)
+        tally.unk += int(np.count_nonzero(ids == unk))
 
 
 def encode_new(
@@ -204,12 +205,12 @@ def encode_new(
         for piece in pieces:
             ids = _ids(piece, level, index)
             tally.text(piece, ids)
-            _write(scratch, split, tally, ids, SCRATCH_IDS)
+            _write(scratch, split, tally, ids, None)
             if split == "train":
                 counts = _count(counts, ids, first if char else None)
         if tally.last != "\n":
             end = EOL if char else index[EOS]  # type: ignore[index]
-            _write(scratch, split, tally, np.array([end], np.uint32), SCRATCH_IDS)
+            _write(scratch, split, tally, np.array([end], np.uint32), None)
         digest.update(b"\0")
     if char:
         found = {chr(c): int(counts[c]) for c in first}
@@ -256,7 +257,7 @@ def remap(scratch: TokenFile, table: np.ndarray, unk: int, out: TokenWriter) -> 
             final = table[ids[at : at + REMAP_BLOCK]]
             out.add(split, final)
             counts[split] += int(np.count_nonzero(final == unk))
-        scratch.release()
+            scratch.release()  # the scratch file (4 bytes a token) never piles up in memory
     return counts
 
 
