@@ -221,3 +221,11 @@ def test_stale_temporary_files_are_removed(cache_dir):
     os.utime(old, (0, 0))
     cache.Store.open()
     assert not old.exists() and new.exists()  # a live writer's file stays
+
+
+def test_a_new_vocab_size_trains_a_new_tokenizer(text_file, cache_dir):
+    cfg = DataConfig(train=str(text_file), level="bpe", vocab_size=300)
+    small = load_dataset(cfg)
+    larger = load_dataset(DataConfig(**{**cfg.__dict__, "vocab_size": 320}))
+    assert len(small.vocab) <= 300 < len(larger.vocab) <= 320
+    assert len(entries(cache_dir, "vocab")) == len(entries(cache_dir, "ids")) == 2
