@@ -39,7 +39,7 @@ def test_an_old_run_evaluates_to_its_own_summary(old_run):
     assert data.text_sha256 == info.extra["text_sha256"]  # the same text, read the same way
     batch = info.config.train.eval_batch_size
     for split in ("valid", "test"):
-        got = evaluate(model, getattr(data, split), info.level, batch, 100)
+        got = evaluate(model, getattr(data, split), batch, 100)
         assert got.loss == pytest.approx(summary[f"{split}_loss"], rel=1e-6), split
     assert lstmlm.load(old_run).score("the cat sees the park\n")["tokens"] == 6
 
