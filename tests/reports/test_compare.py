@@ -39,7 +39,10 @@ def test_report_rows_match_each_runs_summary(report):
     md = (report / "report.md").read_text()
     results = json.loads((report / RESULTS).read_text())
     assert [v["name"] for v in results["variants"]] == ["lstm", "gru-fc"]
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in table[0].split("|")[1:-1]]
+    rows_in_order = table[1:]
+    rows = {line.split("|")[2].strip(): line for line in rows_in_order}
     for v in results["variants"]:
         run = report / "runs" / v["name"]
         summary = json.loads((run / "summary.json").read_text())
@@ -47,12 +50,22 @@ def test_report_rows_match_each_runs_summary(report):
         assert config.model.rnn == v["name"].removesuffix("-fc")
         assert v["valid_ppl"] == summary["valid_ppl"] and v["test_ppl"] == summary["test_ppl"]
         assert v["params"] == summary["params"] and v["epochs"] == summary["epochs"] == 1
-        cells = [c.strip() for c in rows[v["name"]].split("|")[1:-1]]
-        assert cells[2] == f"{summary['params']:,}"
-        assert (
-            cells[3] == f"{summary['valid_ppl']:.2f}" and cells[4] == f"{summary['test_ppl']:.2f}"
-        )
-        assert cells[5] == f"{summary['tokens_per_sec']:,.0f}"
+        cells = dict(zip(head, (c.strip() for c in rows[v["name"]].split("|")[1:-1]), strict=True))
+        assert cells["level"] == v["level"] == "word"
+        assert cells["params"] == f"{summary['params']:,}"
+        assert cells["valid ppl"] == f"{summary['valid_ppl']:.2f}"
+        assert cells["test ppl"] == f"{summary['test_ppl']:.2f}"
+        assert cells["valid bpc"] == f"{summary['valid_bpc']:.4f}"
+        assert cells["test bpc"] == f"{summary['test_bpc']:.4f}"
+        assert cells["test word ppl"] == f"{summary['test_word_ppl']:.2f}"
+        assert cells["test <unk>"] == f"{summary['test_unk_share']:.2%}"
+        assert cells["tokens/s"] == f"{summary['tokens_per_sec']:,.0f}"
+    # ranked on validation bits per character, best first, in the table and results.json
+    by_bpc = sorted(results["variants"], key=lambda v: v["valid_bpc"])
+    assert results["ranked_by"] == "valid_bpc"
+    assert results["ranking"] == [v["name"] for v in by_bpc]
+    assert [rows_in_order[i].split("|")[2].strip() for i in (0, 1)] == results["ranking"]
+    assert [rows_in_order[i].split("|")[1].strip() for i in (0, 1)] == ["1", "2"]
     gru = read_run_files(report / "runs/gru-fc")[0].config
     assert gru.model.rnn == "gru" and gru.model.fc_layers == 1 and gru.model.hidden_size == 16
     lstm = json.loads((report / "runs/lstm/summary.json").read_text())
@@ -123,8 +136,13 @@ def test_plan_rules(corpus, tmp_path):
         check_comparison(plan(None, [], common)[1], tmp_path / "r")
     with pytest.raises(ValueError, match="named 'a'"):
         plan(None, [a, Variant("a", {})], common)
-    with pytest.raises(ValueError, match="share the corpus"):
-        plan(None, [a, Variant("c", {"min_freq": 2})], common)
+    with pytest.raises(ValueError, match="share the corpus; set lowercase for all"):
+        plan(None, [a, Variant("c", {"lowercase": True})], common)
+    with pytest.raises(ValueError, match="share the corpus; set train for all"):
+        plan(None, [a, Variant("c", {"train": str(corpus)})], common)
+    # how the text is cut into tokens may vary: each variant builds its own vocabulary
+    _, levels = plan(None, [a, Variant("c", {"level": "bpe", "vocab_size": 300})], common)
+    assert [(c.data.level, c.data.vocab_size) for _, c in levels] == [("word", None), ("bpe", 300)]
     with pytest.raises(ValueError, match="rnn is what variant a changes"):
         plan(None, [a, b], {**common, "rnn": "gru"})
     with pytest.raises(ValueError, match="^variant c: hidden_size must be"):
