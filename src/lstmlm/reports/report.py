@@ -175,11 +175,12 @@ def format_report(
         budget.append(f"{t.max_minutes:g} training minutes")
     if t.max_steps is not None:
         budget.append(f"{t.max_steps} steps")
+    levels = levels_of(results)
     lines = [f"# Comparison{': ' + name if name else ''}", ""]
     if description:
         lines += [description, ""]
     lines += [
-        f"- corpus: {source} ({levels_of(results)} level)",
+        f"- corpus: {source} ({levels} level{'s' if ',' in levels else ''})",
         f"- shared: {shared_settings(base, {k for r in results for k in r.overrides})}",
         f"- budget per variant: {', '.join(budget)} (then the best checkpoint is evaluated)",
         f"- seed {t.seed} for every variant; precision {t.precision}; cell {m.cell}",
