@@ -97,6 +97,11 @@ def test_evaluate_of_a_uniform_model_is_exact(run, capsys):
     assert (d["chars"], d["words"]) == (CHARS, WORDS)
     assert d["bpc"] == pytest.approx(n * math.log2(v) / CHARS, rel=1e-6)
     assert d["word_ppl"] == pytest.approx(v ** (n / WORDS), rel=1e-6)
+    # --file counts the file's own text: the same numbers for the same text
+    valid = run.parent / "valid.txt"
+    assert main(["evaluate", str(run), "--file", str(valid), "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert (f["chars"], f["words"], f["bpc"]) == (CHARS, WORDS, d["bpc"])
     # the text line shows the same numbers
     assert main(["evaluate", str(run), "--split", "valid", "--quiet"]) == 0
     line = capsys.readouterr().out
