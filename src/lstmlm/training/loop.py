@@ -57,10 +57,10 @@ class TrainResult:
             "seconds": round(self.seconds, 1),
             "stopped": self.stopped,
         }
-        for split, r in (("valid", self.valid), ("test", self.test)):
-            d.update({f"{split}_loss": r.loss, f"{split}_ppl": r.ppl})
-        for split, r in (("valid", self.valid), ("test", self.test)):
-            d.update({f"{split}_bpc": r.bpc, f"{split}_word_ppl": r.word_ppl})
+        for key in ("loss", "ppl", "bpc", "word_ppl"):
+            d.update(
+                {f"valid_{key}": getattr(self.valid, key), f"test_{key}": getattr(self.test, key)}
+            )
         return d
 
 
