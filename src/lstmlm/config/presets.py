@@ -62,6 +62,12 @@ _AWD_TRAIN = dict(
     eval_batch_size=10,
 )
 
+# The README's Adam recipes (PTB-char, enwik8, WikiText-103): no AR/TAR; their lr/10 at
+# fixed epochs (--when) becomes lr/10 on a validation plateau unless a preset says more.
+_AWD_ADAM = dict(
+    _AWD_TRAIN, optimizer="adam", alpha=0.0, beta=0.0, lr_schedule="plateau", lr_decay=10.0
+)
+
 _ZAREMBA = dict(optimizer="sgd", lr=1.0, loss_reduction="sum", batch_size=20, lr_schedule="epoch")
 
 PRESETS: dict[str, Preset] = {
@@ -223,18 +229,7 @@ PRESETS: dict[str, Preset] = {
                 dropout_h=0.25,
                 dropout_o=0.1,
             ),
-            train=dict(
-                _AWD_TRAIN,
-                optimizer="adam",
-                lr=2e-3,
-                alpha=0.0,
-                beta=0.0,
-                bptt=150,
-                batch_size=128,
-                epochs=500,
-                lr_schedule="plateau",
-                lr_decay=10.0,
-            ),
+            train=dict(_AWD_ADAM, lr=2e-3, bptt=150, batch_size=128, epochs=500),
         ),
         Preset(
             "awd-enwik8",
@@ -255,18 +250,7 @@ PRESETS: dict[str, Preset] = {
                 dropout_o=0.4,
                 wdrop=0.2,
             ),
-            train=dict(
-                _AWD_TRAIN,
-                optimizer="adam",
-                lr=1e-3,
-                alpha=0.0,
-                beta=0.0,
-                bptt=200,
-                batch_size=128,
-                epochs=50,
-                lr_schedule="plateau",
-                lr_decay=10.0,
-            ),
+            train=dict(_AWD_ADAM, lr=1e-3, bptt=200, batch_size=128, epochs=50),
         ),
         Preset(
             "awd-wt103",
@@ -293,17 +277,13 @@ PRESETS: dict[str, Preset] = {
                 wdrop=0.0,
             ),
             train=dict(
-                _AWD_TRAIN,
-                optimizer="adam",
+                _AWD_ADAM,
                 lr=1e-3,
-                alpha=0.0,
-                beta=0.0,
                 weight_decay=0.0,
                 bptt=140,
                 batch_size=60,
                 epochs=14,
                 lr_schedule="epoch",
-                lr_decay=10.0,
                 decay_after=12,
             ),
         ),
