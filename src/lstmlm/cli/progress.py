@@ -195,10 +195,10 @@ class ProgressReporter:
         self.bar.n = done
         self.bar.refresh()
 
-    def bytes_progress(self, done: int, total: int | None) -> None:
+    def bytes_progress(self, done: int, total: int | None, desc: str = "downloading") -> None:
         if self.quiet:
             return
-        if self.bar is None or (total and self.bar.total != total):
-            self._new_bar(total=total, desc="downloading", unit="B", unit_scale=True)
+        if self.bar is None or (total and self.bar.total != total) or self.bar.desc != desc:
+            self._new_bar(total=total, desc=desc, unit="B", unit_scale=True)
         self.bar.n = done
         self.bar.refresh()
