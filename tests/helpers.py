@@ -127,6 +127,11 @@ def tiny_spec(urls: dict[str, tuple[str, ...]] | None = None) -> Any:
     return CorpusSpec(name="tiny", level="word", files=files, description="test corpus")
 
 
+def all_files(root: Path) -> list[str]:
+    """Every file below `root` (hidden ones too), as sorted relative paths."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
 def write_corpus_files(root: Path, content: dict[str, bytes] = CONTENT) -> None:
     for rel, data in content.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -134,20 +139,38 @@ def write_corpus_files(root: Path, content: dict[str, bytes] = CONTENT) -> None:
 
 
 class Server:
-    """A real HTTP server on 127.0.0.1 serving one folder, recording the paths requested."""
+    """A real HTTP server on 127.0.0.1 serving one folder, recording the paths requested.
+
+    `errors[path] = status` answers that path with the HTTP error; `cut[path] = n` sends
+    its full Content-Length but only the first n bytes, then closes the connection.
+    """
 
     def __init__(self, folder: Path) -> None:
         requests: list[str] = []
+        errors: dict[str, int] = {}
+        cut: dict[str, int] = {}
 
         class Handler(SimpleHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 requests.append(self.path)
-                super().do_GET()
+                if self.path in errors:
+                    self.send_error(errors[self.path])
+                elif self.path in cut:
+                    data = (folder / self.path.lstrip("/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: cut[self.path]])
+                    self.close_connection = True
+                else:
+                    super().do_GET()
 
             def log_message(self, *args):
                 pass
 
         self.requests = requests
+        self.errors = errors
+        self.cut = cut
         self.httpd = ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
         )
@@ -159,6 +182,31 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
+
+
+# --- a tiny archive corpus -----------------------------------------------------------------
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> bytes:
+    """A deflated zip archive of `members` at `path`; returns its bytes."""
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path.read_bytes()
+
+
+def archive_spec(name: str, level: str, zip_bytes: bytes, urls=(), **archive_kw) -> Any:
+    """A corpus spec for the archive `zip_bytes` (its name `NAME.zip`), served at `urls`."""
+    from lstmlm.data.archives import CorpusArchive
+    from lstmlm.data.corpora import CorpusSpec
+
+    archive = CorpusArchive(
+        f"{name}.zip", sha(zip_bytes), len(zip_bytes), tuple(urls), **archive_kw
+    )
+    return CorpusSpec(name=name, level=level, archive=archive, description="test archive")
 
 
 # --- the data path before the token cache, the reference the streamed one must equal ---

@@ -44,10 +44,14 @@ def test_stream_yields_the_same_text_piece_by_piece(model):
 def test_score_matches_evaluate(model):
     text = "the cat sees the park\nshe likes a book\n"
     s = model.score(text)
-    assert s["tokens"] == 11 and s["bpc"] is None  # 9 words + 2 line ends, each scored
+    assert s["tokens"] == 11  # 9 words + 2 line ends, each scored
+    # the text's own counts: 39 characters (line ends included), 9 words
+    assert (s["chars"], s["words"]) == (39, 9)
+    assert s["bpc"] == pytest.approx(s["loss"] * 11 / (39 * math.log(2)))
+    assert s["word_ppl"] == pytest.approx(math.exp(s["loss"] * 11 / 9))
     ids = torch.tensor(model.vocab.encode([EOS, *"the cat sees the park".split(), EOS]
                                           + "she likes a book".split() + [EOS]))  # fmt: skip
-    want = evaluate(model.model, ids, "word", batch_size=1)
+    want = evaluate(model.model, ids, batch_size=1)
     assert s["loss"] == pytest.approx(want.loss, rel=1e-6)
     assert s["ppl"] < model.score("park the sees cat the\nbook a likes she\n")["ppl"]
 
@@ -58,8 +62,9 @@ def test_char_level_score_has_bpc():
         LanguageModel(ModelConfig(emb_size=8, hidden_size=8, num_layers=1), 6), vocab, "char"
     )
     s = m.score("abc cab\n")
-    assert s["tokens"] == 8
-    assert s["bpc"] == pytest.approx(s["loss"] / 0.6931471805599453)
+    assert s["tokens"] == s["chars"] == 8 and s["words"] == 2
+    assert s["bpc"] == pytest.approx(s["loss"] / 0.6931471805599453)  # a token is a character
+    assert s["word_ppl"] == pytest.approx(math.exp(s["loss"] * 8 / 2))
 
 
 def test_bad_arguments(model, tmp_path):

@@ -7,7 +7,7 @@ use it too).
     model.generate(["the market", "a bank"], num_beams=4, do_sample=False)  # one list each
     for piece in model.stream("the market", max_new_tokens=30):
         print(piece, end="", flush=True)
-    model.score("the market fell sharply\\n")  # {"tokens", "loss", "ppl", "bpc", "unknown"}
+    model.score("the market fell sharply\\n")  # {"tokens", "loss", "ppl", "bpc", "word_ppl", ...}
 
 Sampling options are the fields of `generation.SampleConfig`, named as in Hugging Face's
 `generate` (`max_new_tokens`, `do_sample`, `temperature`, `top_k`, `top_p`, `min_p`,
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from lstmlm.data.readers import normalize_text
+from lstmlm.data.stats import text_stats
 from lstmlm.data.subword import SubwordVocab
 from lstmlm.data.tokenize import tokenize
 from lstmlm.data.vocab import EOS, Vocab
@@ -171,8 +172,10 @@ class TextModel:
     # --- scoring ------------------------------------------------------------------
 
     def score(self, text: str, return_token_logprobs: bool = False) -> dict[str, Any]:
-        """Perplexity of `text` (bits per char too for character levels), and how many of
-        its tokens the vocabulary lacks (`unknown`, scored as `<unk>`).
+        """Perplexity per token of `text`, its bits per character and per-word perplexity
+        (`bpc`, `word_ppl`: the sum of its tokens' NLLs over its own `chars` and `words`,
+        data/stats.py; for any level), and how many of its tokens the vocabulary lacks
+        (`unknown`, scored as `<unk>`).
 
         The text is read as if it followed a line break (`<eos>`), so every token of it,
         the `<eos>` of each line end included, is scored. `return_token_logprobs` adds
@@ -188,9 +191,10 @@ class TextModel:
         if not tokens:
             raise ValueError("no text to score")
         ids = torch.tensor(self.vocab.encode([EOS, *tokens]), dtype=torch.long)
-        nll = token_nlls(self.model, ids)  # (N,)
-        res = result(nll.double().sum().item(), nll.numel(), self.level)
-        out: dict[str, Any] = {**res.to_dict()}
+        nll = token_nlls(self.model, ids)  # (N,): every token of the text scored
+        counts = text_stats(self.normalize(text), self.level, len(tokens))
+        res = result(nll.double().sum().item(), nll.numel()).on_text(counts)
+        out: dict[str, Any] = {**res.to_dict(), "chars": counts.chars, "words": counts.words}
         out["unknown"] = sum(1 for t in tokens if t not in self.vocab)
         if return_token_logprobs:
             prevs = [None, *tokens[:-1]]

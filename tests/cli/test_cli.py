@@ -70,9 +70,14 @@ def test_evaluate_json(word_run):
     r = lstmlm("evaluate", run, "--split", "test", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert set(d) >= {"split", "tokens", "loss", "ppl", "bpc"}
-    assert d["split"] == "test" and d["bpc"] is None
+    assert set(d) >= {"split", "tokens", "loss", "ppl", "bpc", "word_ppl", "chars", "words"}
+    assert d["split"] == "test"
     assert d["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
+    # the raw text's numbers, as the training summary has them (same split, same model)
+    for key in ("bpc", "word_ppl", "unk_share"):
+        assert d[key] == pytest.approx(summary[f"test_{key}"], rel=1e-6), key
+    counts = summary["text"]["test"]
+    assert (d["chars"], d["words"]) == (counts["chars"], counts["words"])
 
 
 def test_generate_same_seed_same_text_and_unknown_warning(word_run):

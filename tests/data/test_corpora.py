@@ -4,16 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONTENT, Server, sha, tiny_spec, write_corpus_files
+from helpers import CONTENT, archive_spec, sha, tiny_spec, write_corpus_files
 from lstmlm.data import corpora
-from lstmlm.data.corpora import (
-    CORPORA,
-    CorpusFile,
-    CorpusSpec,
-    download_corpus,
-    find_corpus,
-    search_path,
-)
+from lstmlm.data.corpora import CORPORA, CorpusNotFound, CorpusSpec, find_corpus, search_path
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -27,19 +20,6 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("LSTMLM_DATA", raising=False)
     monkeypatch.delenv("LSTMLM_MIRROR", raising=False)
     monkeypatch.setitem(CORPORA, "tiny", tiny_spec())
-
-
-@pytest.fixture
-def server(tmp_path):
-    served = tmp_path / "served"
-    write_corpus_files(served)
-    srv = Server(served)
-    yield srv
-    srv.close()
-
-
-def all_files(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -57,6 +37,63 @@ def test_registry_names_and_levels():
             assert f.path.startswith(f"{name}/")
             assert all(u.startswith("https://raw.githubusercontent.com/") for u in f.urls)
             assert len(f.sha256) == 64
+
+
+def test_archive_corpora():
+    """The four archive corpora: pinned archives, their splits, the level a run gets."""
+    levels = {"wikitext-103": "word", "wikitext-103-raw": "bpe", "enwik8": "char", "text8": "char"}
+    sizes = {
+        "wikitext-103": 190_229_076,
+        "wikitext-103-raw": 191_984_949,
+        "enwik8": 36_445_475,
+        "text8": 31_344_016,
+    }
+    for name, level in levels.items():
+        spec = CORPORA[name]
+        assert spec.level == level and spec.files == {} and spec.archive is not None
+        assert spec.archive.size == sizes[name] and len(spec.archive.sha256) == 64
+        assert len(spec.archive.urls) == 2
+        assert all(u.endswith(f"/{spec.archive.file}") for u in spec.archive.urls)
+        assert spec.paths == {s: f"{name}/{s}.txt" for s in ("train", "valid", "test")}
+        assert spec.sums_path == f"{name}/SHA256SUMS"
+    for name in ("enwik8", "text8"):
+        arc = CORPORA[name].archive
+        assert arc.member == name and arc.cut == (90_000_000, 5_000_000, 5_000_000)
+        assert len(arc.member_sha256) == 64
+    wt = CORPORA["wikitext-103"].archive
+    assert dict(wt.members) == {
+        s: f"wikitext-103/wiki.{s}.tokens" for s in ("train", "valid", "test")
+    }
+    assert CORPORA["wikitext-103-raw"].archive.members["test"] == "wikitext-103-raw/wiki.test.raw"
+    with pytest.raises(ValueError, match="either files or an archive"):
+        CorpusSpec("x", "word")
+
+
+def write_archive_corpus(root: Path, archive_sha: str) -> dict[str, bytes]:
+    """An extracted archive corpus 'zipped' in `root`, its SHA256SUMS naming `archive_sha`."""
+    texts = {s: f" {s} \n".encode() for s in ("train", "valid", "test")}
+    write_corpus_files(root, {f"zipped/{s}.txt": t for s, t in texts.items()})
+    lines = [f"{archive_sha}  zipped.zip"] + [f"{sha(t)}  {s}.txt" for s, t in texts.items()]
+    (root / "zipped" / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return texts
+
+
+def test_find_checks_an_archive_corpus_against_its_sums(tmp_path, monkeypatch):
+    spec = archive_spec("zipped", "char", b"the archive", member="z", cut=(1, 1, 1))
+    monkeypatch.setitem(CORPORA, "zipped", spec)
+    d = tmp_path / "d"
+    texts = write_archive_corpus(d, sha(b"the archive"))
+    paths = find_corpus("zipped", d)
+    assert {s: p.read_bytes() for s, p in paths.items()} == texts
+    (d / "zipped" / "valid.txt").write_bytes(b" other \n")
+    with pytest.raises(ValueError, match=r"valid.txt: sha256 .* corrupted or modified"):
+        find_corpus("zipped", d)
+    write_archive_corpus(d, sha(b"another archive"))
+    with pytest.raises(ValueError, match=r"SHA256SUMS: not made from zipped.zip"):
+        find_corpus("zipped", d)
+    (d / "zipped" / "SHA256SUMS").unlink()  # without its sums the folder is incomplete
+    with pytest.raises(CorpusNotFound, match="lstmlm download zipped"):
+        find_corpus("zipped", d)
 
 
 def test_specs_are_frozen_and_hashable():
@@ -163,107 +200,6 @@ def test_verification_is_cached_and_notices_changes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="corrupted or modified"):
         find_corpus("tiny", d)
     assert calls == [1]
-
-
-# --- download_corpus ------------------------------------------------------------------------
-
-
-def test_download_from_local_http(tmp_path, server):
-    spec = tiny_spec({s: (f"{server.url}/tiny/{s}.txt",) for s in ("train", "valid", "test")})
-    CORPORA["tiny"] = spec
-    seen = []
-    dest = tmp_path / "dest"
-    paths = download_corpus("tiny", dest, progress=lambda done, total: seen.append((done, total)))
-    assert all_files(dest) == ["tiny/test.txt", "tiny/train.txt", "tiny/valid.txt"]
-    for split, path in paths.items():
-        assert path.read_bytes() == CONTENT[f"tiny/{split}.txt"]
-    n = len(CONTENT["tiny/train.txt"])
-    assert (0, n) in seen and (n, n) in seen
-    assert find_corpus("tiny", dest) == paths
-
-    # a second call keeps the verified files and does not touch the network
-    server.requests.clear()
-    assert download_corpus("tiny", dest) == paths
-    assert server.requests == []
-
-
-def test_download_falls_back_to_next_url(tmp_path, server):
-    urls = {
-        f"tiny/{s}.txt": (f"{server.url}/missing/{s}.txt", f"{server.url}/tiny/{s}.txt")
-        for s in ("train", "valid", "test")
-    }
-    paths = download_corpus("tiny", tmp_path / "dest", urls=urls)
-    assert paths["test"].read_bytes() == CONTENT["tiny/test.txt"]
-    assert "/missing/train.txt" in server.requests
-
-
-def test_download_wrong_content_leaves_nothing(tmp_path, server):
-    (tmp_path / "served" / "tiny" / "valid.txt").write_bytes(b" tampered \n")
-    urls = {f"tiny/{s}.txt": (f"{server.url}/tiny/{s}.txt",) for s in ("train", "valid", "test")}
-    dest = tmp_path / "dest"
-    with pytest.raises(ValueError) as info:
-        download_corpus("tiny", dest, urls=urls)
-    msg = str(info.value)
-    assert msg.startswith("could not download tiny/valid.txt") and "sha256" in msg
-    assert "\n" not in msg
-    assert all_files(dest) == ["tiny/train.txt"]  # no valid.txt, no temp file
-
-
-def test_download_replaces_corrupted_file(tmp_path, server):
-    dest = tmp_path / "dest"
-    write_corpus_files(dest, {**CONTENT, "tiny/train.txt": b"garbage"})
-    urls = {f"tiny/{s}.txt": (f"{server.url}/tiny/{s}.txt",) for s in ("train", "valid", "test")}
-    download_corpus("tiny", dest, urls=urls)
-    assert server.requests == ["/tiny/train.txt"]
-    assert (dest / "tiny" / "train.txt").read_bytes() == CONTENT["tiny/train.txt"]
-
-
-def test_download_size_limit(tmp_path, server):
-    f = CorpusFile("tiny/train.txt", sha(CONTENT["tiny/train.txt"]), (), size=5)
-    CORPORA["tiny"] = CorpusSpec("tiny", "word", {"train": f})
-    with pytest.raises(ValueError, match="expected 5"):
-        download_corpus("tiny", tmp_path / "dest", urls={f.path: (f"{server.url}/{f.path}",)})
-    assert all_files(tmp_path / "dest") == []
-
-
-def test_download_all_urls_fail(tmp_path):
-    bad = (tmp_path / "nowhere" / "x.txt").as_uri()
-    urls = {f"tiny/{s}.txt": (bad, "unknown-scheme://x") for s in ("train", "valid", "test")}
-    with pytest.raises(ValueError) as info:
-        download_corpus("tiny", tmp_path / "dest", urls=urls)
-    msg = str(info.value)
-    assert msg.startswith("could not download tiny/") and bad in msg and "unknown-scheme" in msg
-    assert "\n" not in msg
-    assert all_files(tmp_path / "dest") == []
-
-
-def test_download_from_file_urls(tmp_path):
-    write_corpus_files(tmp_path / "src")
-    urls = {rel: ((tmp_path / "src" / rel).as_uri(),) for rel in CONTENT}
-    paths = download_corpus("tiny", tmp_path / "dest", urls=urls)
-    assert paths["train"].read_bytes() == CONTENT["tiny/train.txt"]
-
-
-def test_mirror_is_tried_first(tmp_path, server, monkeypatch):
-    broken = (tmp_path / "nowhere.txt").as_uri()
-    CORPORA["tiny"] = tiny_spec({s: (broken,) for s in ("train", "valid", "test")})
-    monkeypatch.setenv("LSTMLM_MIRROR", server.url + "/")
-    paths = download_corpus("tiny", tmp_path / "dest")
-    assert sorted(server.requests) == ["/tiny/test.txt", "/tiny/train.txt", "/tiny/valid.txt"]
-    assert paths["valid"].read_bytes() == CONTENT["tiny/valid.txt"]
-
-
-def test_bad_mirror_falls_back_to_builtin_urls(tmp_path, server, monkeypatch):
-    CORPORA["tiny"] = tiny_spec({s: (f"{server.url}/tiny/{s}.txt",) for s in CORPORA["tiny"].files})
-    monkeypatch.setenv("LSTMLM_MIRROR", f"{server.url}/no-such-mirror")
-    download_corpus("tiny", tmp_path / "dest")
-    assert "/no-such-mirror/tiny/train.txt" in server.requests
-    assert all_files(tmp_path / "dest") == ["tiny/test.txt", "tiny/train.txt", "tiny/valid.txt"]
-
-
-def test_download_unknown_name(tmp_path):
-    with pytest.raises(ValueError, match="unknown corpus"):
-        download_corpus("nope", tmp_path)
 
 
 # --- the real shared copies -----------------------------------------------------------------

@@ -40,9 +40,9 @@ def test_evaluate_with_small_chunks_equals_unchunked(tmp_path, monkeypatch):
     )
     model, vocab, info = storage.load_run(run)
     ids = torch.randint(len(vocab), (500,))
-    whole = evaluate(model, ids, "word", batch_size=4, bptt=20)
+    whole = evaluate(model, ids, batch_size=4, bptt=20)
     monkeypatch.setattr(linear_ce, "MAX_LOGITS", len(vocab) * 5)
-    chunked = evaluate(model, ids, "word", batch_size=4, bptt=20)
+    chunked = evaluate(model, ids, batch_size=4, bptt=20)
     assert chunked.tokens == whole.tokens
     assert chunked.loss == pytest.approx(whole.loss, rel=1e-6)
 

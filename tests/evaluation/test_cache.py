@@ -55,8 +55,8 @@ def _reference(model, ids, window, lam, theta):
 def test_lambda_zero_equals_plain(lm):
     model, vocab, level = lm
     ids = _repetitive(vocab)
-    r = cache_evaluate(model, ids, level, CacheConfig(50, 0.0, 1.0), batch_size=2, bptt=7)
-    plain = evaluate(model, ids, level, batch_size=2, bptt=7)
+    r = cache_evaluate(model, ids, CacheConfig(50, 0.0, 1.0), batch_size=2, bptt=7)
+    plain = evaluate(model, ids, batch_size=2, bptt=7)
     assert r.cached.loss == r.plain.loss
     assert r.plain.loss == pytest.approx(plain.loss, rel=1e-6)
     assert r.cached.tokens == plain.tokens
@@ -66,25 +66,25 @@ def test_lambda_zero_equals_plain(lm):
 def test_vectorized_cache_matches_the_formula(lm, window, bptt):
     model, vocab, level = lm
     ids = torch.cat([_repetitive(vocab, 3), torch.randint(0, len(vocab), (20,))])
-    r = cache_evaluate(model, ids, level, CacheConfig(window, 0.3, 0.7), batch_size=1, bptt=bptt)
+    r = cache_evaluate(model, ids, CacheConfig(window, 0.3, 0.7), batch_size=1, bptt=bptt)
     assert r.cached.loss == pytest.approx(_reference(model, ids, window, 0.3, 0.7), rel=1e-5)
 
 
 def test_cache_lowers_ppl_on_repetitive_text(lm):
     model, vocab, level = lm
-    r = cache_evaluate(model, _repetitive(vocab), level, CacheConfig(100, 0.3, 1.0), 1, 10)
+    r = cache_evaluate(model, _repetitive(vocab), CacheConfig(100, 0.3, 1.0), 1, 10)
     assert r.cached.ppl < 0.7 * r.plain.ppl
 
 
 def test_search_picks_the_best_pair(lm):
     model, vocab, level = lm
     ids = _repetitive(vocab)
-    s = cache_search(model, ids, level, 100, lambdas=(0.0, 0.1, 0.5), thetas=(0.1, 1.0))
+    s = cache_search(model, ids, 100, lambdas=(0.0, 0.1, 0.5), thetas=(0.1, 1.0))
     assert len(s.grid) == 6
     best = min(s.grid, key=lambda g: g[2])
     assert (s.best.lam, s.best.theta) == best[:2]
     assert s.best.lam > 0  # the repetitive text rewards the cache
-    one = cache_evaluate(model, ids, level, s.best)
+    one = cache_evaluate(model, ids, s.best)
     assert one.cached.loss == pytest.approx(best[2], rel=1e-6)
 
 

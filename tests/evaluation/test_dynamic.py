@@ -33,8 +33,8 @@ def _repetitive(vocab, n_repeats=10):
 def test_lr_zero_equals_plain(lm, method):
     model, vocab, level = lm
     ids = _repetitive(vocab)
-    r = dynamic_evaluate(model, ids, level, DynamicConfig(method, lr=0.0, bptt=7))
-    plain = evaluate(model, ids, level, batch_size=1, bptt=7)
+    r = dynamic_evaluate(model, ids, DynamicConfig(method, lr=0.0, bptt=7))
+    plain = evaluate(model, ids, batch_size=1, bptt=7)
     assert r.dynamic.loss == pytest.approx(plain.loss, rel=1e-6)
     assert r.plain.loss == pytest.approx(plain.loss, rel=1e-6)
     assert r.dynamic.tokens == plain.tokens == ids.numel() - 1
@@ -47,7 +47,7 @@ def test_lr_zero_equals_plain(lm, method):
 def test_adapting_to_a_repetitive_text_lowers_ppl(lm, cfg):
     model, vocab, level = lm
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    r = dynamic_evaluate(model, _repetitive(vocab), level, cfg)
+    r = dynamic_evaluate(model, _repetitive(vocab), cfg)
     assert r.dynamic.ppl < 0.7 * r.plain.ppl
     for k, v in model.state_dict().items():  # the caller's model is untouched
         assert torch.equal(v, before[k]), k
@@ -63,7 +63,7 @@ def test_rms_with_training_statistics(lm, run):
     # tiny, barely trained model those are small, so lr 0.01 overshoots on some CPUs
     # (ppl 6,054 -> 51,609 on an Intel Xeon with AMX, where 0.003 gives 14).
     cfg = DynamicConfig("rms", lr=0.003, decay=0.02, bptt=5, stats_batches=10)
-    r = dynamic_evaluate(model, _repetitive(vocab), level, cfg, stats_ids=train[:300])
+    r = dynamic_evaluate(model, _repetitive(vocab), cfg, stats_ids=train[:300])
     assert r.dynamic.ppl < 0.5 * r.plain.ppl
 
 

@@ -24,7 +24,7 @@ def model():
 
 def test_evaluation_equals_exp_of_mean_nll_by_hand(model):
     ids = torch.randint(0, 13, (41,))
-    res = evaluate(model, ids, "word", batch_size=1, bptt=7)
+    res = evaluate(model, ids, batch_size=1, bptt=7)
     model.eval()
     with torch.no_grad():
         logits = model(ids[:-1].unsqueeze(1)).logits.squeeze(1)  # (N-1, V)
@@ -38,17 +38,17 @@ def test_evaluation_equals_exp_of_mean_nll_by_hand(model):
 def test_evaluation_is_deterministic_and_restores_train_mode(model):
     ids = torch.randint(0, 13, (200,))
     model.train()
-    a = evaluate(model, ids, "char", batch_size=4, bptt=9)
-    b = evaluate(model, ids, "char", batch_size=4, bptt=9)
+    a = evaluate(model, ids, batch_size=4, bptt=9)
+    b = evaluate(model, ids, batch_size=4, bptt=9)
     assert a == b
     assert model.training
-    assert a.bpc == pytest.approx(a.loss / math.log(2))
+    assert a.bpc is None and a.word_ppl is None  # ids alone: no text to count characters of
 
 
 def test_window_length_does_not_change_the_result(model):
     ids = torch.randint(0, 13, (120,))
-    a = evaluate(model, ids, "word", batch_size=3, bptt=5)
-    b = evaluate(model, ids, "word", batch_size=3, bptt=50)
+    a = evaluate(model, ids, batch_size=3, bptt=5)
+    b = evaluate(model, ids, batch_size=3, bptt=50)
     assert a.loss == pytest.approx(b.loss, rel=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_token_nlls_sum_to_batch_one_evaluation(run):
     ids = torch.tensor(vocab.encode("the cat sees the park <eos> she likes a book".split()))
     nll = token_nlls(model, ids, bptt=3)
     assert nll.shape == (ids.numel() - 1,)
-    assert nll.mean().item() == pytest.approx(evaluate(model, ids, "word", 1, 100).loss, rel=1e-6)
+    assert nll.mean().item() == pytest.approx(evaluate(model, ids, 1, 100).loss, rel=1e-6)
 
 
 def test_cli_per_token_writes_one_line_per_token_in_order(run, tmp_path, capsys):
@@ -102,11 +102,11 @@ def _sentences(vocab, repeat=8):
 def test_bf16_evaluation_is_close_to_fp32_and_deterministic(run):
     model, vocab, _ = checkpoint.load_run(run)
     ids = _sentences(vocab)
-    fp32 = evaluate(model, ids, "word", batch_size=4, bptt=9)
-    bf16 = evaluate(model, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    fp32 = evaluate(model, ids, batch_size=4, bptt=9)
+    bf16 = evaluate(model, ids, batch_size=4, bptt=9, precision="bf16")
     assert bf16.tokens == fp32.tokens
     assert bf16.loss == pytest.approx(fp32.loss, rel=1e-2)  # bf16 matmuls, fp32 softmax
-    assert bf16 == evaluate(model, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    assert bf16 == evaluate(model, ids, batch_size=4, bptt=9, precision="bf16")
 
 
 def test_fused_run_evaluates_with_the_manual_layer(run):
@@ -115,12 +115,12 @@ def test_fused_run_evaluates_with_the_manual_layer(run):
     assert info.config.model.cell == "manual"
     assert type(manual.rnn.layers[0]).__name__ == "ManualLSTM"
     ids = _sentences(vocab)
-    a = evaluate(fused, ids, "word", batch_size=4, bptt=9)
-    b = evaluate(manual, ids, "word", batch_size=4, bptt=9)
+    a = evaluate(fused, ids, batch_size=4, bptt=9)
+    b = evaluate(manual, ids, batch_size=4, bptt=9)
     assert b.loss == pytest.approx(a.loss, rel=1e-5)  # same weights, same math in fp32
-    c = evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    c = evaluate(manual, ids, batch_size=4, bptt=9, precision="bf16")
     assert c.loss == pytest.approx(a.loss, rel=1e-2)  # bf16 matmuls, fp32 state and softmax
-    assert c == evaluate(manual, ids, "word", batch_size=4, bptt=9, precision="bf16")
+    assert c == evaluate(manual, ids, batch_size=4, bptt=9, precision="bf16")
 
 
 # --- how many targets get scored ---
@@ -133,8 +133,8 @@ def _text_ids(vocab, path):
 def test_a_huge_batch_scores_nearly_every_token_as_batch_one_does(run, tmp_path):
     model, vocab, _ = checkpoint.load_run(run)
     ids = _text_ids(vocab, tmp_path / "t.txt")  # ~1100 tokens
-    one = evaluate(model, ids, "word", batch_size=1, bptt=50)
-    huge = evaluate(model, ids, "word", batch_size=100_000, bptt=50)
+    one = evaluate(model, ids, batch_size=1, bptt=50)
+    huge = evaluate(model, ids, batch_size=100_000, bptt=50)
     assert one.tokens == ids.numel() - 1
     assert huge.tokens >= 0.97 * one.tokens  # columns of >= 64 tokens: under 1/32 left out
     assert huge.ppl == pytest.approx(one.ppl, rel=0.02)
@@ -143,9 +143,9 @@ def test_a_huge_batch_scores_nearly_every_token_as_batch_one_does(run, tmp_path)
 def test_a_seven_token_text_scores_all_six_targets(run):
     model, vocab, _ = checkpoint.load_run(run)
     ids = torch.tensor(vocab.encode("the cat sees the park <eos> she".split()))
-    res = evaluate(model, ids, "word")  # the default 32 columns asked for
+    res = evaluate(model, ids)  # the default 32 columns asked for
     assert res.tokens == 6
-    assert res == evaluate(model, ids, "word", batch_size=1)
+    assert res == evaluate(model, ids, batch_size=1)
 
 
 def test_cli_huge_batch_size_scores_nearly_every_token(run, tmp_path, capsys):

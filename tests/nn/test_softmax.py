@@ -219,7 +219,7 @@ def test_evaluate_is_exp_of_mean_nll(run):
     with torch.no_grad():
         logp = model(ids[:-1].unsqueeze(1)).logits.squeeze(1)  # (N-1, V)
     nll = -logp.gather(1, ids[1:].unsqueeze(1)).mean().item()
-    r = evaluate(model, ids, "word", batch_size=1, bptt=4)
+    r = evaluate(model, ids, batch_size=1, bptt=4)
     assert r.tokens == ids.numel() - 1
     assert r.loss == pytest.approx(nll, abs=1e-5)
     assert r.ppl == pytest.approx(math.exp(nll), rel=1e-5)

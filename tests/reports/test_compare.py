@@ -39,7 +39,10 @@ def test_report_rows_match_each_runs_summary(report):
     md = (report / "report.md").read_text()
     results = json.loads((report / RESULTS).read_text())
     assert [v["name"] for v in results["variants"]] == ["lstm", "gru-fc"]
-    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    head = [c.strip() for c in table[0].split("|")[1:-1]]
+    rows_in_order = table[1:]
+    rows = {line.split("|")[2].strip(): line for line in rows_in_order}
     for v in results["variants"]:
         run = report / "runs" / v["name"]
         summary = json.loads((run / "summary.json").read_text())
@@ -47,12 +50,22 @@ def test_report_rows_match_each_runs_summary(report):
         assert config.model.rnn == v["name"].removesuffix("-fc")
         assert v["valid_ppl"] == summary["valid_ppl"] and v["test_ppl"] == summary["test_ppl"]
         assert v["params"] == summary["params"] and v["epochs"] == summary["epochs"] == 1
-        cells = [c.strip() for c in rows[v["name"]].split("|")[1:-1]]
-        assert cells[2] == f"{summary['params']:,}"
-        assert (
-            cells[3] == f"{summary['valid_ppl']:.2f}" and cells[4] == f"{summary['test_ppl']:.2f}"
-        )
-        assert cells[5] == f"{summary['tokens_per_sec']:,.0f}"
+        cells = dict(zip(head, (c.strip() for c in rows[v["name"]].split("|")[1:-1]), strict=True))
+        assert cells["level"] == v["level"] == "word"
+        assert cells["params"] == f"{summary['params']:,}"
+        assert cells["valid ppl"] == f"{summary['valid_ppl']:.2f}"
+        assert cells["test ppl"] == f"{summary['test_ppl']:.2f}"
+        assert cells["valid bpc"] == f"{summary['valid_bpc']:.4f}"
+        assert cells["test bpc"] == f"{summary['test_bpc']:.4f}"
+        assert cells["test word ppl"] == f"{summary['test_word_ppl']:.2f}"
+        assert cells["test <unk>"] == f"{summary['test_unk_share']:.2%}"
+        assert cells["tokens/s"] == f"{summary['tokens_per_sec']:,.0f}"
+    # ranked on validation bits per character, best first, in the table and results.json
+    by_bpc = sorted(results["variants"], key=lambda v: v["valid_bpc"])
+    assert results["ranked_by"] == "valid_bpc"
+    assert results["ranking"] == [v["name"] for v in by_bpc]
+    assert [rows_in_order[i].split("|")[2].strip() for i in (0, 1)] == results["ranking"]
+    assert [rows_in_order[i].split("|")[1].strip() for i in (0, 1)] == ["1", "2"]
     gru = read_run_files(report / "runs/gru-fc")[0].config
     assert gru.model.rnn == "gru" and gru.model.fc_layers == 1 and gru.model.hidden_size == 16
     lstm = json.loads((report / "runs/lstm/summary.json").read_text())
@@ -123,8 +136,13 @@ def test_plan_rules(corpus, tmp_path):
         check_comparison(plan(None, [], common)[1], tmp_path / "r")
     with pytest.raises(ValueError, match="named 'a'"):
         plan(None, [a, Variant("a", {})], common)
-    with pytest.raises(ValueError, match="share the corpus"):
-        plan(None, [a, Variant("c", {"min_freq": 2})], common)
+    with pytest.raises(ValueError, match="share the corpus; set lowercase for all"):
+        plan(None, [a, Variant("c", {"lowercase": True})], common)
+    with pytest.raises(ValueError, match="share the corpus; set train for all"):
+        plan(None, [a, Variant("c", {"train": str(corpus)})], common)
+    # how the text is cut into tokens may vary: each variant builds its own vocabulary
+    _, levels = plan(None, [a, Variant("c", {"level": "bpe", "vocab_size": 300})], common)
+    assert [(c.data.level, c.data.vocab_size) for _, c in levels] == [("word", None), ("bpe", 300)]
     with pytest.raises(ValueError, match="rnn is what variant a changes"):
         plan(None, [a, b], {**common, "rnn": "gru"})
     with pytest.raises(ValueError, match="^variant c: hidden_size must be"):
@@ -223,3 +241,65 @@ def test_reuse_finds_runs_of_a_relative_text_path(tmp_path, capsys, monkeypatch)
     printed = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert [v["wall_minutes"] for v in printed["variants"]] == [None, None]
     assert (tmp_path / "r/runs/a/summary.json").read_text() == summary
+
+
+def test_levels_compare_on_one_text_ranked_by_bits_per_character(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=120)
+    out = tmp_path / "r"
+    argv = ["compare", "--train", str(corpus), "--out", str(out), *TINY, "--max-steps", "4"]
+    argv += ["--variant=w:level=word", "--variant=c:level=char"]
+    argv += ["--variant=b:level=bpe,vocab-size=300"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / RESULTS).read_text())
+    variants = {v["name"]: v for v in results["variants"]}
+    for name, level in (("w", "word"), ("c", "char"), ("b", "bpe")):
+        info, vocab = read_run_files(out / "runs" / name)
+        assert info.level == variants[name]["level"] == level  # each its own level ...
+        assert variants[name]["vocab_size"] == len(vocab)  # ... and its own vocabulary
+        summary = json.loads((out / "runs" / name / "summary.json").read_text())
+        assert variants[name]["valid_bpc"] == summary["valid_bpc"]
+    assert (out / "runs/b/tokenizer.json").is_file() and not (
+        out / "runs/w/tokenizer.json"
+    ).exists()
+    words, chars = (read_run_files(out / "runs" / n)[1].stoi for n in ("w", "c"))
+    assert "cat" in words and "cat" not in chars and "c" in chars and "c" not in words
+    # one text: the same characters and words in every variant's denominators
+    texts = [json.loads((out / "runs" / n / "summary.json").read_text())["text"] for n in variants]
+    assert all(t["valid"]["chars"] == texts[0]["valid"]["chars"] for t in texts)
+    assert results["ranked_by"] == "valid_bpc" and results["level"] == "word, char, bpe"
+    assert results["ranking"] == sorted(variants, key=lambda n: variants[n]["valid_bpc"])
+    md = (out / "report.md").read_text()
+    ranked_rows = [line.split("|")[2].strip() for line in md.splitlines() if line[:3] == "| 1"]
+    assert ranked_rows == results["ranking"][:1]
+    assert "Ranked by validation bits per character" in md
+    assert printed.index(f"| {results['ranking'][0]} |") < printed.index(
+        f"| {results['ranking'][-1]} |"
+    )
+
+
+def test_each_tokenization_is_checked_before_anything_trains(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=40)
+    out = tmp_path / "r"
+    argv = ["compare", "--train", str(corpus), "--out", str(out), *TINY[:6], "--quiet"]
+    argv += ["--variant=a", "--variant=rare:min-freq=100000"]
+    assert main(argv) == 2
+    assert "variant rare: the vocabulary has only <eos> and <unk>" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_ranking_of_older_runs_without_bpc():
+    from lstmlm.reports.report import VariantResult, format_table, rank_key, ranked
+
+    def row(name, level, ppl, bpc=None):
+        return VariantResult(
+            name, {}, "", 10, ppl, ppl, bpc, bpc, 1.0, 1.0, None, 1.0, 1.0, "steps", level
+        )
+
+    new = [row("a", "word", 90.0, 1.9), row("b", "char", 3.0, 1.6)]
+    assert rank_key(new) == "valid_bpc" and [r.name for r in ranked(new)] == ["b", "a"]
+    old = [row("a", "word", 90.0), row("b", "word", 80.0, 1.2)]  # "a" has no bpc
+    assert rank_key(old) == "valid_ppl" and [r.name for r in ranked(old)] == ["b", "a"]
+    mixed = [row("a", "word", 90.0), row("b", "char", 3.0, 1.6)]
+    assert rank_key(mixed) is None and [r.name for r in ranked(mixed)] == ["a", "b"]
+    assert "| - | a | word |" in format_table(mixed)  # shown, not ranked

@@ -1,4 +1,6 @@
 import json
+import math
+import shutil
 
 import pytest
 from conftest import write_corpus
@@ -6,7 +8,8 @@ from conftest import write_corpus
 from helpers import tiny_config
 from lstmlm.cli.main import main
 from lstmlm.config import DataConfig, RunConfig
-from lstmlm.reports.plot import choose_metric, plot_runs, read_curves, transform
+from lstmlm.reports.plot import choose_metric, plot_runs, read_curves
+from lstmlm.storage.curves import Point, value
 from lstmlm.training import start_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -59,18 +62,58 @@ def test_torn_last_line_is_skipped(run_dir, tmp_path):
     assert len(read_curves(copy).train) == len(read_curves(run_dir).train)
 
 
-def test_metric_choice_and_transform():
-    assert choose_metric(["char", "symbols"]) == "bpc"
+def test_metric_choice_and_value():
+    assert choose_metric(["char", "char"]) == "bpc"
     assert choose_metric(["word", "word"]) == "ppl"
+    assert choose_metric(["bpe"], "bpc", with_bpc=[True]) == "bpc"
     assert choose_metric(["char"], "ppl") == "ppl"
+    # mixed levels: bits per character when every run recorded them, never perplexity
+    assert choose_metric(["word", "char", "bpe"], with_bpc=[True, True, True]) == "bpc"
     with pytest.raises(ValueError, match="a word-level run is word-level and a char-level run"):
-        choose_metric(["word", "char"])
-    with pytest.raises(ValueError, match="bpc is for char/symbols runs; w is word-level"):
+        choose_metric(["word", "char"], "ppl", with_bpc=[True, True])
+    with pytest.raises(ValueError, match="cannot share an axis"):
+        choose_metric(["word", "char"])  # an older word run: no bpc recorded
+    with pytest.raises(ValueError, match="w has no bits per character in its records"):
         choose_metric(["word"], "bpc", ["w"])
     with pytest.raises(ValueError, match="unknown metric"):
         choose_metric(["word"], "nats")
-    assert transform(1.0, "bpc") == pytest.approx(1.4427, abs=1e-4)
-    assert transform(1000.0, "ppl") == float("inf")
+    assert value(Point(0, 0, 1.0, 1.5), "bpc") == 1.5
+    assert math.isnan(value(Point(0, 0, 1.0), "bpc"))
+    assert value(Point(0, 0, 1.0), "ppl") == pytest.approx(math.e)
+    assert value(Point(0, 0, 1000.0), "ppl") == float("inf")
+
+
+def _old_records(run, tmp_path, name):
+    """A copy of `run` whose metrics.jsonl is as an older lstmlm wrote it: no bits per
+    character at the word level (valid_bpc null, no train_bpc)."""
+    copy = tmp_path / name
+    shutil.copytree(run, copy)
+    lines = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        r.pop("train_bpc", None)
+        r.pop("valid_word_ppl", None)
+        if r["event"] == "epoch":
+            r["valid_bpc"] = None
+        lines.append(json.dumps(r))
+    (copy / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return copy
+
+
+def test_curves_carry_the_recorded_bits_per_character(run_dir, tmp_path):
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    c = read_curves(run_dir)
+    progress = [r for r in records if r["event"] == "progress"]
+    epochs = [r for r in records if r["event"] == "epoch"]
+    assert c.has_bpc and [p.bpc for p in c.train] == [r["train_bpc"] for r in progress]
+    assert [p.bpc for p in c.valid] == [r["valid_bpc"] for r in epochs]
+    # a word run's bpc is its loss per token scaled by the text's tokens per character
+    text = json.loads((run_dir / "summary.json").read_text())["text"]["valid"]
+    ratio = text["tokens"] / (text["chars"] * math.log(2))
+    assert c.valid[0].bpc == pytest.approx(c.valid[0].loss * ratio)
+    old = read_curves(_old_records(run_dir, tmp_path, "old"))
+    assert not old.has_bpc and old.valid[0].bpc is None
+    assert [p.loss for p in old.train] == [p.loss for p in c.train]
 
 
 def test_plot_writes_a_png(run_dir, tmp_path):
@@ -88,28 +131,37 @@ def test_cli_plot(run_dir, tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
 
 
-def test_bpc_of_a_word_level_run_is_refused(run_dir, tmp_path, capsys):
+def test_bpc_of_a_word_level_run(run_dir, tmp_path, capsys):
     out = tmp_path / "c.png"
-    with pytest.raises(ValueError, match=f"bpc is for char/symbols runs; {run_dir} is word"):
-        plot_runs([run_dir], out, metric="bpc")
-    assert main(["plot", str(run_dir), "-o", str(out), "--metric", "bpc"]) == 2
+    assert plot_runs([run_dir], out, metric="bpc").read_bytes()[:8] == PNG
+    old = _old_records(run_dir, tmp_path, "old")  # recorded no bpc: refused, one line
+    out.unlink()
+    with pytest.raises(ValueError, match=f"{old} has no bits per character in its records"):
+        plot_runs([old], out, metric="bpc")
+    assert main(["plot", str(old), "-o", str(out), "--metric", "bpc"]) == 2
     err = capsys.readouterr().err
     assert "use --metric ppl" in err and err.count("\n") == 1
     assert not out.exists()
 
 
-def test_word_and_char_runs_do_not_share_an_axis(run_dir, tmp_path, capsys):
+def test_word_and_char_runs_share_an_axis_in_bits_per_character(run_dir, tmp_path, capsys):
     cfg = tiny_config(write_corpus(tmp_path / "corpus.txt", n_lines=40), epochs=1, max_steps=6)
     char = tmp_path / "char"
     start_run(RunConfig(DataConfig(train=cfg.data.train, level="char"), cfg.model, cfg.train), char)
     assert read_curves(char).level == "char"
     out = tmp_path / "c.png"
-    for metric in ("auto", "ppl", "bpc"):
-        with pytest.raises(ValueError, match=f"{run_dir} is word-level and {char} is char-level"):
-            plot_runs([run_dir, char], out, metric=metric)
-    assert main(["plot", str(char), str(run_dir), "-o", str(out)]) == 2
-    assert "cannot share an axis" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=f"{run_dir} is word-level and {char} is char-level"):
+        plot_runs([run_dir, char], out, metric="ppl")
+    assert main(["plot", str(char), str(run_dir), "-o", str(out), "--metric", "ppl"]) == 2
+    assert "--metric bpc" in capsys.readouterr().err
     assert not out.exists()
+    for metric in ("auto", "bpc"):  # auto: mixed levels are drawn in bpc
+        assert plot_runs([run_dir, char], out, metric=metric).read_bytes()[:8] == PNG
+        out.unlink()
+    old = _old_records(run_dir, tmp_path, "old")
+    for metric in ("auto", "bpc"):
+        with pytest.raises(ValueError, match="cannot share an axis"):
+            plot_runs([old, char], out, metric=metric)
     assert plot_runs([char, char], out).read_bytes()[:8] == PNG  # one level: drawn in bpc
 
 

@@ -1,6 +1,7 @@
 """The web server, over real HTTP, and its page in a real (headless) Chromium."""
 
 import json
+import math
 import socket
 import threading
 import time
@@ -150,7 +151,11 @@ def test_score_prefers_grammatical_text(base):
     sg = httpx.post(f"{base}/v1/score", json={"model": "tiny", "text": good}).json()
     sb = httpx.post(f"{base}/v1/score", json={"model": "tiny", "text": bad}).json()
     assert sg["tokens"] == sb["tokens"] == 12  # 10 words + 2 line ends
-    assert sg["ppl"] < sb["ppl"] and sg["unknown"] == 0 and sg["bpc"] is None
+    assert sg["ppl"] < sb["ppl"] and sg["unknown"] == 0
+    # the text's NLL over its own 41 characters and 10 words, as the API computes it
+    assert (sg["chars"], sg["words"]) == (len(good), 10) == (41, 10)
+    assert sg["bpc"] == pytest.approx(sg["loss"] * 12 / (41 * math.log(2)), rel=1e-6)
+    assert sg["word_ppl"] == pytest.approx(math.exp(sg["loss"] * 12 / 10), rel=1e-6)
 
 
 def test_oversize_prompt_is_413_with_a_json_error(base):

@@ -96,7 +96,7 @@ def _worker(rank: int, port: int, root: str) -> None:
     # Sharded evaluation of a trained model.
     model, _, _ = ckpt.load_run(out / "full")
     data = load_dataset(awd_config(corpus).data)
-    ppl = [distributed.evaluate(model, data.train, "word", b, 7).to_dict() for b in EVAL_BATCHES]
+    ppl = [distributed.evaluate(model, data.train, b, 7).to_dict() for b in EVAL_BATCHES]
     if rank == 0:
         (out / "eval.json").write_text(json.dumps(ppl))
     distributed.shutdown()
@@ -203,7 +203,7 @@ def test_sharded_evaluation_equals_single_process(ddp):
     got = json.loads((ddp / "eval.json").read_text())
     assert got[0]["tokens"] == 5 * (data.train.numel() // 5 - 1)  # really 5 columns
     for b, d in zip(EVAL_BATCHES, got, strict=True):
-        ref = evaluate(model, data.train, "word", b, 7)
+        ref = evaluate(model, data.train, b, 7)
         assert d["tokens"] == ref.tokens
         assert d["ppl"] == pytest.approx(ref.ppl, rel=1e-5)
 

@@ -70,7 +70,7 @@ def test_ntasgd_switch_does_not_also_decay_the_lr(tmp_path, monkeypatch):
     def worse_each_time(self):
         v = real(self)
         calls.append(1)
-        return result((v.loss + len(calls)) * v.tokens, v.tokens, "word")
+        return result((v.loss + len(calls)) * v.tokens, v.tokens)
 
     monkeypatch.setattr(Trainer, "validate", worse_each_time)
     corpus = write_corpus(tmp_path / "c.txt", n_lines=60)

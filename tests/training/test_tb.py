@@ -37,7 +37,11 @@ def test_sink_writes_trainer_events(tmp_path):
     assert [st for st, _ in s["valid/ppl"]] == [r["step"] for r in epochs]
     n_progress = sum(r["event"] == "progress" for r in records)
     assert len(s["train/loss"]) == n_progress
-    assert "valid/bpc" not in s  # word level: no bpc
+    # bits per character of the raw text and per-word perplexity: every level, word too
+    assert [v for _, v in s["valid/bpc"]] == pytest.approx([r["valid_bpc"] for r in epochs])
+    assert [v for _, v in s["valid/word_ppl"]] == pytest.approx(
+        [r["valid_word_ppl"] for r in epochs]
+    )
     assert "final/test_ppl" in s
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from lstmlm.cli.flags import add_config_flags, config_overrides, level_asked
-from lstmlm.cli.progress import ProgressReporter
+from lstmlm.cli.progress import NUMBERS_HELP, ProgressReporter
 from lstmlm.config import to_flags
 
 
@@ -19,7 +19,11 @@ def add_parser(sub: Any) -> None:
         description="Train each variant (a comparison preset's, and --variant ones) into "
         "OUT/runs/NAME, then write OUT/report.md, OUT/results.json and OUT/valid_ppl.png. "
         "Config flags apply to every variant; their defaults shown are those used without "
-        "a preset.",
+        "a preset. Variants may set the token level and vocabulary (--variant "
+        "bpe:level=bpe,vocab-size=4000), each building its own; the text is shared. The "
+        "report ranks the variants on validation bits per character (bpc), which compares "
+        "levels.",
+        epilog=NUMBERS_HELP,
     )
     cp.add_argument("--preset", help="comparison preset (see --list)")
     cp.add_argument(
@@ -101,6 +105,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json.loads(result.results.read_text("utf-8"))))
     else:
-        print(format_table(result.variants, result.level), end="")
+        print(format_table(result.variants), end="")
         print(f"report in {result.report}" + (f", plot {result.plot}" if result.plot else ""))
     return 0

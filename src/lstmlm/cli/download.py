@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,24 @@ from lstmlm.cli.progress import ProgressReporter
 
 
 def add_parser(sub: Any) -> None:
+    from lstmlm.data.corpora import CORPORA
+
     d = sub.add_parser(
         "download",
         help="download a named corpus, checking its sha256",
         description="Download a named corpus into DATA_DIR/CORPUS/ and check every file's "
-        "sha256; files already there with the right checksum are kept, and a failed download "
-        "leaves nothing behind. Environment: LSTMLM_MIRROR=URL tries each file first at "
-        "URL/CORPUS/FILE (e.g. URL/ptb/train.txt; file:// works too), then at the built-in "
-        "URLs.",
+        "sha256; files already there with the right checksum are kept, and a failed or "
+        "interrupted download leaves nothing behind (no temporary file, no empty folder). "
+        "wikitext-103, wikitext-103-raw, enwik8 and text8 come as zip archives: the archive "
+        "is checked (size and sha256), its splits are extracted to train.txt, valid.txt and "
+        "test.txt (enwik8 and text8: the first 90M / next 5M / last 5M bytes, each cut "
+        "moved to the next UTF-8 character start) with their sums in SHA256SUMS, and the "
+        "archive is deleted. Sizes, levels and sources: docs/data.md. Environment: "
+        "LSTMLM_MIRROR=URL tries each file first at URL/CORPUS/FILE (e.g. "
+        "URL/ptb/train.txt or URL/enwik8/enwik8.zip; file:// works too), then at the "
+        "built-in URLs.",
     )
-    d.add_argument("corpus", help="ptb, ptb-char, wikitext-2 or tinyshakespeare")
+    d.add_argument("corpus", help=f"the corpus: {', '.join(CORPORA)}")
     d.add_argument(
         "--data-dir",
         default="data",
@@ -36,23 +43,9 @@ def add_parser(sub: Any) -> None:
     d.set_defaults(func=run)
 
 
-def new_folders(root: Path, corpus: str) -> list[Path]:
-    """The folders a download of `corpus` into `root` would create, deepest first."""
-    from lstmlm.data.corpora import get_spec
-
-    made: set[Path] = set()
-    for f in get_spec(corpus).files.values():
-        folder = (root / f.path).parent
-        while not folder.exists() and folder not in made:
-            made.add(folder)
-            if folder.parent == folder:
-                break
-            folder = folder.parent
-    return sorted(made, key=lambda p: len(p.parts), reverse=True)
-
-
 def run(args: argparse.Namespace) -> int:
-    from lstmlm.data.corpora import CorpusNotFound, download_corpus, find_corpus
+    from lstmlm.data.corpora import CorpusNotFound, find_corpus
+    from lstmlm.data.download import download_corpus
 
     if args.if_missing:
         try:
@@ -66,16 +59,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{split}: {path} (already there)")
             return 0
     bar = ProgressReporter(quiet=args.quiet)
-    made = new_folders(Path(args.data_dir), args.corpus)
-    try:
-        paths = download_corpus(args.corpus, args.data_dir, progress=bar.bytes_progress)
-    except BaseException:  # a failed or interrupted download leaves no empty folder
+    try:  # a failed download leaves nothing behind: download_corpus cleans up
+        paths = download_corpus(
+            args.corpus,
+            args.data_dir,
+            progress=bar.bytes_progress,
+            extract_progress=lambda done, total: bar.bytes_progress(done, total, "extracting"),
+        )
+    finally:
         bar.close()
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty: a file that arrived stays
-        raise
-    bar.close()
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from lstmlm.cli.flags import add_device_flag, add_which_flag
-from lstmlm.cli.progress import ProgressReporter, format_result
+from lstmlm.cli.progress import NUMBERS_HELP, ProgressReporter, format_result
 from lstmlm.config import CELLS, PRECISIONS, FieldError
 
 CACHE_FLAGS = {"window": "--cache-window", "lam": "--cache-lambda", "theta": "--cache-theta"}
@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
         description="Score a split of the run's corpus, or a text file, with a trained model: "
         "plain, with a neural cache (--cache, --search) or with dynamic evaluation "
         "(--dynamic).",
+        epilog=NUMBERS_HELP,
     )
     e.add_argument("run", help="run folder")
     e.add_argument(
@@ -65,7 +66,12 @@ def add_parser(sub: Any) -> None:
         "kernels: about 1.25x at 2x650) (default: the run's)",
     )
     add_device_flag(e)
-    e.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
+    e.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (no progress bar): tokens, loss (nats per token), ppl, bpc, "
+        "word_ppl, unk_share, and the text's chars and words",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument(
         "--per-token",
@@ -153,12 +159,15 @@ def run(args: argparse.Namespace) -> int:
     precision = args.precision or info.config.train.precision
     text = _Text(args, info, vocab)
     bar = ProgressReporter(quiet=args.quiet or args.json)
-    scores = _score(args, model, vocab, info.level, text, batch_size, precision, bar)
+    scores = _score(args, model, vocab, text, batch_size, precision, bar)
     bar.close()
     d = scores.to_dict()
     from lstmlm.data.dataset import unk_share
 
-    d["unk_share"] = unk_share(vocab, text.ids()[0])  # of the scored tokens
+    ids, _, counts = text.ids()
+    d["unk_share"] = unk_share(vocab, ids)  # of the scored tokens
+    if counts is not None:
+        d.update(chars=counts.chars, words=counts.words)  # bpc's and word_ppl's denominators
     if args.json:
         print(json.dumps(d))
         return 0
@@ -168,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
             f"(valid ppl {d['search']['best_ppl']:.2f}, plain {d['search']['plain_ppl']:.2f})"
         )
     res, plain = scores.result, scores.plain
-    line = format_result(scores.split, res.ppl, res.bpc)
+    unk = d["unk_share"] if info.level == "word" or d["unk_share"] else None
+    line = format_result(scores.split, res.ppl, res.bpc, res.word_ppl, unk)
     if plain is not None:
         line += f"   (plain ppl {plain.ppl:.2f})"
     print(line + f"   ({res.tokens} tokens)")
@@ -220,6 +230,7 @@ class _Text:
     def __init__(self, args: argparse.Namespace, info: Any, vocab: Any):
         self.args, self.info, self.vocab = args, info, vocab
         self._dataset: Any = None
+        self._file: tuple[Any, str, Any] | None = None  # --file's ids, name and counts
 
     def dataset(self) -> Any:
         if self._dataset is None:
@@ -233,22 +244,28 @@ class _Text:
                 print(f"lstmlm: warning: {self.args.run}: {changed}", file=sys.stderr)
         return self._dataset
 
-    def ids(self) -> tuple[Any, str]:
-        """(token ids, the name of what they are)."""
+    def ids(self) -> tuple[Any, str, Any]:
+        """(token ids, the name of what they are, the text's counts: a `TextStats`)."""
+        if self._file is not None:
+            return self._file
         if self.args.file:
             from lstmlm.data.dataset import encode_ids
             from lstmlm.data.readers import read_text
+            from lstmlm.data.stats import text_stats
 
+            level = self.info.level
             text = read_text(self.args.file, lowercase=self.info.config.data.lowercase)
-            return encode_ids(self.vocab, text, self.info.level), self.args.file
-        return getattr(self.dataset(), self.args.split), self.args.split
+            ids = encode_ids(self.vocab, text, level)
+            self._file = ids, self.args.file, text_stats(text, level, ids.numel())
+            return self._file
+        data = self.dataset()
+        return getattr(data, self.args.split), self.args.split, data.stats.get(self.args.split)
 
 
 def _score(
     args: argparse.Namespace,
     model: Any,
     vocab: Any,
-    level: str,
     text: _Text,
     batch_size: int,
     precision: str,
@@ -256,13 +273,13 @@ def _score(
 ) -> Any:
     from lstmlm.evaluation import methods
 
-    ids, split = text.ids()
+    ids, split, counts = text.ids()
     progress = bar.eval_progress
     if args.cache or args.search:
         cfg = cache_config(args)
         search_ids = text.dataset().valid if args.search else None
         return methods.with_cache(
-            model, ids, level, split, None if args.search else cfg, batch_size, args.bptt,
+            model, ids, counts, split, None if args.search else cfg, batch_size, args.bptt,
             precision, progress,
             search_ids=search_ids, window=args.cache_window,
         )  # fmt: skip
@@ -270,9 +287,9 @@ def _score(
         dcfg = dynamic_config(args)
         rms_stats = dcfg.method == "rms" and dcfg.stats_batches > 0
         stats = text.dataset().train if rms_stats else None
-        return methods.dynamic(model, ids, level, split, dcfg, stats, precision, progress)
+        return methods.dynamic(model, ids, counts, split, dcfg, stats, precision, progress)
     if args.per_token:
         return methods.per_token(
-            model, ids, vocab, level, split, args.per_token, args.bptt, precision
+            model, ids, vocab, counts, split, args.per_token, args.bptt, precision
         )
-    return methods.plain(model, ids, level, split, batch_size, args.bptt, precision, progress)
+    return methods.plain(model, ids, counts, split, batch_size, args.bptt, precision, progress)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lstmlm.cli.progress import ProgressReporter, format_result
+from lstmlm.cli.progress import ProgressReporter, format_summary
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     reporter = ProgressReporter(quiet=args.quiet)
     out = args.out or str(Path(args.run).with_name(Path(args.run).name + "-finetune"))
-    result = finetune_run(
+    finetune_run(
         args.run,
         out,
         epochs=args.epochs,
@@ -50,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
         on_event=reporter,
     )
     reporter.close()
+    summary = json.loads((Path(out) / "summary.json").read_text())
     if args.json:
-        print(json.dumps(json.loads((Path(out) / "summary.json").read_text())))
+        print(json.dumps(summary))
     else:
-        print(format_result("valid", result.valid.ppl, result.valid.bpc))
-        print(format_result("test", result.test.ppl, result.test.bpc))
+        print(format_summary(summary, "valid"))
+        print(format_summary(summary, "test"))
         print(f"run saved in {out}")
     return 0

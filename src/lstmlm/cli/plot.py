@@ -24,8 +24,10 @@ def add_parser(sub: Any) -> None:
         "--metric",
         choices=("auto", "ppl", "bpc"),
         default="auto",
-        help="auto: bpc when every run is character-level, else ppl; bpc is for character "
-        "runs only, and word and character runs cannot share one plot (default: %(default)s)",
+        help="ppl: perplexity per token, for runs of one level; bpc: bits per character of "
+        "the raw text, for any levels (a word or subword run trained before lstmlm recorded "
+        "it has none); auto: bpc for character or mixed levels, else ppl (default: "
+        "%(default)s)",
     )
     pl.add_argument("--title", help="figure title (default: none)")
     pl.set_defaults(func=run)

@@ -9,12 +9,51 @@ from typing import Any
 
 from lstmlm.data.dataset import UNK_WARN_SHARE
 
+# The epilog of `train`, `evaluate` and `compare --help`: what their numbers mean.
+NUMBERS_HELP = (
+    "Numbers: ppl is perplexity per token, a token being the run's level (a word, a "
+    "character, a bpe/unigram piece): it compares runs of one level and vocabulary only. "
+    "bpc is bits per character of the raw text, total NLL / (characters x ln 2), and word "
+    "ppl the perplexity per whitespace-separated word, exp(total NLL / words), where total "
+    "NLL = mean NLL per scored token x the text's tokens: these two compare runs of any "
+    "level on one text. <unk> is the share of unknown tokens (word level): the spelling of "
+    "an unknown word costs nothing in bpc, so a word run with many scores better than it is."
+)
 
-def format_result(split: str, ppl: float, bpc: float | None) -> str:
+
+def format_result(
+    split: str,
+    ppl: float,
+    bpc: float | None = None,
+    word_ppl: float | None = None,
+    unk: float | None = None,
+) -> str:
+    """One line of results: the perplexity per token, then the raw text's bits per
+    character and per-word perplexity, and the share of `<unk>` among the tokens (`unk`,
+    given where it hides cost: a word run's bpc leaves out spelling its unknown words)."""
     line = f"{split:5s} ppl {ppl:9.2f}"
     if bpc is not None:
         line += f"   bpc {bpc:.4f}"
+    if word_ppl is not None:
+        line += f"   word ppl {word_ppl:.2f}"
+    if unk is not None:
+        line += f"   <unk> {unk:.2%}"
     return line
+
+
+def format_summary(summary: dict[str, Any], split: str) -> str:
+    """`format_result` of a split of a run's summary.json; the `<unk>` share shown at the
+    word level, or at any level where there is some."""
+    unk = summary.get(f"{split}_unk_share")
+    if unk is not None and summary.get("level") != "word" and not unk:
+        unk = None
+    return format_result(
+        split,
+        summary[f"{split}_ppl"],
+        summary.get(f"{split}_bpc"),
+        summary.get(f"{split}_word_ppl"),
+        unk,
+    )
 
 
 class ProgressReporter:
@@ -156,10 +195,10 @@ class ProgressReporter:
         self.bar.n = done
         self.bar.refresh()
 
-    def bytes_progress(self, done: int, total: int | None) -> None:
+    def bytes_progress(self, done: int, total: int | None, desc: str = "downloading") -> None:
         if self.quiet:
             return
-        if self.bar is None or (total and self.bar.total != total):
-            self._new_bar(total=total, desc="downloading", unit="B", unit_scale=True)
+        if self.bar is None or (total and self.bar.total != total) or self.bar.desc != desc:
+            self._new_bar(total=total, desc=desc, unit="B", unit_scale=True)
         self.bar.n = done
         self.bar.refresh()

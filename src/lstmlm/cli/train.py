@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lstmlm.cli.flags import add_config_flags, config_overrides, level_asked
-from lstmlm.cli.progress import ProgressReporter, format_result
+from lstmlm.cli.progress import NUMBERS_HELP, ProgressReporter, format_summary
 from lstmlm.config import RunConfig, apply, build, replace, split_sections
 from lstmlm.config.files import config_text, read_config_file
 
@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> None:
         "train",
         help="train a model into a run folder",
         description="Train a language model. Flags override the preset's values; the defaults "
-        "shown are those used without --preset.",
+        "shown are those used without --preset. The final valid and test lines (and "
+        "summary.json) give ppl, bpc and word ppl (below).",
+        epilog=NUMBERS_HELP,
     )
     t.add_argument(
         "--preset",
@@ -103,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
                 "--resume continues a run with its own config; drop the data/model "
                 "flags and --preset"
             )
-        result = resume_run(args.resume, o["train"], on_event=reporter if main_rank else None)
+        resume_run(args.resume, o["train"], on_event=reporter if main_rank else None)
         run_dir = Path(args.resume)
     else:
         if not args.out:
             raise ValueError("give --out RUN_DIR (or --resume RUN_DIR)")
         cfg, level = run_config(args)
-        result = start_run(
+        start_run(
             cfg,
             args.out,
             overwrite=args.overwrite,
@@ -125,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(format_result("valid", result.valid.ppl, result.valid.bpc))
-        print(format_result("test", result.test.ppl, result.test.bpc))
+        print(format_summary(summary, "valid"))
+        print(format_summary(summary, "test"))
         print(f"run saved in {run_dir}")
     return 0
 

@@ -62,6 +62,12 @@ _AWD_TRAIN = dict(
     eval_batch_size=10,
 )
 
+# The README's Adam recipes (PTB-char, enwik8, WikiText-103): no AR/TAR; their lr/10 at
+# fixed epochs (--when) becomes lr/10 on a validation plateau unless a preset says more.
+_AWD_ADAM = dict(
+    _AWD_TRAIN, optimizer="adam", alpha=0.0, beta=0.0, lr_schedule="plateau", lr_decay=10.0
+)
+
 _ZAREMBA = dict(optimizer="sgd", lr=1.0, loss_reduction="sum", batch_size=20, lr_schedule="epoch")
 
 PRESETS: dict[str, Preset] = {
@@ -209,7 +215,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "awd-char",
-            "AWD-LSTM for PTB-char (awd-lstm-lm README, from memory): 3-layer LSTM "
+            "AWD-LSTM for PTB-char (awd-lstm-lm README): 3-layer LSTM "
             "200-1000-1000-200 tied, dropout e/i/h/o 0/0.1/0.25/0.1, weight drop 0.5, no AR/TAR, "
             "Adam lr 2e-3, variable bptt 150, batch 128, wd 1.2e-6, 500 epochs; the README "
             "divides the lr by 10 at epochs 300 and 400, here lr/10 on a validation plateau",
@@ -223,17 +229,62 @@ PRESETS: dict[str, Preset] = {
                 dropout_h=0.25,
                 dropout_o=0.1,
             ),
+            train=dict(_AWD_ADAM, lr=2e-3, bptt=150, batch_size=128, epochs=500),
+        ),
+        Preset(
+            "awd-enwik8",
+            "AWD-LSTM for enwik8 (awd-lstm-lm README, 'Character level enwik8 with LSTM'): "
+            "3-layer LSTM 400-1840-1840-400 tied, dropout e/i/h/o 0/0.1/0.1/0.4, weight drop "
+            "0.2, no AR/TAR, Adam lr 1e-3, clip 0.25, variable bptt 200, batch 128, wd 1.2e-6, "
+            "50 epochs; the README divides the lr by 10 at epochs 25 and 35, here lr/10 on a "
+            "validation plateau. The README models bytes; `--corpus enwik8` is read as UTF-8 "
+            "characters (docs/data.md)",
+            data=dict(level="char"),
+            model=dict(
+                _AWD_MODEL,
+                emb_size=400,
+                hidden_sizes=(1840, 1840, 400),
+                dropout_e=0.0,
+                dropout_i=0.1,
+                dropout_h=0.1,
+                dropout_o=0.4,
+                wdrop=0.2,
+            ),
+            train=dict(_AWD_ADAM, lr=1e-3, bptt=200, batch_size=128, epochs=50),
+        ),
+        Preset(
+            "awd-wt103",
+            "AWD-QRNN's WikiText-103 recipe (awd-lstm-lm README, 'Word level WikiText-103 "
+            "with QRNN') with an LSTM in place of the QRNN (lstmlm has none): 4 layers "
+            "400-2500-2500-2500-400, dropout e/i/h/o 0/0.1/0.1/0.1, no weight drop, no AR/TAR, "
+            "no wd, Adam lr 1e-3, clip 0.25, variable bptt 140, batch 60, 14 epochs, lr/10 "
+            "after epoch 12 (and again after 13: the README keeps 1e-4 for the last two); "
+            "adaptive softmax at the README's splits 2800/20000/76000 with full-size tails "
+            "(div 1), untied (lstmlm's adaptive softmax cannot share the embedding)",
+            data=dict(level="word"),
+            model=dict(
+                _AWD_MODEL,
+                emb_size=400,
+                hidden_sizes=(2500, 2500, 2500, 400),
+                tie_weights=False,
+                softmax="adaptive",
+                cutoffs=(2800, 20000, 76000),
+                div_value=1.0,
+                dropout_e=0.0,
+                dropout_i=0.1,
+                dropout_h=0.1,
+                dropout_o=0.1,
+                wdrop=0.0,
+            ),
             train=dict(
-                _AWD_TRAIN,
-                optimizer="adam",
-                lr=2e-3,
-                alpha=0.0,
-                beta=0.0,
-                bptt=150,
-                batch_size=128,
-                epochs=500,
-                lr_schedule="plateau",
-                lr_decay=10.0,
+                _AWD_ADAM,
+                lr=1e-3,
+                weight_decay=0.0,
+                bptt=140,
+                batch_size=60,
+                epochs=14,
+                lr_schedule="epoch",
+                decay_after=12,
             ),
         ),
         Preset(

@@ -35,7 +35,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: str | None = _f(None, "named corpus: ptb, ptb-char, wikitext-2, tinyshakespeare")
+    corpus: str | None = _f(None, "named corpus, e.g. ptb or enwik8 (all: lstmlm download --help)")
     train: str | None = _f(None, "training text: a .txt file, a folder of .txt files or an .epub")
     valid: str | None = _f(None, "validation text (default: split off --train)")
     test: str | None = _f(None, "test text (default: split off --train)")

@@ -1,28 +1,25 @@
-"""The named benchmark corpora: where their files live, how to check them, how to fetch them.
+"""The named benchmark corpora: what they are, where their files live, how to check them.
 
 A corpus folder ("data dir") holds one sub-folder per corpus, e.g. ``DIR/ptb/train.txt``.
-``find_corpus`` looks for it along ``search_path``; ``download_corpus`` fetches it from
-pinned URLs (or a mirror named by ``LSTMLM_MIRROR``) and checks every file's sha256.
+``find_corpus`` looks for it along ``search_path`` and checks every file's sha256;
+``download.download_corpus`` fetches it. A corpus is either plain files, each with its
+own pinned sha256, or a zip archive with a pinned sha256 (``archives.CorpusArchive``)
+whose split files ``DIR/NAME/{train,valid,test}.txt`` get their sums at extraction, in
+``DIR/NAME/SHA256SUMS``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPException
 from pathlib import Path
 from types import MappingProxyType
-from urllib.request import urlopen
 
-from lstmlm.files import chmod_like_new
+from lstmlm.data.archives import SPLITS, SUMS, CorpusArchive, read_sums
 
-CHUNK = 1 << 20  # hash and download in 1 MB chunks
-SPLITS = ("train", "valid", "test")
-
-Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
+CHUNK = 1 << 20  # hash in 1 MB chunks
 
 
 @dataclass(frozen=True)
@@ -37,18 +34,35 @@ class CorpusFile:
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """A named corpus. ``level`` is "word", "char" or "symbols" (space-separated symbols).
+    """A named corpus: plain ``files`` by split, or an ``archive`` to extract them from.
 
-    ``files`` maps split name to file; a corpus with only "train" is split by lines.
+    ``level`` is the token level a run on it gets unless one is asked for ("word",
+    "char", "symbols" = space-separated symbols, or "bpe"). A corpus of plain files with
+    only "train" is split by lines.
     """
 
     name: str
     level: str
-    files: Mapping[str, CorpusFile] = field(hash=False)
+    files: Mapping[str, CorpusFile] = field(default_factory=dict, hash=False)
     description: str = ""
+    archive: CorpusArchive | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
+        if bool(self.files) == (self.archive is not None):
+            raise ValueError(f"corpus {self.name}: give either files or an archive")
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Each split's file, relative to the data dir."""
+        if self.archive is None:
+            return {split: f.path for split, f in self.files.items()}
+        return {split: f"{self.name}/{split}.txt" for split in SPLITS}
+
+    @property
+    def sums_path(self) -> str | None:
+        """An archive corpus's SHA256SUMS, relative to the data dir (None for plain files)."""
+        return None if self.archive is None else f"{self.name}/{SUMS}"
 
 
 def _gh(repo: str, commit: str, path: str) -> str:
@@ -61,6 +75,12 @@ _DEHGAN = ("arthurdehgan/IFT6135_assignment_2", "191820cabc95c8d8af11d0bf3679207
 _EXAMPLES = ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8")
 _CHAR_RNN = ("karpathy/char-rnn", "6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e")
 _WT2 = "word_language_model/data/wikitext-2"
+# The WikiText archives: their author's own host, then the original (Salesforce/MetaMind).
+_SMERITY = "https://wikitext.smerity.com"
+_METAMIND = "https://s3.amazonaws.com/research.metamind.io/wikitext"
+_MAHONEY = "http://mattmahoney.net/dc"  # enwik8 and text8: Matt Mahoney's page, then a mirror
+_DEEPAI = "https://data.deepai.org"
+_HUTTER_CUT = (90_000_000, 5_000_000, 5_000_000)  # first 90M / next 5M / last 5M bytes
 
 CORPORA: dict[str, CorpusSpec] = {
     "ptb": CorpusSpec(
@@ -154,6 +174,62 @@ CORPORA: dict[str, CorpusSpec] = {
         },
         description="Tiny Shakespeare (char-rnn): 1.1M characters, split 90/5/5 by lines",
     ),
+    "wikitext-103": CorpusSpec(
+        name="wikitext-103",
+        level="word",
+        archive=CorpusArchive(
+            "wikitext-103-v1.zip",
+            "242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
+            190_229_076,
+            (f"{_SMERITY}/wikitext-103-v1.zip", f"{_METAMIND}/wikitext-103-v1.zip"),
+            members={s: f"wikitext-103/wiki.{s}.tokens" for s in SPLITS},
+        ),
+        description="WikiText-103 (tokenized, with <unk>): 267k vocabulary, ~103M train "
+        "tokens, 540 MB",
+    ),
+    "wikitext-103-raw": CorpusSpec(
+        name="wikitext-103-raw",
+        level="bpe",
+        archive=CorpusArchive(
+            "wikitext-103-raw-v1.zip",
+            "91c00ae287f0d699e18605c84afc9e45c192bc6b7797ff8837e5474655a33794",
+            191_984_949,
+            (f"{_SMERITY}/wikitext-103-raw-v1.zip", f"{_METAMIND}/wikitext-103-raw-v1.zip"),
+            members={s: f"wikitext-103-raw/wiki.{s}.raw" for s in SPLITS},
+        ),
+        description="WikiText-103 raw (the same articles, no <unk>): ~540 "
+        "MB of train text, byte-level BPE by default",
+    ),
+    "enwik8": CorpusSpec(
+        name="enwik8",
+        level="char",
+        archive=CorpusArchive(
+            "enwik8.zip",
+            "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
+            36_445_475,
+            (f"{_MAHONEY}/enwik8.zip", f"{_DEEPAI}/enwik8.zip"),
+            member="enwik8",
+            cut=_HUTTER_CUT,
+            member_sha256="2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8",
+        ),
+        description="enwik8 (Hutter Prize): the first 100M bytes of an English Wikipedia "
+        "XML dump, UTF-8, split 90M/5M/5M bytes",
+    ),
+    "text8": CorpusSpec(
+        name="text8",
+        level="char",
+        archive=CorpusArchive(
+            "text8.zip",
+            "a6640522afe85d1963ad56c05b0ede0a0c000dddc9671758a6cc09b7a38e5232",
+            31_344_016,
+            (f"{_MAHONEY}/text8.zip", f"{_DEEPAI}/text8.zip"),
+            member="text8",
+            cut=_HUTTER_CUT,
+            member_sha256="6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7",
+        ),
+        description="text8: 100M characters of Wikipedia reduced to a-z and space, one "
+        "line, split 90M/5M/5M",
+    ),
 }
 
 
@@ -197,7 +273,8 @@ def search_path(data_dir: str | Path | None = None) -> list[Path]:
 def find_corpus(
     name: str, data_dir: str | Path | None = None, *, verify: bool = True
 ) -> dict[str, Path]:
-    """Paths of the corpus files by split, from the first search-path folder holding all.
+    """Paths of the corpus files by split, from the first search-path folder holding all
+    (and, for an archive corpus, its SHA256SUMS).
 
     With ``verify`` each file's sha256 is checked (cached per path, size and mtime).
     """
@@ -206,8 +283,9 @@ def find_corpus(
         raise ValueError(f"--data-dir {data_dir}: no such folder")
     roots = search_path(data_dir)
     for root in roots:
-        paths = {split: root / f.path for split, f in spec.files.items()}
-        if all(p.is_file() for p in paths.values()):
+        paths = {split: root / rel for split, rel in spec.paths.items()}
+        needed = [*paths.values()] + ([root / spec.sums_path] if spec.sums_path else [])
+        if all(p.is_file() for p in needed):
             break
     else:
         where = ", ".join(str(r) for r in roots)
@@ -216,15 +294,35 @@ def find_corpus(
             f"download it with: lstmlm download {name} --data-dir DIR"
         )
     if verify:
-        for split, f in spec.files.items():
+        redo = f"re-download it with: lstmlm download {name} --data-dir {root}"
+        for split, expected in expected_sha256(spec, root).items():
             digest = file_sha256(paths[split])
-            if digest != f.sha256:
+            if digest != expected:
                 raise ValueError(
                     f"{paths[split]}: sha256 {digest[:12]}... does not match the expected "
-                    f"{f.sha256[:12]}...; the file is corrupted or modified, re-download it with: "
-                    f"lstmlm download {name} --data-dir {root}"
+                    f"{expected[:12]}...; the file is corrupted or modified, {redo}"
                 )
     return paths
+
+
+def expected_sha256(spec: CorpusSpec, root: Path) -> dict[str, str]:
+    """The sha256 each split file of `spec` in the data dir `root` must have: pinned for
+    plain files, from ``root/NAME/SHA256SUMS`` for an archive corpus (which must have been
+    made from the pinned archive); a ``ValueError`` naming the file when it is not so."""
+    if spec.archive is None or spec.sums_path is None:
+        return {split: f.sha256 for split, f in spec.files.items()}
+    sums_path = root / spec.sums_path
+    sums = read_sums(sums_path)
+    redo = f"re-download it with: lstmlm download {spec.name} --data-dir {root}"
+    if sums.get(spec.archive.file) != spec.archive.sha256:
+        raise ValueError(
+            f"{sums_path}: not made from {spec.archive.file} with sha256 "
+            f"{spec.archive.sha256[:12]}... (another version of the corpus?); {redo}"
+        )
+    missing = [f"{s}.txt" for s in SPLITS if f"{s}.txt" not in sums]
+    if missing:
+        raise ValueError(f"{sums_path}: has no sum for {', '.join(missing)}; {redo}")
+    return {split: sums[f"{split}.txt"] for split in SPLITS}
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -247,88 +345,8 @@ def file_sha256(path: str | Path) -> str:
     return _SHA_CACHE[key]
 
 
-def download_corpus(
-    name: str,
-    data_dir: str | Path,
-    *,
-    progress: Progress | None = None,
-    timeout: float = 60,
-    urls: Mapping[str, tuple[str, ...]] | None = None,
-) -> dict[str, Path]:
-    """Download a corpus into ``data_dir`` and return its file paths by split.
-
-    Files already present with the right sha256 are kept. For each missing file the URLs
-    are tried in order: ``$LSTMLM_MIRROR/<relative path>`` if that variable is set, then
-    ``urls[relative path]`` if given, else the built-in URLs. Each download streams into a
-    temporary file next to the target, is checked against the sha256 and then moved into
-    place atomically, so a failed or interrupted download leaves nothing behind.
-    ``progress(done, total)`` is called as bytes arrive (``total`` is None if unknown).
-    """
-    spec = get_spec(name)
-    root = Path(data_dir)
-    mirror = os.environ.get("LSTMLM_MIRROR", "").rstrip("/")
-    paths: dict[str, Path] = {}
-    for split, f in spec.files.items():
-        target = root / f.path
-        paths[split] = target
-        if target.is_file() and file_sha256(target) == f.sha256:
-            continue
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"{target.parent}: cannot create folder ({e.strerror or e})") from e
-        candidates = ([f"{mirror}/{f.path}"] if mirror else []) + list(
-            urls[f.path] if urls is not None and f.path in urls else f.urls
-        )
-        errors: list[str] = []
-        for url in candidates:
-            try:
-                _fetch(url, target, f, progress, timeout)
-                break
-            except _FetchError as e:
-                errors.append(f"{url}: {e}")
-        else:
-            reasons = "; ".join(errors) or "no URL to try"
-            raise ValueError(f"could not download {f.path} ({reasons})")
-    return paths
-
-
-class _FetchError(Exception):
-    """One URL failed; the next one may work."""
-
-
-def _fetch(
-    url: str, target: Path, f: CorpusFile, progress: Progress | None, timeout: float
-) -> None:
-    """Stream ``url`` into ``target`` via a temp file, checking size and sha256."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        chmod_like_new(fd)  # not mkstemp's 0600
-        h = hashlib.sha256()
-        done = 0
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if total is not None and f.size is not None and total != f.size:
-                raise _FetchError(f"size is {total} bytes, expected {f.size}")
-            if progress is not None:
-                progress(0, total)
-            while chunk := resp.read(CHUNK):
-                done += len(chunk)
-                if f.size is not None and done > f.size:
-                    raise _FetchError(f"larger than the expected {f.size} bytes")
-                h.update(chunk)
-                out.write(chunk)
-                if progress is not None:
-                    progress(done, total)
-        if h.hexdigest() != f.sha256:
-            raise _FetchError("sha256 mismatch (wrong or corrupted content)")
-        os.replace(tmp, target)
-    # URLError, HTTPError and timeouts are OSErrors; an unknown URL scheme is a ValueError.
-    except (OSError, ValueError, HTTPException) as e:
-        raise _FetchError(" ".join(str(e).split()) or type(e).__name__) from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    st = target.stat()  # remember the verified digest so find_corpus need not re-hash
-    _SHA_CACHE[(str(target.resolve()), st.st_size, st.st_mtime_ns)] = f.sha256
+def remember_sha256(path: Path, digest: str) -> None:
+    """Record the sha256 of a file just written and verified, so that `find_corpus` need
+    not hash it again in this process."""
+    st = path.stat()
+    _SHA_CACHE[(str(path.resolve()), st.st_size, st.st_mtime_ns)] = digest

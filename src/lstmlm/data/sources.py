@@ -73,10 +73,11 @@ def resolve(cfg: DataConfig, store: Store | None = None) -> Source:
         if spec is None:
             raise ValueError(f"unknown corpus {cfg.corpus!r}; known: {', '.join(corpora.CORPORA)}")
         paths = corpora.find_corpus(cfg.corpus, cfg.data_dir, verify=store is None)
-        if store is not None and any(
-            store.file_sha256(p) != spec.files[s].sha256 for s, p in paths.items()
-        ):
-            corpora.find_corpus(cfg.corpus, cfg.data_dir)  # raises, in its own words
+        if store is not None:  # checked through the memo: a known file is not read again
+            root = paths["train"].parents[len(Path(spec.paths["train"]).parts) - 1]
+            expected = corpora.expected_sha256(spec, root)
+            if any(store.file_sha256(p) != expected[s] for s, p in paths.items()):
+                corpora.find_corpus(cfg.corpus, cfg.data_dir)  # raises, in its own words
         where = str(Path(paths["train"]).parent)
         return Source(dict(paths), spec.level, f"{cfg.corpus} ({where})", cfg.lowercase)
     assert cfg.train is not None

@@ -157,7 +157,6 @@ def _cache_pass(
 def cache_evaluate(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
     cfg: CacheConfig = CacheConfig(),
     batch_size: int = 1,
     bptt: int = 100,
@@ -172,13 +171,12 @@ def cache_evaluate(
     plain, total, n = _cache_pass(
         model, ids, cfg.window, [cfg.lam], [cfg.theta], batch_size, bptt, precision, progress
     )
-    return CacheResult(result(total[0, 0].item(), n, level), result(plain, n, level), cfg)
+    return CacheResult(result(total[0, 0].item(), n), result(plain, n), cfg)
 
 
 def cache_search(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
     window: int = 500,
     lambdas: Sequence[float] = LAMBDAS,
     thetas: Sequence[float] = THETAS,
@@ -204,4 +202,4 @@ def cache_search(
         for j, theta in enumerate(thetas)
     ]
     lam, theta, _ = min(grid, key=lambda g: g[2])
-    return SearchResult(CacheConfig(window, lam, theta), grid, result(plain, n, level))
+    return SearchResult(CacheConfig(window, lam, theta), grid, result(plain, n))

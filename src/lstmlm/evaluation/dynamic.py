@@ -92,7 +92,6 @@ def gradient_stats(
 def dynamic_evaluate(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
     cfg: DynamicConfig = DynamicConfig(),
     stats_ids: Tensor | None = None,
     precision: str = "fp32",
@@ -100,7 +99,7 @@ def dynamic_evaluate(
 ) -> DynamicResult:
     """Score `ids` (N,) with dynamic evaluation; the plain number is computed too."""
     cfg.validate()
-    plain = evaluate(model, ids, level, cfg.batch_size, cfg.bptt, precision)
+    plain = evaluate(model, ids, cfg.batch_size, cfg.bptt, precision)
     work = copy.deepcopy(model).eval()  # dropout off; the caller's weights stay as they are
     for p in work.parameters():
         p.requires_grad_(True)
@@ -142,7 +141,7 @@ def dynamic_evaluate(
                                 p.add_(cfg.decay * (p0 - p))
             if progress is not None:
                 progress(offset + x.size(0), data.size(0) - 1)
-    return DynamicResult(result(total.item(), count, level), plain, cfg)
+    return DynamicResult(result(total.item(), count), plain, cfg)
 
 
 def _rms_step(

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lstmlm.data.stats import TextStats
 from lstmlm.data.vocab import Vocab
 from lstmlm.evaluation.cache import CacheConfig, cache_evaluate, cache_search
 from lstmlm.evaluation.dynamic import DynamicConfig, dynamic_evaluate
@@ -36,17 +37,18 @@ class Scores:
     settings: dict[str, Any] = field(default_factory=dict)  # method and its parameters
 
     def to_dict(self) -> dict[str, Any]:
-        """`{"split", "tokens", "loss", "ppl", "bpc", ...settings, "plain_*"}`."""
+        """`{"split", "tokens", "loss", "ppl", "bpc", "word_ppl", ...settings, "plain_*"}`."""
         d: dict[str, Any] = {"split": self.split, **self.result.to_dict(), **self.settings}
         if self.plain is not None:
-            d.update(plain_loss=self.plain.loss, plain_ppl=self.plain.ppl, plain_bpc=self.plain.bpc)
+            p = self.plain
+            d.update(plain_loss=p.loss, plain_ppl=p.ppl, plain_bpc=p.bpc, plain_word_ppl=p.word_ppl)
         return d
 
 
 def plain(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
+    counts: TextStats | None,
     split: str,
     batch_size: int,
     bptt: int = 100,
@@ -54,14 +56,14 @@ def plain(
     progress: Progress | None = None,
 ) -> Scores:
     """Perplexity in `batch_size` parallel columns, state carried across windows."""
-    res = evaluate(model, ids, level, batch_size, bptt, precision, progress=progress)
-    return Scores(split, res)
+    res = evaluate(model, ids, batch_size, bptt, precision, progress=progress)
+    return Scores(split, res.on_text(counts))
 
 
 def with_cache(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
+    counts: TextStats | None,
     split: str,
     cfg: CacheConfig | None,
     batch_size: int,
@@ -79,7 +81,7 @@ def with_cache(
         if search_ids is None:
             raise ValueError("the cache search needs the validation text (search_ids)")
         found = cache_search(
-            model, search_ids, level, window, batch_size=batch_size, bptt=bptt,
+            model, search_ids, window, batch_size=batch_size, bptt=bptt,
             precision=precision, progress=progress,
         )  # fmt: skip
         cfg = found.best
@@ -87,20 +89,20 @@ def with_cache(
         settings["search"] = {
             "split": "valid",
             "plain_ppl": found.plain.ppl,
-            "best_ppl": result(best_loss * found.plain.tokens, found.plain.tokens, level).ppl,
+            "best_ppl": result(best_loss * found.plain.tokens, found.plain.tokens).ppl,
             "grid": [{"lambda": lam, "theta": th, "loss": loss} for lam, th, loss in found.grid],
         }
-    cached = cache_evaluate(model, ids, level, cfg, batch_size, bptt, precision, progress)
+    cached = cache_evaluate(model, ids, cfg, batch_size, bptt, precision, progress)
     settings.update(
         method="cache", cache_window=cfg.window, cache_lambda=cfg.lam, cache_theta=cfg.theta
     )
-    return Scores(split, cached.cached, cached.plain, settings)
+    return Scores(split, cached.cached.on_text(counts), cached.plain.on_text(counts), settings)
 
 
 def dynamic(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
+    counts: TextStats | None,
     split: str,
     cfg: DynamicConfig,
     stats_ids: Tensor | None = None,
@@ -114,7 +116,7 @@ def dynamic(
         stats_ids = stats_ids[: cfg.stats_batches * cfg.bptt * cfg.batch_size + 1]
     else:
         stats_ids = None
-    dyn = dynamic_evaluate(model, ids, level, cfg, stats_ids, precision, progress)
+    dyn = dynamic_evaluate(model, ids, cfg, stats_ids, precision, progress)
     settings = {
         "method": "dynamic",
         "dyn_method": cfg.method,
@@ -123,14 +125,14 @@ def dynamic(
         "dyn_bptt": cfg.bptt,
         "dyn_batch_size": cfg.batch_size,
     }
-    return Scores(split, dyn.dynamic, dyn.plain, settings)
+    return Scores(split, dyn.dynamic.on_text(counts), dyn.plain.on_text(counts), settings)
 
 
 def per_token(
     model: LanguageModel,
     ids: Tensor,
     vocab: Vocab,
-    level: str,
+    counts: TextStats | None,
     split: str,
     out: str | Path,
     bptt: int = 100,
@@ -139,7 +141,7 @@ def per_token(
     """Batch 1 in text order; writes `{"token", "nll"}` per scored token to `out` (JSON
     lines)."""
     nll = token_nlls(model, ids, bptt, precision)  # (N - 1,)
-    res = result(nll.double().sum().item(), nll.numel(), level)
+    res = result(nll.double().sum().item(), nll.numel()).on_text(counts)
     lines = (
         json.dumps({"token": vocab.itos[t], "nll": x}, ensure_ascii=False) + "\n"
         for t, x in zip(ids[1:].tolist(), nll.tolist(), strict=True)

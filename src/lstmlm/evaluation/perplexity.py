@@ -1,10 +1,16 @@
-"""Perplexity and bits per character of a token stream."""
+"""Perplexity of a token stream, and the numbers that compare across token levels.
+
+`evaluate` and the other methods score token ids and know nothing of the text: their
+`EvalResult` holds the mean NLL per token and its perplexity. `EvalResult.on_text` adds
+what only the raw text's counts give (`data.stats.TextStats`): bits per character and
+per-word perplexity, the two numbers a word, char, bpe or unigram run share.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -12,33 +18,42 @@ from torch import Tensor
 
 from lstmlm.config import EVAL_BATCH_SIZE
 from lstmlm.data.batching import batchify, eval_columns, windows
+from lstmlm.data.stats import TextStats
 from lstmlm.nn.model import LanguageModel
 from lstmlm.nn.precision import autocast
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    tokens: int
+    tokens: int  # the tokens scored
     loss: float  # mean negative log-likelihood, nats per token
-    ppl: float
-    bpc: float | None  # bits per token, for character levels
+    ppl: float  # exp(loss): perplexity per token
+    bpc: float | None = None  # bits per character of the raw text (on_text)
+    word_ppl: float | None = None  # perplexity per whitespace-separated word (on_text)
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
+    def on_text(self, stats: TextStats | None) -> EvalResult:
+        """This result with bits per character and per-word perplexity of the text whose
+        counts are `stats` (its total NLL: the mean per scored token times its tokens,
+        see data/stats.py); unchanged for None (no counts known)."""
+        if stats is None:
+            return self
+        return replace(self, bpc=stats.bits_per_char(self.loss), word_ppl=stats.word_ppl(self.loss))
 
-def result(total_nll: float, tokens: int, level: str) -> EvalResult:
+
+def result(total_nll: float, tokens: int) -> EvalResult:
+    """The per-token result of `tokens` scored tokens whose NLLs sum to `total_nll`."""
     loss = total_nll / max(tokens, 1)
     ppl = math.exp(loss) if loss < 700 else math.inf
-    bpc = loss / math.log(2) if level in ("char", "symbols") else None
-    return EvalResult(tokens, loss, ppl, bpc)
+    return EvalResult(tokens, loss, ppl)
 
 
 @torch.inference_mode()
 def evaluate(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
     batch_size: int = EVAL_BATCH_SIZE,
     bptt: int = 70,
     precision: str = "fp32",
@@ -76,7 +91,7 @@ def evaluate(
         if progress is not None:
             progress(offset + x.size(0), data.size(0) - 1)
     model.train(was_training)
-    return result(total.item(), count, level)
+    return result(total.item(), count)
 
 
 @torch.inference_mode()

@@ -34,9 +34,10 @@ def check_comparison(
 ) -> list[bool]:
     """Every check that can stop a comparison, before anything is trained or written:
     the report folder, the number of variants, each variant's run folder, the text (read
-    once) against each variant's batch size, and each variant's model against the
-    vocabulary (built on the meta device: no weights). Returns, per variant, whether it
-    is to be trained (False: a finished run kept by `reuse`)."""
+    once per tokenization: variants of one level and vocabulary settings share it)
+    against each variant's batch size, and each variant's model against its vocabulary
+    (built on the meta device: no weights). Returns, per variant, whether it is to be
+    trained (False: a finished run kept by `reuse`)."""
     out = Path(out_dir)
     runs = out / "runs"
     for folder in (out, runs):
@@ -48,13 +49,30 @@ def check_comparison(
         raise ValueError("a comparison needs at least two variants")
     todo = [_needs_training(cfg, runs / v.name, overwrite, reuse) for v, cfg in configs]
     pending = [(v, cfg) for (v, cfg), t in zip(configs, todo, strict=True) if t]
-    if pending:
-        # The first variant's run checks the text as training will (and reads it); the
-        # variants share it, so the rest are checked against the same tokens.
-        data = check_start(pending[0][1], runs / pending[0][0].name, overwrite, level)
-        for v, cfg in pending:
-            _check_variant(v, cfg, len(data.vocab), data.train.numel())
+    # The first variant of each tokenization checks the text as training will (reads it
+    # and builds its vocabulary); the others of that tokenization are checked against
+    # the same tokens. Only the sizes are kept, not the tokens.
+    sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
+    for v, cfg in pending:
+        lv = variant_level(v, cfg, level)
+        key = (lv, cfg.data.min_freq, cfg.data.max_vocab, cfg.data.vocab_size)
+        if key not in sizes:
+            try:
+                data = check_start(cfg, runs / v.name, overwrite, lv)
+            except FieldError as e:
+                raise (e.within(f"variant {v.name}") if sizes else e) from None
+            except ValueError as e:  # the first: the text's own error, as a run gives it
+                raise (ValueError(f"variant {v.name}: {e}") if sizes else e) from None
+            sizes[key] = (len(data.vocab), data.train.numel())
+            del data
+        _check_variant(v, cfg, *sizes[key])
     return todo
+
+
+def variant_level(v: Variant, cfg: RunConfig, level: str | None) -> str | None:
+    """The level variant `v` trains at: its own when it sets one (`level=bpe`), else the
+    comparison's (None: the named corpus's own)."""
+    return cfg.data.level if "level" in v.overrides else level
 
 
 def _needs_training(cfg: RunConfig, run: Path, overwrite: bool, reuse: bool) -> bool:
@@ -136,7 +154,8 @@ def run_comparison(
         )
         if train_it:
             t0 = time.monotonic()
-            start_run(cfg, run, overwrite=overwrite, level=level, on_event=on_event)
+            lv = variant_level(v, cfg, level)
+            start_run(cfg, run, overwrite=overwrite, level=lv, on_event=on_event)
             wall[v.name] = (time.monotonic() - t0) / 60
     results = [_variant_result(v, runs / v.name, wall.get(v.name)) for v, _ in configs]
     info, _ = read_run_files(runs / configs[0][0].name)
@@ -144,7 +163,6 @@ def run_comparison(
         out_dir,
         base,
         results,
-        info.level,
         info.source,
         name=name,
         description=description,
@@ -153,7 +171,10 @@ def run_comparison(
 
 
 def _variant_result(v: Variant, run: Path, wall_minutes: float | None) -> VariantResult:
+    """A variant's row from its run's summary.json (an older run's may lack the numbers
+    of the raw text: bpc at a word level, word_ppl, the <unk> share; those are None)."""
     s = json.loads((run / SUMMARY).read_text("utf-8"))
+    info, vocab = read_run_files(run)
     return VariantResult(
         name=v.name,
         overrides=dict(v.overrides),
@@ -169,4 +190,10 @@ def _variant_result(v: Variant, run: Path, wall_minutes: float | None) -> Varian
         epochs=s["epochs"],
         best_epoch=s["best_epoch"],
         stopped=s["stopped"],
+        level=info.level,
+        vocab_size=len(vocab),
+        valid_word_ppl=s.get("valid_word_ppl"),
+        test_word_ppl=s.get("test_word_ppl"),
+        valid_unk_share=s.get("valid_unk_share"),
+        test_unk_share=s.get("test_unk_share"),
     )

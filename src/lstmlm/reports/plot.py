@@ -1,15 +1,15 @@
 """Draw the training curves of runs (storage.curves reads them) into an image.
 
 `plot_runs` needs matplotlib and uses its Agg backend, so it works without a display.
-Runs drawn together share one axis, so they must all be word-level or all
-character-level (char/symbols); bpc is for character levels (`curves.choose_metric`).
+Runs drawn together share one axis: perplexity per token for runs of one level, bits
+per character of the raw text for any levels (`curves.choose_metric`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lstmlm.storage.curves import Curves, choose_metric, read_curves, transform
+from lstmlm.storage.curves import Curves, choose_metric, read_curves, value
 
 
 def plot_runs(
@@ -21,8 +21,8 @@ def plot_runs(
 ) -> Path:
     """Draw train (line) and valid (markers) curves of `runs` against epochs and minutes.
 
-    ValueError when a run has no training records yet, when word-level and character-level
-    runs are mixed, or for bpc on a word-level run (see `choose_metric`).
+    ValueError when a run has no training records yet, for ppl across levels, or for bpc
+    of a run that did not record it (an older word-level run; see `choose_metric`).
     """
     if not runs:
         raise ValueError("give at least one run folder")
@@ -51,7 +51,8 @@ def check_curves(curves: list[Curves], metric: str, names: list[str] | None = No
     for c, name in zip(curves, names, strict=True):
         if not c.train and not c.valid:
             raise ValueError(f"{name} has no training records yet")
-    return choose_metric([c.level for c in curves], metric, names)
+    levels = [c.level for c in curves]
+    return choose_metric(levels, metric, names, [c.has_bpc for c in curves])
 
 
 def _draw(curves: list[Curves], out: str | Path, metric: str, title: str | None, dpi: int) -> Path:
@@ -73,7 +74,7 @@ def _draw(curves: list[Curves], out: str | Path, metric: str, title: str | None,
             if c.train:
                 ax.plot(
                     [getattr(p, x) for p in c.train],
-                    [transform(p.loss, metric) for p in c.train],
+                    [value(p, metric) for p in c.train],
                     color=color,
                     alpha=0.45,
                     linewidth=1,
@@ -82,7 +83,7 @@ def _draw(curves: list[Curves], out: str | Path, metric: str, title: str | None,
             if c.valid:
                 ax.plot(
                     [getattr(p, x) for p in c.valid],
-                    [transform(p.loss, metric) for p in c.valid],
+                    [value(p, metric) for p in c.valid],
                     color=color,
                     marker="o",
                     markersize=4,

@@ -1,9 +1,11 @@
 """Comparison presets and variants: what `lstmlm compare` trains, before anything runs.
 
 A comparison is a base `RunConfig` plus named variants, each a few field overrides
-(`rnn=gru`, `fc_layers=1`), applied through `config.overrides` like any flag. The
-variants may not change the data (one corpus, one vocabulary); flags given to every
-variant may not set a field a variant sets (the comparison would then compare nothing).
+(`rnn=gru`, `fc_layers=1`, `level=bpe`), applied through `config.overrides` like any
+flag. The variants share one text: they may set how it is cut into tokens (`TOKENIZATION`:
+each then builds its own vocabulary, and bits per character compare them), not which
+text it is or how it is read. Flags given to every variant may not set a field a variant
+sets (the comparison would then compare nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from typing import Any
 from lstmlm.config import FIELDS, FieldError, RunConfig, apply, parse_value, preset_config
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# The data fields a variant may set: how the shared text becomes tokens. The others
+# (corpus, train/valid/test, lowercase, data_dir) choose or change the text itself, and
+# bits per character compare runs on one text only.
+TOKENIZATION = frozenset({"level", "min_freq", "max_vocab", "vocab_size"})
 
 
 @dataclass(frozen=True)
@@ -138,10 +145,11 @@ def plan(
     if dup:
         raise ValueError(f"two variants are named {dup[0]!r}; variant names must differ")
     for v in variants:
-        data_keys = [k for k in v.overrides if FIELDS[k][0] == "data"]
+        data_keys = [k for k in v.overrides if FIELDS[k][0] == "data" and k not in TOKENIZATION]
         if data_keys:
             raise ValueError(
-                f"variant {v.name}: variants share the corpus; set {data_keys[0]} for all instead"
+                f"variant {v.name}: variants share the corpus; set {data_keys[0]} for all "
+                f"instead (a variant may set {', '.join(sorted(TOKENIZATION))})"
             )
         clash = sorted(set(v.overrides) & set(common))
         if clash:

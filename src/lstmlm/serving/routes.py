@@ -312,7 +312,7 @@ async def _stream(srv: Server, req: Any) -> StreamingResponse:
 def add_score_route(app: FastAPI, srv: Server) -> None:
     @app.post(
         "/v1/score",
-        summary="Perplexity (and bits per character) of a text under a model",
+        summary="Perplexity, bits per character and per-word perplexity of a text",
         response_model=ScoreResponse,
         dependencies=[Depends(srv.rate_limited)],
         responses=ERROR_RESPONSES,
@@ -340,6 +340,9 @@ def add_score_route(app: FastAPI, srv: Server) -> None:
             loss=finite(s["loss"]),
             ppl=finite(s["ppl"]),
             bpc=finite(s["bpc"]),
+            word_ppl=finite(s["word_ppl"]),
+            chars=s["chars"],
+            words=s["words"],
             unknown=s["unknown"],
             token_logprobs=finite(s.get("token_logprobs")),
         )

@@ -163,10 +163,15 @@ class GenerateListResponse(BaseModel):
 
 class ScoreResponse(BaseModel):
     model: str
-    tokens: int
-    loss: float | None
-    ppl: float | None
-    bpc: float | None
+    tokens: int = Field(description="tokens scored, at the model's level")
+    loss: float | None = Field(description="mean NLL per token, in nats")
+    ppl: float | None = Field(description="perplexity per token: exp(loss)")
+    bpc: float | None = Field(description="bits per character of the text: NLL / (chars ln 2)")
+    word_ppl: float | None = Field(
+        None, description="perplexity per whitespace-separated word: exp(NLL / words)"
+    )
+    chars: int = Field(0, description="characters of the text (as normalised)")
+    words: int = Field(0, description="whitespace-separated words of the text")
     unknown: int
     token_logprobs: list[TokenScore] | None = Field(None, description="with return_token_logprobs")
 

@@ -204,7 +204,6 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
 def evaluate(
     model: LanguageModel,
     ids: Tensor,
-    level: str,
     batch_size: int = EVAL_BATCH_SIZE,
     bptt: int = 70,
     precision: str = "fp32",
@@ -220,16 +219,16 @@ def evaluate(
     from lstmlm.evaluation.perplexity import result
 
     if world() == 1:
-        return plain(model, ids, level, batch_size, bptt, precision)
+        return plain(model, ids, batch_size, bptt, precision)
     b = eval_columns(ids.numel(), batch_size)  # as evaluate() has it
     rows = ids.numel() // b
     lo, hi = _share(b, rank(), world())
     nll, count = 0.0, 0
     if hi > lo:
-        r = plain(model, ids[lo * rows : hi * rows], level, hi - lo, bptt, precision)
+        r = plain(model, ids[lo * rows : hi * rows], hi - lo, bptt, precision)
         nll, count = r.loss * r.tokens, r.tokens
     total, tokens = all_reduce_sum([nll, count])
-    return result(total, int(round(tokens)), level)
+    return result(total, int(round(tokens)))
 
 
 def _share(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -12,7 +12,9 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-FINAL_KEYS = ("valid_ppl", "test_ppl", "valid_bpc", "test_bpc")
+FINAL_KEYS = (
+    "valid_ppl", "test_ppl", "valid_bpc", "test_bpc", "valid_word_ppl", "test_word_ppl",
+)  # fmt: skip
 
 
 class EventSink(Protocol):
@@ -36,6 +38,7 @@ def scalars(kind: str, d: dict[str, Any]) -> tuple[int, dict[str, float]]:
             "valid/loss": d.get("valid_loss"),
             "valid/ppl": d.get("valid_ppl"),
             "valid/bpc": d.get("valid_bpc"),
+            "valid/word_ppl": d.get("valid_word_ppl"),
             "epoch/lr": d.get("lr"),
             "epoch/epoch": d.get("epoch"),
             "epoch/minutes": d["elapsed"] / 60 if "elapsed" in d else None,

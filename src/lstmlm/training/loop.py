@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lstmlm.data.batching import num_windows
+from lstmlm.data.dataset import unk_share
 from lstmlm.evaluation.perplexity import EvalResult, result
 from lstmlm.files import atomic_write
 from lstmlm.generation import SampleConfig, generate
@@ -32,7 +33,7 @@ from lstmlm.training.interrupt import TrainingInterrupted, stop_on_signals
 from lstmlm.training.optim import averaged_weights, make_asgd, validation_stalled
 from lstmlm.training.schedule import next_lr
 from lstmlm.training.state import TrainingState
-from lstmlm.training.trainer import Trainer, exp
+from lstmlm.training.trainer import Trainer
 
 
 @dataclass
@@ -46,21 +47,20 @@ class TrainResult:
     stopped: str  # "epochs" | "time" | "steps" | "stalled" (asgd fine-tuning)
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    def summary(self, level: str) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """summary.json's numbers: per token (loss in nats, ppl), and of the raw text
+        (bpc: bits per character, word_ppl: per-word perplexity; data/stats.py)."""
         d: dict[str, Any] = {
             "epochs": round(self.epochs, 3),
             "steps": self.steps,
             "tokens_per_sec": round(self.tokens_per_sec, 1),
             "seconds": round(self.seconds, 1),
             "stopped": self.stopped,
-            "valid_loss": self.valid.loss,
-            "test_loss": self.test.loss,
-            "valid_ppl": self.valid.ppl,
-            "test_ppl": self.test.ppl,
         }
-        if level in ("char", "symbols"):
-            d["valid_bpc"] = self.valid.bpc
-            d["test_bpc"] = self.test.bpc
+        for key in ("loss", "ppl", "bpc", "word_ppl"):
+            d.update(
+                {f"valid_{key}": getattr(self.valid, key), f"test_{key}": getattr(self.test, key)}
+            )
         return d
 
 
@@ -171,7 +171,7 @@ class Loop:
         loss = running.loss.item()
         st.epoch_loss += loss
         st.epoch_steps += running.steps
-        mean = result(loss, running.steps, self.t.data.level)  # per-step mean loss, ppl, bpc
+        mean = self._train_result(loss, running.steps)  # per-step mean loss, ppl, bpc
         self.t.log(
             "progress",
             {
@@ -189,6 +189,11 @@ class Loop:
             },
         )
         running.reset()
+
+    def _train_result(self, loss_sum: float, steps: int) -> EvalResult:
+        """The mean of `steps` steps' losses summing to `loss_sum`, with the train text's
+        bits per character (its counts, data/stats.py)."""
+        return result(loss_sum, steps).on_text(self.t.data.stats.get("train"))
 
     def _stop_or_checkpoint(
         self, running: _Running, stop_requested: Callable[[], int | None]
@@ -277,16 +282,19 @@ class Loop:
         with averaged_weights(self.t.model, self.t.opt):
             v = self.t.validate()
         epoch = st.epoch + 1
+        train = self._train_result(st.epoch_loss, max(st.epoch_steps, 1))
         record = {
             "epoch": epoch,
             "step": st.step,
             "lr": st.lr,
             "elapsed": st.elapsed,
-            "train_loss": st.epoch_loss / max(st.epoch_steps, 1),
-            "train_ppl": exp(st.epoch_loss / max(st.epoch_steps, 1)),
+            "train_loss": train.loss,
+            "train_ppl": train.ppl,
+            "train_bpc": train.bpc,
             "valid_loss": v.loss,
             "valid_ppl": v.ppl,
-            "valid_bpc": v.bpc,
+            "valid_bpc": v.bpc,  # bits per character of the raw text, at every level
+            "valid_word_ppl": v.word_ppl,
             "tokens_per_sec": st.tokens / max(st.elapsed, 1e-9),
         }
         if v.loss < st.best_loss:
@@ -362,12 +370,19 @@ class Loop:
             ckpt.load_model_file(self.t.model, self.t.run_dir / BEST)  # no second copy
         distributed.broadcast_module(self.t.model)  # the others need not see the run folder
         self.t.on_event("final_eval", {"step": st.step})  # the last step trained
-        valid, test = self.t.validate(), self.t.evaluate(self.t.data.test)
+        valid, test = self.t.validate(), self.t.evaluate("test")
         result = TrainResult(
             valid, test, epochs, st.step, st.tokens / max(st.elapsed, 1e-9), st.elapsed, stopped
         )
+        data = self.t.data
         summary = {
-            **result.summary(self.t.data.level),
+            **result.summary(),
+            # the share of <unk> among the split's tokens: the cost of spelling an unknown
+            # word is not in a word run's bpc, so it is shown beside it
+            "valid_unk_share": unk_share(data.vocab, data.valid),
+            "test_unk_share": unk_share(data.vocab, data.test),
+            "level": data.level,
+            "text": {k: c.to_dict() for k, c in data.stats.items()},  # the denominators
             "best_epoch": st.best_epoch,
             "params": self.t.model.num_parameters(),
         }

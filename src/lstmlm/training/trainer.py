@@ -162,15 +162,21 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------
 
-    def evaluate(self, ids: Tensor) -> EvalResult:
-        result = distributed.evaluate(  # plain evaluate() for one process
-            self.model, ids, self.data.level, self.tc.eval_batch_size, EVAL_BPTT, self.tc.precision
+    def evaluate(self, split: str) -> EvalResult:
+        """The model's score on the "valid" or "test" split, with the split's bits per
+        character and per-word perplexity (`EvalResult.on_text`)."""
+        r = distributed.evaluate(  # plain evaluate() for one process
+            self.model,
+            getattr(self.data, split),
+            self.tc.eval_batch_size,
+            EVAL_BPTT,
+            self.tc.precision,
         )
         self.data.release_pages()  # a pass over a mapped split leaves no pages behind
-        return result
+        return r.on_text(self.data.stats.get(split))
 
     def validate(self) -> EvalResult:
-        return self.evaluate(self.data.valid)
+        return self.evaluate("valid")
 
     def set_lr(self, lr: float, scale: float = 1.0) -> None:
         """Set the base lr; `scale` applies to the optimizer only (variable BPTT)."""

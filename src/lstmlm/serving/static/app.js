@@ -50,10 +50,14 @@ function renderCard(m) {
     ["parameters", fmt(m.params, 0)],
     ["vocabulary", fmt(m.vocab_size, 0)],
   ];
-  if (m.metric === "bpc") {
-    rows.push(["valid bpc", fmt(s.valid_bpc, 4)], ["test bpc", fmt(s.test_bpc, 4)]);
-  } else {
+  if (m.metric !== "bpc") {
     rows.push(["valid ppl", fmt(s.valid_ppl)], ["test ppl", fmt(s.test_ppl)]);
+  }
+  if (s.valid_bpc != null) {  // bits per character: every level since lstmlm recorded it
+    rows.push(["valid bpc", fmt(s.valid_bpc, 4)], ["test bpc", fmt(s.test_bpc, 4)]);
+  }
+  if (m.level === "word" && s.test_unk_share != null) {
+    rows.push(["test <unk>", `${fmt(100 * s.test_unk_share, 2)}%`]);
   }
   rows.push(
     ["epochs", fmt(s.epochs, 2)],
@@ -110,13 +114,14 @@ function drawCurve() {
   if (!curveData) return;
   const metric = curveData.metric;
   const xKey = $("xaxis").value;
-  const value = (loss) => (metric === "bpc" ? loss / Math.LN2 : Math.exp(loss));
+  // bits per character of the raw text as the run recorded it; perplexity per token
+  const value = (p) => (metric === "bpc" ? (p.bpc ?? NaN) : Math.exp(p.loss));
   const series = [
     { name: "train", cls: "train", pts: curveData.train },
     { name: "valid", cls: "valid", pts: curveData.valid },
   ].map((s) => ({
     ...s,
-    xy: s.pts.filter((p) => p.loss !== null).map((p) => [p[xKey], value(p.loss)]).filter((p) => isFinite(p[1])),
+    xy: s.pts.filter((p) => p.loss !== null).map((p) => [p[xKey], value(p)]).filter((p) => isFinite(p[1])),
   }));
   const all = series.flatMap((s) => s.xy);
   if (all.length === 0) {
@@ -415,7 +420,7 @@ async function score() {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ model: $("model").value, text, return_token_logprobs: true }),
     });
-    const bpc = r.bpc !== null ? `, ${fmt(r.bpc, 3)} bpc` : "";
+    const bpc = r.bpc != null ? `, ${fmt(r.bpc, 3)} bpc` : "";
     setStatus(`prompt: ppl ${fmt(r.ppl)}${bpc} over ${r.tokens} tokens (${r.unknown} unknown)`);
     const scored = document.createElement("span");
     scored.className = "scored";
