@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lstmlm.config import DataConfig
-from lstmlm.data import cache, readers, stream
+from lstmlm.data import cache, corpora, readers, stream
 from lstmlm.data.dataset import load_dataset
 from lstmlm.data.subword import SubwordVocab
 from lstmlm.data.vocab import Vocab
@@ -229,3 +229,24 @@ def test_a_new_vocab_size_trains_a_new_tokenizer(text_file, cache_dir):
     larger = load_dataset(DataConfig(**{**cfg.__dict__, "vocab_size": 320}))
     assert len(small.vocab) <= 300 < len(larger.vocab) <= 320
     assert len(entries(cache_dir, "vocab")) == len(entries(cache_dir, "ids")) == 2
+
+
+def test_an_archive_corpus_is_checked_through_the_memo(tmp_path, monkeypatch):
+    from helpers import archive_spec, sha, write_corpus_files
+
+    monkeypatch.setitem(
+        corpora.CORPORA, "zipped", archive_spec("zipped", "char", b"zip", member="z", cut=(1, 1, 1))
+    )
+    texts = {s: f"the {s} text\n".encode() for s in ("train", "valid", "test")}
+    write_corpus_files(tmp_path, {f"zipped/{s}.txt": t for s, t in texts.items()})
+    sums = [f"{sha(b'zip')}  zipped.zip"] + [f"{sha(t)}  {s}.txt" for s, t in texts.items()]
+    (tmp_path / "zipped" / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    cfg = DataConfig(corpus="zipped", data_dir=str(tmp_path))
+    first = in_memory(load_dataset(cfg))
+    assert first.level == "char" and "".join(first.vocab.decode(first.valid.tolist())) != ""
+    with monkeypatch.context() as m:
+        forbid_reading(m)
+        same_data(load_dataset(cfg), first)  # verified by the memo, not by a read
+    (tmp_path / "zipped" / "valid.txt").write_bytes(b"the VALID text\n")
+    with pytest.raises(ValueError, match=r"valid.txt: sha256 .* corrupted or modified"):
+        load_dataset(cfg)
