@@ -6,8 +6,8 @@
 For each size a text is synthesized in a temp folder by repeating a shared corpus
 (default WikiText-2's train file, 10.8 MB) up to that many MB (1 MB = 2**20 bytes); never
 in the repository. For each size and level `lstmlm train --train TEXT --level L` runs a
-tiny model (1x32 LSTM; the model is not what is measured) twice with one empty
-`$LSTMLM_CACHE` of its own:
+tiny model (1x32 LSTM; the model is not what is measured) twice with one empty token
+cache of its own (`$LSTMLM_TOKEN_CACHE`):
 
   cold    the first run: it reads the text, builds the vocabulary (or trains the bpe
           tokenizer), tokenizes all three splits and writes the token cache
@@ -17,11 +17,17 @@ Each run is watched from outside: its time to the first step is from the moment 
 process is started (Python and torch imports included) to the first training record in
 RUN/metrics.jsonl (`--log-every 1`), and its peak resident memory is the process's
 VmHWM (also RssAnon and RssFile, the memory-mapped pages) read at that moment; then it
-is killed. tokenize_mb_s is the text's bytes over (cold - cached) first-step time: what
-reading, vocabulary building and tokenizing cost, with the fixed start-up cost taken
-out. after_import_s subtracts the bare import time of the CLI (`python -c "import
-lstmlm.cli.main"`, median of 3), what any command pays before it reads a byte. A PTB
-row (`--corpus ptb`) is measured too.
+is killed. cold_minus_cached_mb_s is the text's bytes over (cold - cached) first-step
+time: everything the cache saves (hashing, reading, vocabulary or tokenizer training,
+tokenizing, writing the cache). after_import_s subtracts the bare import time of the CLI
+(`python -c "import lstmlm.cli.main"`, median of 3), what any command pays before it
+reads a byte. A PTB row (`--corpus ptb`) is measured too.
+
+tokenize_mb_s is tokenizing alone: in a child process with the cache off, the text's
+bytes over the time `load_dataset` takes with the vocabulary given (checking the file,
+one streamed tokenizing pass, the ids written and mapped); new_vocab_mb_s the same for
+a new run's first load (the vocabulary counted in that same pass; for bpe the tokenizer
+trained on the train split first), with that child's peak RSS.
 
 Prints one JSON object with every row and the machine. Time only on an idle machine.
 """
@@ -73,7 +79,7 @@ def _status(pid: int) -> dict[str, int]:
 
 def first_step(args: list[str], cache: Path, run: Path, timeout: float) -> dict[str, Any]:
     """Start `lstmlm train ARGS --out RUN` and watch it until its first training record."""
-    env = {**os.environ, "LSTMLM_CACHE": str(cache)}
+    env = {**os.environ, "LSTMLM_TOKEN_CACHE": str(cache)}
     metrics = run / "metrics.jsonl"
     t0 = time.perf_counter()
     p = subprocess.Popen(
@@ -111,8 +117,43 @@ def measure(args: list[str], tmp: Path, name: str, nbytes: int, timeout: float) 
     cached = first_step(args, cache, tmp / f"run-{name}-cached", timeout)
     spent = cold["first_step_s"] - cached["first_step_s"]
     row: dict[str, Any] = {"text_mb": round(nbytes / MB, 1), "cold": cold, "cached": cached}
-    row["tokenize_mb_s"] = round(nbytes / MB / spent, 2) if spent > 0 else None
+    row["cold_minus_cached_mb_s"] = round(nbytes / MB / spent, 2) if spent > 0 else None
     return row
+
+
+TOKENIZE = """
+import json, resource, sys, time
+from lstmlm.config import DataConfig
+from lstmlm.data.dataset import load_dataset
+cfg = DataConfig(train=sys.argv[1], level=sys.argv[2])
+t0 = time.perf_counter()
+data = load_dataset(cfg)
+t1 = time.perf_counter()
+again = load_dataset(cfg, vocab=data.vocab)
+t2 = time.perf_counter()
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+print(json.dumps({"new_vocab_s": t1 - t0, "known_vocab_s": t2 - t1, "peak_rss_mb": rss}))
+"""
+
+
+def tokenize_rate(text: Path, level: str, timeout: float) -> dict[str, Any]:
+    """Tokenizing alone, in a child process with the cache off (see the module doc)."""
+    env = {**os.environ, "LSTMLM_TOKEN_CACHE": "off"}
+    out = subprocess.run(
+        [sys.executable, "-c", TOKENIZE, str(text), level],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    got = json.loads(out.stdout)
+    mb = text.stat().st_size / MB
+    return {
+        "tokenize_mb_s": round(mb / got["known_vocab_s"], 2),
+        "new_vocab_mb_s": round(mb / got["new_vocab_s"], 2),
+        "tokenize_peak_rss_mb": got["peak_rss_mb"],
+    }
 
 
 def import_seconds(repeats: int = 3) -> float:
@@ -147,6 +188,7 @@ def main() -> None:
             for level in a.levels:
                 args = ["--train", str(text), "--level", level]
                 row = measure(args, tmp, f"{size}-{level}", text.stat().st_size, a.timeout)
+                row |= tokenize_rate(text, level, a.timeout)
                 rows.append({"text": f"{a.source} x{size} MB", "level": level, **row})
                 print(json.dumps(rows[-1]), file=sys.stderr)
             text.unlink()

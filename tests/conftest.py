@@ -16,6 +16,12 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True)
+def _token_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own token cache (data/cache.py), never the user's ~/.cache."""
+    monkeypatch.setenv("LSTMLM_TOKEN_CACHE", str(tmp_path_factory.mktemp("tokens")))
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     return write_corpus(tmp_path / "corpus.txt")

@@ -6,6 +6,7 @@ import random
 import socket
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from lstmlm.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lstmlm.data import corpora
+from lstmlm.data.readers import read_text, split_text
+from lstmlm.data.stats import text_stats
+from lstmlm.data.subword import SUBWORD_LEVELS, SubwordVocab, train_tokenizer
+from lstmlm.data.tokenize import iter_tokens
+from lstmlm.data.vocab import Vocab
 
 # The headless browser the web page tests drive (tests skip when it is missing).
 CHROMIUM = Path("/usr/bin/chromium")
@@ -200,3 +207,45 @@ def archive_spec(name: str, level: str, zip_bytes: bytes, urls=(), **archive_kw)
         f"{name}.zip", sha(zip_bytes), len(zip_bytes), tuple(urls), **archive_kw
     )
     return CorpusSpec(name=name, level=level, archive=archive, description="test archive")
+
+
+# --- the data path before the token cache, the reference the streamed one must equal ---
+
+
+def old_read_splits(cfg: DataConfig) -> dict[str, str]:
+    if cfg.corpus is not None:
+        paths = corpora.find_corpus(cfg.corpus, cfg.data_dir)
+        texts = {s: read_text(p, lowercase=cfg.lowercase) for s, p in paths.items()}
+        if set(texts) == {"train"}:
+            return dict(zip(("train", "valid", "test"), split_text(texts["train"]), strict=True))
+        return texts
+    train = read_text(cfg.train, lowercase=cfg.lowercase)
+    if cfg.valid is not None:
+        return {
+            "train": train,
+            "valid": read_text(cfg.valid, lowercase=cfg.lowercase),
+            "test": read_text(cfg.test, lowercase=cfg.lowercase),
+        }
+    return dict(zip(("train", "valid", "test"), split_text(train), strict=True))
+
+
+def old_load(cfg: DataConfig, level: str, vocab: Vocab | None = None):
+    """(vocab, ids per split as lists, stats per split, text digest) as the data path
+    made them before the token cache: read whole, tokenized token by token."""
+    texts = old_read_splits(cfg)
+    if vocab is None:
+        if level in SUBWORD_LEVELS:
+            vocab = SubwordVocab(train_tokenizer(texts["train"], level, cfg.vocab_size), level)
+        else:
+            vocab = Vocab.build(iter_tokens(texts["train"], level), cfg.min_freq, cfg.max_vocab)
+    digest = hashlib.sha256()
+    for split in ("train", "valid", "test"):
+        digest.update(texts[split].encode("utf-8", "surrogatepass") + b"\0")
+    ids = {}
+    for split, text in texts.items():
+        if isinstance(vocab, SubwordVocab):
+            ids[split] = vocab.encode_text(text).tolist()
+        else:
+            ids[split] = list(array("q", vocab.iter_ids(iter_tokens(text, level))))
+    stats = {s: text_stats(texts[s], level, len(ids[s])) for s in texts}
+    return vocab, ids, stats, digest.hexdigest()

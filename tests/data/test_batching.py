@@ -51,3 +51,14 @@ def test_eval_columns_are_at_least_min_length_long(n, asked, columns):
 def test_eval_columns_refuses_a_non_positive_batch():
     with pytest.raises(ValueError, match="batch size must be positive"):
         eval_columns(1000, 0)
+
+
+def test_columns_are_a_view_and_windows_int64_copies():
+    ids = torch.arange(26, dtype=torch.int32).to(torch.uint16)  # as the token cache maps them
+    data = batchify(ids, 4)  # (6, 4)
+    assert data.data_ptr() == ids.data_ptr() and data.stride() == (1, 6)  # nothing copied
+    for _, x, y in windows(data, 4):
+        assert x.dtype == y.dtype == torch.long and x.is_contiguous() and y.is_contiguous()
+        assert x.data_ptr() != ids.data_ptr()
+    _, x, y = next(windows(data, 4))
+    assert x.tolist() == [[0, 6, 12, 18], [1, 7, 13, 19], [2, 8, 14, 20], [3, 9, 15, 21]]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from helpers import tiny_config, write_corpus
 from lstmlm import storage as ckpt
 from lstmlm.config import ModelConfig, RunConfig, replace
+from lstmlm.data.batching import window
 from lstmlm.data.dataset import load_dataset
 from lstmlm.data.tokenize import tokenize
 from lstmlm.data.vocab import Vocab
@@ -180,7 +181,7 @@ def test_train_steps_lower_the_loss(corpus, tmp_path, kw):
     cfg = adaptive_config(corpus, **kw)
     (tmp_path / "r").mkdir()
     t = Trainer(tmp_path / "r", cfg, load_dataset(cfg.data))
-    x, y = t.train_data[:8], t.train_data[1:9]
+    x, y = window(t.train_data, 0, 8)
     first = t.train_step(x, y).item()
     for _ in range(20):
         t.train_step(x, y)

@@ -265,6 +265,32 @@ def test_shards_are_contiguous_pieces_of_the_stream():
         distributed.shard_columns(columns, 0, 4)
 
 
+def test_shards_of_a_mapped_stream_are_disjoint_views_of_it(tmp_path):
+    """Each rank's columns view its own contiguous part of the memory-mapped token file:
+    nothing is copied, and no two ranks touch the same ids."""
+    import numpy as np
+
+    from lstmlm.data.batching import batchify
+    from lstmlm.data.tokenfile import TokenWriter, open_tokens
+
+    with (tmp_path / "t.tokens").open("wb") as f:
+        w = TokenWriter(f, 1000)
+        for split in ("train", "valid", "test"):
+            w.add(split, np.arange(1000 if split == "train" else 3) % 1000)
+        w.close({})
+    ids = open_tokens(tmp_path / "t.tokens").tensor("train")  # (1000,) uint16, mapped
+    columns = batchify(ids, 2 * 3)  # (166, 6)
+    spans = []
+    for r in range(2):
+        mine = distributed.shard_columns(columns, r, 2)  # (166, 3)
+        assert mine.data_ptr() == ids.data_ptr() + mine.storage_offset() * ids.element_size()
+        assert mine.untyped_storage().data_ptr() == ids.untyped_storage().data_ptr()
+        assert mine.stride() == (1, 166)  # column j is ids[j*L : (j+1)*L]
+        spans.append((mine.storage_offset(), mine.storage_offset() + mine.numel()))
+        assert torch.equal(mine.long(), batchify(ids[r * 498 : (r + 1) * 498], 3).long())
+    assert spans == [(0, 498), (498, 996)]  # contiguous, disjoint
+
+
 def test_device_flag_is_checked():
     with pytest.raises(ValueError, match="device"):
         TrainConfig(device="gpu").validate()

@@ -12,6 +12,7 @@ import torch
 
 from helpers import tiny_config, write_corpus
 from lstmlm import storage as ckpt
+from lstmlm.data.batching import window
 from lstmlm.data.dataset import load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.training import Trainer, start_run
@@ -69,7 +70,7 @@ def test_bad_step_leaves_weights_and_optimizer_untouched(
 ):
     cfg = tiny_config(corpus, optimizer=optimizer, lr=0.01, clip=clip, momentum=0.0)
     t = Trainer(tmp_path, cfg, load_dataset(cfg.data))
-    x, y = t.train_data[:8], t.train_data[1:9]
+    x, y = window(t.train_data, 0, 8)
     t.train_step(x, y)  # one good step: the optimizer has state now
     assert t.step_ok
     weights = {k: v.clone() for k, v in t.model.state_dict().items()}
@@ -181,7 +182,7 @@ def test_the_start_snapshot_copies_tied_weights_once(corpus, tmp_path):
     assert "decoder.weight" not in snap.model  # the tied weight is kept once
     assert snap.model["embedding.weight"].data_ptr() != t.model.embedding.weight.data_ptr()
     before = snap.model["embedding.weight"].clone()
-    t.train_step(t.train_data[:8], t.train_data[1:9])
+    t.train_step(*window(t.train_data, 0, 8))
     assert torch.equal(snap.model["embedding.weight"], before)  # a copy, not a view
     t.restore(detached_copy(snap))
     assert torch.equal(t.model.embedding.weight, before)

@@ -6,6 +6,7 @@ import torch
 from helpers import tiny_config
 from lstmlm import storage as ckpt
 from lstmlm.config import ModelConfig, RunConfig, replace
+from lstmlm.data.batching import window
 from lstmlm.data.dataset import load_dataset
 from lstmlm.training import Trainer, resume_run, start_run
 
@@ -28,10 +29,10 @@ def test_carried_state_is_detached(corpus, tmp_path):
     data = load_dataset(cfg.data)
     (tmp_path / "r").mkdir()
     t = Trainer(tmp_path / "r", cfg, data)
-    x = t.train_data[:8]
-    t.train_step(x, t.train_data[1:9])
+    x, y = window(t.train_data, 0, 8)
+    t.train_step(x, y)
     assert all(not s.requires_grad or s.grad_fn is not None for layer in t.hidden for s in layer)
-    t.train_step(x, t.train_data[1:9])  # would fail "backward through the graph a second time"
+    t.train_step(x, y)  # would fail "backward through the graph a second time"
     from lstmlm.nn.rnn import detach_state
 
     assert all(s.grad_fn is None for layer in detach_state(t.hidden) for s in layer)
@@ -110,7 +111,7 @@ def test_sum_reduction_scales_the_gradient_by_bptt(corpus, tmp_path):
         (tmp_path / red).mkdir()
         t = Trainer(tmp_path / red, cfg, data)
         t.opt = torch.optim.SGD(t.model.parameters(), lr=0.0)
-        t.train_step(t.train_data[:8], t.train_data[1:9])
+        t.train_step(*window(t.train_data, 0, 8))
         grads[red] = t.model.decoder.weight.grad.clone()
     assert torch.allclose(grads["sum"], grads["mean"] * 8, rtol=1e-4, atol=1e-7)
 
@@ -187,7 +188,7 @@ def test_ar_tar_enter_the_gradient_but_not_the_reported_loss(corpus, tmp_path):
         t = Trainer(tmp_path / str(alpha), cfg, data)
         t.opt = torch.optim.SGD(t.model.parameters(), lr=0.0)
         torch.manual_seed(0)  # same dropout masks in both runs
-        loss = t.train_step(t.train_data[:8], t.train_data[1:9])
+        loss = t.train_step(*window(t.train_data, 0, 8))
         results[alpha] = (loss.item(), t.model.rnn.layers[0].weight_hh_l0.grad.clone())
     assert results[0.0][0] == pytest.approx(results[3.0][0])
     assert not torch.allclose(results[0.0][1], results[3.0][1])
@@ -241,3 +242,32 @@ def test_keep_checkpoints_keeps_the_last_n_epochs(tmp_path):
         assert torch.equal(t, last[name]), name
     start_run(tiny_config(corpus, epochs=1), run, overwrite=True)  # off by default
     assert list(run.glob("epoch*.safetensors")) == []
+
+
+def test_training_from_the_mapped_ids_equals_training_from_a_tensor(corpus, tmp_path):
+    """The token cache's uint16 map, its columns strided views, gives the very weights and
+    scores that int64 ids in memory give (variable BPTT, dropout, an epoch and a half)."""
+    import dataclasses
+
+    from lstmlm.training.loop import Loop
+
+    cfg = tiny_config(corpus, variable_bptt=True, max_steps=60, epochs=3)
+    mapped = load_dataset(cfg.data)
+    assert mapped.train.dtype == torch.uint16 and mapped.tokens is not None
+    memory = dataclasses.replace(
+        mapped,
+        train=mapped.train.long().clone(),
+        valid=mapped.valid.long().clone(),
+        test=mapped.test.long().clone(),
+        tokens=None,
+    )
+    models, results = [], []
+    for name, data in (("mapped", mapped), ("memory", memory)):
+        (tmp_path / name).mkdir()
+        t = Trainer(tmp_path / name, cfg, data)
+        results.append(Loop(t).run())
+        models.append(t.model.state_dict())
+    assert results[0].valid == results[1].valid and results[0].test == results[1].test
+    assert models[0].keys() == models[1].keys()
+    for k in models[0]:
+        assert torch.equal(models[0][k], models[1][k]), k

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import codecs
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 import torch
@@ -57,9 +57,14 @@ def chunks(text: str, size: int = CHUNK_CHARS) -> Iterator[str]:
 
 def train_tokenizer(text: str, level: str, vocab_size: int | None = None) -> Tokenizer:
     """A byte-level tokenizer of `level` trained on `text` (the train split only)."""
+    return train_on_chunks(chunks(text), level, vocab_size or default_vocab_size(len(text)))
+
+
+def train_on_chunks(pieces: Iterable[str], level: str, size: int) -> Tokenizer:
+    """`train_tokenizer` of a text given as its `chunks` (a text that is never one string:
+    the same pieces give the same tokenizer)."""
     if level not in SUBWORD_LEVELS:
         raise ValueError(f"unknown subword level {level!r}; use one of {SUBWORD_LEVELS}")
-    size = vocab_size or default_vocab_size(len(text))
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer: trainers.Trainer
     if level == "bpe":
@@ -81,7 +86,7 @@ def train_tokenizer(text: str, level: str, vocab_size: int | None = None) -> Tok
         )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(chunks(text), trainer)
+    tok.train_from_iterator(pieces, trainer)
     return tok
 
 

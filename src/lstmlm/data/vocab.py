@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -27,7 +27,14 @@ class Vocab:
 
     @classmethod
     def build(cls, tokens: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> Vocab:
-        counts = Counter(tokens)
+        return cls.from_counts(Counter(tokens), min_freq, max_size)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Mapping[str, int], min_freq: int = 1, max_size: int | None = None
+    ) -> Vocab:
+        """From token counts whose order is the tokens' first occurrence in the text."""
+        counts = Counter(counts)
         counts.pop(EOS, None)
         counts.pop(UNK, None)
         itos = [EOS, UNK]

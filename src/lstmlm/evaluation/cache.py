@@ -125,14 +125,14 @@ def _cache_pass(
     model.eval()
     device = model.embedding.weight.device
     batch_size = eval_columns(ids.numel(), batch_size)  # as evaluate() has it
-    data = batchify(ids, batch_size).to(device)  # (L, B)
+    data = batchify(ids, batch_size)  # (L, B), a view: each window goes to `device`
     state = model.init_state(batch_size)
     cache_h: Tensor | None = None  # (M, B, H)
     cache_y: Tensor | None = None  # (M, B)
     plain = torch.zeros((), dtype=torch.float64, device=device)
     total = torch.zeros(len(lambdas), len(thetas), dtype=torch.float64, device=device)
     count = 0
-    for offset, x, y in windows(data, bptt):
+    for offset, x, y in windows(data, bptt, device=device):
         with autocast(precision, device.type):
             out = model(x, state)
         state = out.state

@@ -75,10 +75,10 @@ def gradient_stats(
     """Mean squared gradient per parameter over up to `max_batches` segments of `ids`."""
     params = [p for p in model.parameters() if p.requires_grad]
     ms = [torch.zeros_like(p) for p in params]
-    data = batchify(ids, eval_columns(ids.numel(), batch_size)).to(ms[0].device)
+    data = batchify(ids, eval_columns(ids.numel(), batch_size))  # (L, B), a view
     state = model.init_state(data.size(1))
     n = 0
-    for _, x, y in windows(data, bptt):
+    for _, x, y in windows(data, bptt, device=ms[0].device):
         if n == max_batches:
             break
         loss, state = _segment_loss(model, x, y, detach_state(state))
@@ -115,12 +115,12 @@ def dynamic_evaluate(
         else:
             ms = [torch.zeros_like(p) for p in params]
     batch_size = eval_columns(ids.numel(), cfg.batch_size)  # as evaluate() has it
-    data = batchify(ids, batch_size).to(device)  # (L, B)
+    data = batchify(ids, batch_size)  # (L, B), a view: each window goes to `device`
     state = work.init_state(batch_size)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     with torch.enable_grad():
-        for offset, x, y in windows(data, cfg.bptt):
+        for offset, x, y in windows(data, cfg.bptt, device=device):
             loss, state = _segment_loss(work, x, y, detach_state(state))
             total += loss.detach().double() * y.numel()  # scored before the update
             count += y.numel()

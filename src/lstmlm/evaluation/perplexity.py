@@ -75,11 +75,11 @@ def evaluate(
     model.eval()
     device = model.embedding.weight.device
     batch_size = eval_columns(ids.numel(), batch_size)
-    data = batchify(ids, batch_size).to(device)  # (L, B)
+    data = batchify(ids, batch_size)  # (L, B), a view: each window goes to `device`
     state = model.init_state(batch_size)
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for offset, x, y in windows(data, bptt):
+    for offset, x, y in windows(data, bptt, device=device):
         with autocast(precision, device.type):
             # With targets the model returns the mean NLL from its head's own loss (for the
             # full softmax one fused decoder + cross-entropy pass over blocks of rows), not
@@ -107,10 +107,10 @@ def token_nlls(
     was_training = model.training
     model.eval()
     device = model.embedding.weight.device
-    data = ids.to(device).view(-1, 1)  # (N, 1)
+    data = ids.reshape(-1, 1)  # (N, 1)
     state = model.init_state(1)
     out_nll: list[Tensor] = []
-    for _, x, y in windows(data, bptt):
+    for _, x, y in windows(data, bptt, device=device):
         with autocast(precision, device.type):
             out = model(x, state)
         state = out.state

@@ -173,11 +173,15 @@ def all_gather(t: Tensor) -> list[Tensor]:
 
 
 def shard_columns(data: Tensor, rank: int, world: int) -> Tensor:
-    """Rank `rank`'s share of the columns of a batchified (L, W*B) stream: (L, B)."""
+    """Rank `rank`'s share of the columns of a batchified (L, W*B) stream: (L, B), a view.
+
+    Column j of `batchify` is the j-th contiguous piece of the stream, so a rank's
+    columns are one contiguous run of it, disjoint from every other rank's: a rank
+    reading a memory-mapped stream maps only its own part."""
     if data.size(1) % world:
         raise ValueError(f"{data.size(1)} columns do not split evenly over {world} processes")
     b = data.size(1) // world
-    return data[:, rank * b : (rank + 1) * b].contiguous()
+    return data[:, rank * b : (rank + 1) * b]
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:

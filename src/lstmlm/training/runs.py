@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from lstmlm.config import RunConfig, replace
-from lstmlm.data.dataset import Dataset, load_dataset, unk_share
+from lstmlm.data.dataset import Dataset, load_dataset
 from lstmlm.nn.model import LanguageModel
 from lstmlm.storage import checkpoint as ckpt
 from lstmlm.storage import runs as run_files
@@ -120,8 +120,8 @@ def _start(trainer: Trainer, **extra: Any) -> TrainResult:
             "vocab_size": len(data.vocab),
             "params": trainer.model.num_parameters(),
             "train_tokens": data.train.numel(),
-            "unk_train": unk_share(data.vocab, data.train),
-            "unk_valid": unk_share(data.vocab, data.valid),
+            "unk_train": data.unk_share("train"),
+            "unk_valid": data.unk_share("valid"),
             **extra,
         },
     )

@@ -47,6 +47,7 @@ from lstmlm.training.state import TrainerState, TrainingState
 
 EventFn = Callable[[str, dict[str, Any]], None]
 EVAL_BPTT = 100  # evaluation carries state across windows: the length only sets the chunking
+RELEASE_EVERY = 1000  # steps between handing the mapped token pages read so far back
 
 
 def regularization(out: LMOutput, cfg: TrainConfig) -> Tensor | None:
@@ -81,9 +82,9 @@ class Trainer:
         self.net = distributed.wrap(self.model, self.device)  # DDP when world > 1
         self.opt = make_optimizer(self.model, self.tc)
         columns = batchify(data.train, self.tc.batch_size * self.world)  # (L, world*B)
-        self.train_data = distributed.shard_columns(columns, self.rank, self.world).to(
-            self.device
-        )  # (L, B)
+        # (L, B): a view of the stream (a token-cache map stays on disk); `window` copies
+        # each (T, B) window to the device as int64
+        self.train_data = distributed.shard_columns(columns, self.rank, self.world)
         self.st = TrainerState(lr=self.tc.lr, world_size=self.world)
         self.hidden: State = self.model.init_state(self.tc.batch_size)
         # Variable BPTT draws from its own generator, checkpointed with the run.
@@ -171,6 +172,7 @@ class Trainer:
             EVAL_BPTT,
             self.tc.precision,
         )
+        self.data.release_pages()  # a pass over a mapped split leaves no pages behind
         return r.on_text(self.data.stats.get(split))
 
     def validate(self) -> EvalResult:
@@ -185,11 +187,14 @@ class Trainer:
     def next_window(self) -> tuple[Tensor, Tensor]:
         """The next training window; sets this step's lr for variable BPTT and `cosine`."""
         tc, st = self.tc, self.st
+        if st.step % RELEASE_EVERY == 0:  # resident memory stays flat over a long epoch
+            self.data.release_pages()
         if not tc.variable_bptt:
-            x, y = window(self.train_data, st.offset, tc.bptt)
+            x, y = window(self.train_data, st.offset, tc.bptt, self.device)
             scale = 1.0
         else:
-            x, y = window(self.train_data, st.offset, sample_bptt(tc.bptt, self.bptt_gen))
+            bptt = sample_bptt(tc.bptt, self.bptt_gen)
+            x, y = window(self.train_data, st.offset, bptt, self.device)
             scale = x.size(0) / tc.bptt
         if tc.lr_schedule == "cosine":  # st.lr stays the peak; the optimizer gets the curve
             epochs_done = st.epoch + st.offset / max(self.train_data.size(0) - 1, 1)
