@@ -48,7 +48,8 @@ from lstmlm.data.vocab import EOS, Vocab
 CODEPOINTS = sys.maxunicode + 1
 EOL = ord("\n")
 SCRATCH_IDS = 1 << 32  # provisional ids are uint32
-_DEFAULT_SIZE_CHARS = 8000 * 200  # default_vocab_size stops growing here: count no further
+_DEFAULT_SIZE_CHARS = 8000 * 200  # default_vocab_size stops growing here
+TOKENIZER_SAMPLE_CHARS = 64 << 20  # a subword tokenizer learns from at most about this much
 REMAP_BLOCK = 1 << 22
 
 Splits = Iterable[tuple[str, Iterable[str]]]  # (split, its pieces) in SPLITS order
@@ -276,15 +277,22 @@ def build_vocab(train: Callable[[], Iterator[str]], level: str, cfg: DataConfig)
     """A new subword run's tokenizer, trained on passes over the train split's pieces."""
     if level not in SUBWORD_LEVELS:
         raise ValueError(f"{level!r} is not a subword level")
-    size = cfg.vocab_size
-    if not size:
-        n = 0
-        for piece in train():
-            n += len(piece)
-            if n >= _DEFAULT_SIZE_CHARS:
-                break
-        size = default_vocab_size(n)
-    return SubwordVocab(train_on_chunks(rechunk(train()), level, size), level)
+    total = sum(len(piece) for piece in train())
+    size = cfg.vocab_size or default_vocab_size(min(total, _DEFAULT_SIZE_CHARS))
+    pieces = sample(rechunk(train()), total, TOKENIZER_SAMPLE_CHARS)
+    return SubwordVocab(train_on_chunks(pieces, level, size), level)
+
+
+def sample(chunks: Iterable[str], total: int, cap: int) -> Iterator[str]:
+    """Every k-th of `chunks` (about 1M characters each, `total` in all), k the smallest
+    that keeps about `cap` characters: a text under `cap` is given whole, so its
+    tokenizer is the one `subword.train_tokenizer` makes of it. A bigger one trains its
+    tokenizer on chunks spread over all of it (as sentencepiece's input_sentence_size
+    does): the trainer runs at 1-2 MB/s here, a 1 GB text would take 10-15 minutes."""
+    k = max(1, -(-total // cap))  # ceil
+    for i, chunk in enumerate(chunks):
+        if i % k == 0:
+            yield chunk
 
 
 def encode_text(vocab: Vocab, text: str, level: str) -> np.ndarray:
