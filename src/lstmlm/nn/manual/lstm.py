@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lstmlm.nn.manual import native
+from lstmlm.nn.manual import lstm_window, native
 from lstmlm.nn.manual.cells import (
     LSTMState,
     lstm_cell,
@@ -237,7 +237,10 @@ class ManualLSTM(WindowLayer):
             # The C kernels add the bias and read the projection in the matmul dtype.
             x_proj = project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 4H)
             bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
-            out, h, c = _LSTMWindowNative.apply(x_proj, bias, h0, c0, weight_hh, mm_dtype)
+            if mm_dtype == torch.bfloat16 and lstm_window.usable():
+                out, h, c = lstm_window.LSTMWindowFused.apply(x_proj, bias, h0, c0, weight_hh)
+            else:
+                out, h, c = _LSTMWindowNative.apply(x_proj, bias, h0, c0, weight_hh, mm_dtype)
         else:
             bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,), folded into the projection
             x_proj = project(x, self.weight_ih_l0, bias, mm_dtype)  # (T, B, 4H)

@@ -19,6 +19,7 @@ kernels cannot be had, info otherwise), never printed.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -37,10 +38,13 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).parent / "kernels"
-SOURCES = (KERNELS / "lstm_step.c", KERNELS / "gru_step.c")
+SOURCES = (KERNELS / "lstm_step.c", KERNELS / "gru_step.c", KERNELS / "lstm_window.c")
 HEADERS = (KERNELS / "step_common.h",)
 LIBRARY = "rnn_steps"  # the cached file is rnn_steps-<key>.so
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c11", "-shared", "-fPIC")
+# lstm_window.c's threads. In torch's process the library's libgomp is torch's own (same
+# soname, loaded first), so both share one thread pool; without OpenMP it builds serial.
+OPENMP = "-fopenmp"
 ENV_SWITCH = "LSTMLM_NATIVE"  # "0" turns the kernels off
 ENV_CACHE = "LSTMLM_CACHE"
 
@@ -54,6 +58,13 @@ _GRU_FORWARD_ARGS = [_I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR, _PTR, _PTR, _PTR,
 # gru_backward_step(B, H, dh_rec, mm_bf16, d_out, acts, h_n, h_prev, dh_carry, d_x, d_hp,
 #                   db_ih, db_hh)
 _GRU_BACKWARD_ARGS = [_I64, _I64, _PTR, _INT, *[_PTR] * 9]
+# lstm_pack_forward / lstm_pack_backward(H, w_hh, packed, threads)
+_PACK_ARGS = [_I64, _PTR, _PTR, _INT]
+# lstm_window_forward(T, B, H, x_proj, bias, h0, c0, packed, out, acts, cells, tanh_c, threads)
+_WINDOW_FORWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
+# lstm_window_backward(T, B, H, packed, d_out, acts, cells, tanh_c, dc, d_gates, d_bias, dh0,
+#                      threads)
+_WINDOW_BACKWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,23 @@ class StepKernels:
     lstm_backward_step: Callable[..., None]
     gru_forward_step: Callable[..., None]
     gru_backward_step: Callable[..., None]
+    # lstm_window.c: a bf16 LSTM window in one call (None where the CPU or the build lacks
+    # AVX-512 BF16, or its check against torch failed): see WindowKernels.
+    window: WindowKernels | None = None
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: lstm_window checks each build once
+class WindowKernels:
+    """lstm_window.c's entry points: pack W_hh (4H, H) fp32 for the forward or the backward
+    (``packed_*_size(H)`` bf16 elements), then run a window's forward or backward on
+    ``threads`` threads (see the C file for the layouts)."""
+
+    packed_forward_size: Callable[[int], int]
+    packed_backward_size: Callable[[int], int]
+    pack_forward: Callable[..., None]
+    pack_backward: Callable[..., None]
+    forward: Callable[..., None]
+    backward: Callable[..., None]
 
 
 def loaded() -> StepKernels:
@@ -116,7 +144,33 @@ def step_kernels() -> StepKernels | None:
     if not (_lstm_agrees_with_torch(kernels) and _gru_agrees_with_torch(kernels)):
         log.warning("native RNN kernels disagree with torch; using torch ops")
         return None
-    return kernels
+    return dataclasses.replace(kernels, window=_window_kernels(lib))
+
+
+def _window_kernels(lib: ctypes.CDLL) -> WindowKernels | None:
+    """lstm_window.c's entry points where they were built for this CPU (lstm_window.py
+    checks them against torch before first use)."""
+    lib.lstm_window_available.restype = _INT
+    if not lib.lstm_window_available():
+        log.info("no AVX-512 BF16: the bf16 LSTM window runs step by step")
+        return None
+    for name in ("lstm_packed_forward_size", "lstm_packed_backward_size"):
+        getattr(lib, name).argtypes, getattr(lib, name).restype = [_I64], _I64
+    for name, args in (
+        ("lstm_pack_forward", _PACK_ARGS),
+        ("lstm_pack_backward", _PACK_ARGS),
+        ("lstm_window_forward", _WINDOW_FORWARD_ARGS),
+        ("lstm_window_backward", _WINDOW_BACKWARD_ARGS),
+    ):
+        getattr(lib, name).argtypes, getattr(lib, name).restype = args, None
+    return WindowKernels(
+        lib.lstm_packed_forward_size,
+        lib.lstm_packed_backward_size,
+        lib.lstm_pack_forward,
+        lib.lstm_pack_backward,
+        lib.lstm_window_forward,
+        lib.lstm_window_backward,
+    )
 
 
 def _compiler() -> str:
@@ -150,8 +204,9 @@ def _build() -> Path:
         [cc, "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout
     texts = [p.read_bytes() for p in (*SOURCES, *HEADERS)]
+    flags = " ".join((*FLAGS, OPENMP)).encode()
     key = hashlib.sha256(
-        b"\0".join([*texts, " ".join(FLAGS).encode(), version.encode(), _cpu_id().encode()])
+        b"\0".join([*texts, flags, version.encode(), _cpu_id().encode()])
     ).hexdigest()[:16]
     target = _cache_dir() / f"{LIBRARY}-{key}.so"
     if target.exists():
@@ -160,12 +215,15 @@ def _build() -> Path:
     # Build beside the target and rename: processes building at once never see a torn file.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run(
-            [cc, *FLAGS, "-o", str(built), *map(str, SOURCES)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        for openmp in ([OPENMP], []):  # a compiler without OpenMP builds the serial version
+            result = subprocess.run(
+                [cc, *FLAGS, *openmp, "-o", str(built), *map(str, SOURCES)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if result.returncode == 0:
+                break
         if result.returncode != 0:
             raise OSError(f"{cc} failed: {result.stderr.strip()[-500:]}")
         os.replace(built, target)
@@ -185,9 +243,7 @@ def _lstm_agrees_with_torch(k: StepKernels) -> bool:
     bias = torch.randn(4 * H, generator=gen)
     c_prev = torch.randn(B, H, generator=gen)
     acts, c, tanh_c, h = torch.empty(B, 4 * H), *(torch.empty(B, H) for _ in range(3))
-    k.lstm_forward_step(
-        B, H, *_ptrs(x_proj, rec), 0, *_ptrs(bias, c_prev, acts, c, tanh_c, h), None
-    )
+    k.lstm_forward_step(B, H, *ptrs(x_proj, rec), 0, *ptrs(bias, c_prev, acts, c, tanh_c, h), None)
     i, f, g, o = (x_proj + rec + bias).chunk(4, dim=1)
     i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
     want_c = f * c_prev + i * g
@@ -198,7 +254,7 @@ def _lstm_agrees_with_torch(k: StepKernels) -> bool:
     d_c = dc + (dh_rec + d_out) * o * (1 - tanh_c**2)
     d_gates, d_bias = torch.empty(B, 4 * H), torch.zeros(4 * H)
     k.lstm_backward_step(
-        B, H, *_ptrs(dh_rec), 0, *_ptrs(d_out, acts, c_prev, tanh_c, dc, d_gates, d_bias)
+        B, H, *ptrs(dh_rec), 0, *ptrs(d_out, acts, c_prev, tanh_c, dc, d_gates, d_bias)
     )
     want_i = d_c * g * i * (1 - i)
     ok = ok and torch.allclose(d_gates[:, :H], want_i, atol=1e-5)
@@ -214,7 +270,7 @@ def _gru_agrees_with_torch(k: StepKernels) -> bool:
     b_ih, b_hh = (torch.randn(3 * H, generator=gen) for _ in range(2))
     h_prev = torch.randn(B, H, generator=gen)
     acts, h_n, h = torch.empty(B, 3 * H), torch.empty(B, H), torch.empty(B, H)
-    k.gru_forward_step(B, H, *_ptrs(x_proj, rec), 0, *_ptrs(b_ih, b_hh, h_prev, acts, h_n, h), None)
+    k.gru_forward_step(B, H, *ptrs(x_proj, rec), 0, *ptrs(b_ih, b_hh, h_prev, acts, h_n, h), None)
     (x_r, x_z, x_n), (h_r, h_z, want_hn) = (t.chunk(3, dim=1) for t in (x_proj + b_ih, rec + b_hh))
     r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
     n = (x_n + r * want_hn).tanh()
@@ -226,7 +282,7 @@ def _gru_agrees_with_torch(k: StepKernels) -> bool:
     d_x, d_hp = torch.empty(B, 3 * H), torch.empty(B, 3 * H)
     db_ih, db_hh = torch.zeros(3 * H), torch.zeros(3 * H)
     k.gru_backward_step(
-        B, H, *_ptrs(dh_rec), 0, *_ptrs(d_out, acts, h_n, h_prev, carry, d_x, d_hp, db_ih, db_hh)
+        B, H, *ptrs(dh_rec), 0, *ptrs(d_out, acts, h_n, h_prev, carry, d_x, d_hp, db_ih, db_hh)
     )
     d_n = dh * (1 - z) * (1 - n * n)
     d_r = d_n * want_hn * r * (1 - r)
@@ -237,5 +293,6 @@ def _gru_agrees_with_torch(k: StepKernels) -> bool:
     return ok and torch.allclose(carry, dh * z, atol=1e-5)
 
 
-def _ptrs(*tensors: Tensor) -> list[int]:
+def ptrs(*tensors: Tensor) -> list[int]:
+    """The tensors' data pointers, for a kernel call."""
     return [t.data_ptr() for t in tensors]
