@@ -42,7 +42,9 @@ def raw_counts(text: str, level: str) -> tuple[int, int]:
     chars = words = 0
     for piece in chunks(text):
         if level == "symbols":
-            piece = "\n".join("".join(line.split()).replace("_", " ") for line in piece.split("\n"))
+            piece = "\n".join(
+                "".join(line.split()).replace("_", " ") for line in piece.split("\n")
+            )
         chars += len(piece)
         words += len(piece.split())
     return chars, words
