@@ -23,6 +23,7 @@ and 1.6x slower at 3200 in bf16.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.utils.weak import WeakIdKeyDictionary
+
+from lstmlm.nn.manual import bf16_gemm
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
 # Inference scores at most this many logits at once (64 MB in fp32), so evaluating a
@@ -44,14 +47,27 @@ def _scores(xm: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias.to(wm.dtype), xm, wm.t())
 
 
-# weight -> (its version, data pointer, dtype, its transposed copy), for _nll_only
-_TRANSPOSED = WeakIdKeyDictionary()
+# weight -> {what: ((its version, data pointer), a copy made from it)}, for _nll_only
+_KEPT = WeakIdKeyDictionary()
+
+
+def _kept(weight: Tensor, what: object, make: Callable[[], Any]) -> Any:
+    """make()'s copy of weight, made once while the weight is unchanged (same version
+    counter and storage: any in-place update, an optimizer step or load_state_dict, makes
+    a new copy)."""
+    key = (weight._version, weight.data_ptr())
+    slots = _KEPT.setdefault(weight, {})
+    hit = slots.get(what)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = make()
+    slots[what] = (key, value)
+    return value
 
 
 def transposed_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
-    """weight (V, D) as a contiguous (D, V) copy in `dtype`, made once while the weight is
-    unchanged (same version counter and storage: any in-place update, an optimizer step or
-    load_state_dict, makes a new copy).
+    """weight (V, D) as a contiguous (D, V) copy in `dtype`, kept while the weight is
+    unchanged (see _kept).
 
     Why: oneDNN's bf16 GEMM with AMX ran the evaluation decoder's (3200, 650) x (650, 10k)
     in 37 ms from a (D, V) weight against 56 ms from the (V, D) one transposed on the fly
@@ -59,13 +75,12 @@ def transposed_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     lower-precision matmuls use this). Making the copy costs ~14 ms, so it pays only when
     kept across calls, as in evaluation, where the weight does not change.
     """
-    key = (weight._version, weight.data_ptr(), dtype)
-    hit = _TRANSPOSED.get(weight)
-    if hit is not None and hit[:3] == key:
-        return hit[3]
-    wt = weight.detach().to(dtype).t().contiguous()  # (D, V)
-    _TRANSPOSED[weight] = (*key, wt)
-    return wt
+    return _kept(weight, dtype, lambda: weight.detach().to(dtype).t().contiguous())
+
+
+def packed_weight(weight: Tensor) -> bf16_gemm.Packed:
+    """weight.T packed for the C GEMM (bf16_gemm.py), kept while the weight is unchanged."""
+    return _kept(weight, "packed", lambda: bf16_gemm.pack(weight.detach(), transpose=True))
 
 
 def _nll_only(
@@ -75,10 +90,17 @@ def _nll_only(
 
     The scores are made for a chunk of rows at a time, at most `MAX_LOGITS` of them (at
     least one row), so memory stays bounded whatever N and V; each row's scores are the
-    same whichever chunk holds it. A low-precision matmul reads the kept (D, V) copy of
-    the weight, the faster GEMM layout (see transposed_weight)."""
+    same whichever chunk holds it. bf16 matmuls run on the C GEMM from a kept packed copy
+    of the weight, as the training path does (the same scores); elsewhere a low-precision
+    matmul reads the kept (D, V) copy, the faster GEMM layout (see transposed_weight)."""
     xm = x.to(mm_dtype)
-    if mm_dtype == torch.float32 or weight.dtype == mm_dtype:
+    if mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
+        packed = packed_weight(weight)
+
+        def scores_of(rows: Tensor) -> Tensor:
+            return bf16_gemm.matmul(bf16_gemm.rows(rows), packed, mm_dtype, bias)
+
+    elif mm_dtype == torch.float32 or weight.dtype == mm_dtype:
         wm = weight.to(mm_dtype)
 
         def scores_of(rows: Tensor) -> Tensor:
@@ -111,8 +133,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         targets: Tensor,
         mm_dtype: torch.dtype,
     ) -> Tensor:
-        xm, wm = x.to(mm_dtype), weight.to(mm_dtype)
-        scores = _scores(xm, wm, bias)  # (N, V) in mm_dtype; becomes the gradient below
+        xm = x.to(mm_dtype)
+        ctx.kernel = mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight)
+        if ctx.kernel:  # the C GEMM: from the fp32 weight, the bias added before rounding
+            wm = weight  # the backward packs it again, for its own layout
+            wt = bf16_gemm.pack(weight, transpose=True)  # B = weight.T (D, V)
+            scores = bf16_gemm.matmul(bf16_gemm.rows(xm), wt, mm_dtype, bias)  # (N, V)
+        else:
+            wm = weight.to(mm_dtype)
+            scores = _scores(xm, wm, bias)  # (N, V) in mm_dtype; becomes the gradient below
         nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
         for start in range(0, x.size(0), ROWS_PER_BLOCK):
             block = scores[start : start + ROWS_PER_BLOCK]  # (n, V), a view
@@ -137,6 +166,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
         # instead, so no second (N, V) buffer is written.
         x_dtype, w_dtype = ctx.dtypes
+        if ctx.kernel:
+            return _backward_on_kernel(ctx, xm, wm, grad, d_nll)
         d = d_nll.unsqueeze(1)  # (N, 1) fp32
         d_x = ((grad @ wm).float() * d).to(x_dtype) if ctx.needs_input_grad[0] else None
         d_w = None
@@ -146,6 +177,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if ctx.has_bias:
             d_b = (d.t().to(grad.dtype) @ grad).squeeze(0).to(w_dtype)  # (V,)
         return d_x, d_w, d_b, None, None
+
+
+def _backward_on_kernel(
+    ctx: Any, xm: Tensor, weight: Tensor, grad: Tensor, d_nll: Tensor
+) -> tuple[Tensor | None, ...]:
+    """_LinearCrossEntropy's backward on the C GEMM (bf16_gemm.py): d_x with the row scale
+    d_nll applied to its fp32 accumulators, and the bias's gradient as one more column of
+    the weight's product (B = [x * d, d])."""
+    x_dtype, w_dtype = ctx.dtypes
+    d = d_nll.float().unsqueeze(1)  # (N, 1)
+    d_x = d_w = d_b = None
+    if ctx.needs_input_grad[0]:
+        d_x = bf16_gemm.matmul(bf16_gemm.rows(grad), bf16_gemm.pack(weight), row_scale=d_nll)
+        d_x = d_x.to(x_dtype)  # (N, D)
+    if ctx.needs_input_grad[1] or ctx.has_bias:
+        right = xm.float() * d  # (N, D)
+        if ctx.has_bias:
+            right = torch.cat((right, d), dim=1)  # (N, D + 1)
+            d_b = torch.empty(grad.size(1))  # (V,) fp32
+        g_t = bf16_gemm.transposed(grad)  # grad.T (V, N)
+        d_w = bf16_gemm.matmul(g_t, bf16_gemm.pack(right), last_column=d_b).to(w_dtype)
+        d_b = None if d_b is None else d_b.to(w_dtype)
+    return d_x, d_w, d_b, None, None
 
 
 def linear_cross_entropy(

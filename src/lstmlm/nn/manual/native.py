@@ -28,9 +28,10 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,12 +39,13 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).parent / "kernels"
-SOURCES = (KERNELS / "lstm_step.c", KERNELS / "gru_step.c", KERNELS / "lstm_window.c")
-HEADERS = (KERNELS / "step_common.h",)
+SOURCES = tuple(KERNELS / f for f in ("lstm_step.c", "gru_step.c", "lstm_window.c", "gemm_bf16.c"))
+HEADERS = (KERNELS / "step_common.h", KERNELS / "gemm_bf16.h")
 LIBRARY = "rnn_steps"  # the cached file is rnn_steps-<key>.so
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c11", "-shared", "-fPIC")
-# lstm_window.c's threads. In torch's process the library's libgomp is torch's own (same
-# soname, loaded first), so both share one thread pool; without OpenMP it builds serial.
+# The threads of lstm_window.c and gemm_bf16.c. In torch's process the library's libgomp is
+# torch's own (same soname, loaded first), so both share one thread pool; a compiler
+# without OpenMP builds them serial.
 OPENMP = "-fopenmp"
 ENV_SWITCH = "LSTMLM_NATIVE"  # "0" turns the kernels off
 ENV_CACHE = "LSTMLM_CACHE"
@@ -65,6 +67,10 @@ _WINDOW_FORWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
 # lstm_window_backward(T, B, H, packed, d_out, acts, cells, tanh_c, dc, d_gates, d_bias, dh0,
 #                      threads)
 _WINDOW_BACKWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
+# bf16_pack_kn / bf16_pack_nk / bf16_pair_rows(K, N or M, src, src_bf16, ld, dst, threads)
+_GEMM_PACK_ARGS = [_I64, _I64, _PTR, _INT, _I64, _PTR, _INT]
+# bf16_gemm(M, N, K, a, lda, packed, bias, row_scale, c, c_bf16, ldc, extra, threads)
+_GEMM_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT, _I64, _PTR, _INT]
 
 
 @dataclass(frozen=True)
@@ -80,9 +86,10 @@ class StepKernels:
     lstm_backward_step: Callable[..., None]
     gru_forward_step: Callable[..., None]
     gru_backward_step: Callable[..., None]
-    # lstm_window.c: a bf16 LSTM window in one call (None where the CPU or the build lacks
-    # AVX-512 BF16, or its check against torch failed): see WindowKernels.
+    # lstm_window.c and gemm_bf16.c (None where the CPU or the build lacks AVX-512 BF16;
+    # lstm_window.py and bf16_gemm.py check them against torch before first use)
     window: WindowKernels | None = None
+    gemm: GemmKernels | None = None
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: lstm_window checks each build once
@@ -97,6 +104,20 @@ class WindowKernels:
     pack_backward: Callable[..., None]
     forward: Callable[..., None]
     backward: Callable[..., None]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: bf16_gemm checks each build once
+class GemmKernels:
+    """gemm_bf16.c's entry points: pack the second operand (``packed_size(K, N)`` bf16
+    elements) from a (K, N) or an (N, K) matrix, lay out a (K, M) matrix as the transpose
+    first operand (``pair_rows_size(K, M)``), and multiply (see the C file)."""
+
+    packed_size: Callable[[int, int], int]
+    pair_rows_size: Callable[[int, int], int]
+    pack_kn: Callable[..., None]
+    pack_nk: Callable[..., None]
+    pair_rows: Callable[..., None]
+    gemm: Callable[..., None]
 
 
 def loaded() -> StepKernels:
@@ -144,32 +165,40 @@ def step_kernels() -> StepKernels | None:
     if not (_lstm_agrees_with_torch(kernels) and _gru_agrees_with_torch(kernels)):
         log.warning("native RNN kernels disagree with torch; using torch ops")
         return None
-    return dataclasses.replace(kernels, window=_window_kernels(lib))
+    lib.lstm_window_available.restype = lib.gemm_bf16_available.restype = _INT
+    if not (lib.lstm_window_available() and lib.gemm_bf16_available()):
+        log.info("no AVX-512 BF16: bf16 matmuls run on torch, the LSTM window step by step")
+        return kernels
+    return dataclasses.replace(kernels, window=_window_kernels(lib), gemm=_gemm_kernels(lib))
 
 
-def _window_kernels(lib: ctypes.CDLL) -> WindowKernels | None:
-    """lstm_window.c's entry points where they were built for this CPU (lstm_window.py
-    checks them against torch before first use)."""
-    lib.lstm_window_available.restype = _INT
-    if not lib.lstm_window_available():
-        log.info("no AVX-512 BF16: the bf16 LSTM window runs step by step")
-        return None
-    for name in ("lstm_packed_forward_size", "lstm_packed_backward_size"):
-        getattr(lib, name).argtypes, getattr(lib, name).restype = [_I64], _I64
-    for name, args in (
-        ("lstm_pack_forward", _PACK_ARGS),
-        ("lstm_pack_backward", _PACK_ARGS),
-        ("lstm_window_forward", _WINDOW_FORWARD_ARGS),
-        ("lstm_window_backward", _WINDOW_BACKWARD_ARGS),
-    ):
-        getattr(lib, name).argtypes, getattr(lib, name).restype = args, None
+def _bind(lib: ctypes.CDLL, name: str, args: Sequence[type], result: type | None = None) -> Any:
+    f = getattr(lib, name)
+    f.argtypes, f.restype = args, result
+    return f
+
+
+def _window_kernels(lib: ctypes.CDLL) -> WindowKernels:
+    """lstm_window.c's entry points."""
     return WindowKernels(
-        lib.lstm_packed_forward_size,
-        lib.lstm_packed_backward_size,
-        lib.lstm_pack_forward,
-        lib.lstm_pack_backward,
-        lib.lstm_window_forward,
-        lib.lstm_window_backward,
+        _bind(lib, "lstm_packed_forward_size", [_I64], _I64),
+        _bind(lib, "lstm_packed_backward_size", [_I64], _I64),
+        _bind(lib, "lstm_pack_forward", _PACK_ARGS),
+        _bind(lib, "lstm_pack_backward", _PACK_ARGS),
+        _bind(lib, "lstm_window_forward", _WINDOW_FORWARD_ARGS),
+        _bind(lib, "lstm_window_backward", _WINDOW_BACKWARD_ARGS),
+    )
+
+
+def _gemm_kernels(lib: ctypes.CDLL) -> GemmKernels:
+    """gemm_bf16.c's entry points."""
+    return GemmKernels(
+        _bind(lib, "bf16_packed_size", [_I64, _I64], _I64),
+        _bind(lib, "bf16_pair_rows_size", [_I64, _I64], _I64),
+        _bind(lib, "bf16_pack_kn", _GEMM_PACK_ARGS),
+        _bind(lib, "bf16_pack_nk", _GEMM_PACK_ARGS),
+        _bind(lib, "bf16_pair_rows", _GEMM_PACK_ARGS),
+        _bind(lib, "bf16_gemm", _GEMM_ARGS),
     )
 
 

@@ -25,7 +25,7 @@
  * elsewhere the Python loop over the step kernels (lstm_step.c) runs. Threads come from
  * OpenMP: linked into torch's process, libgomp is torch's own (one thread pool).
  */
-#include "step_common.h"
+#include "gemm_bf16.h"
 
 #include <stdlib.h>
 #ifdef _OPENMP
@@ -33,11 +33,6 @@
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
-#include <immintrin.h>
-
-#define MR 5     /* rows per tile: 5 x 4 accumulators + 4 weight vectors fit 32 registers */
-#define BLOCK 16 /* units per vector */
-#define INLINE static inline __attribute__((always_inline))
 
 /* --- 16 lanes of step_common.h's arithmetic (same polynomial; NaN propagates) ------ */
 
@@ -81,40 +76,6 @@ INLINE __m512 v_tanh(__m512 x) {
     return _mm512_mask_blend_ps(pos, _mm512_sub_ps(_mm512_setzero_ps(), t), t);
 }
 
-INLINE __m512 v_ld(const float *p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
-INLINE void v_st(float *p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
-INLINE __m512 v_ld_bf16(const bf16 *p, __mmask16 k) {
-    __m256i raw = _mm256_maskz_loadu_epi16(k, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-INLINE void v_st_bf16(bf16 *p, __mmask16 k, __m512 v) { /* round to nearest even */
-    _mm256_mask_storeu_epi16(p, k, (__m256i)_mm512_cvtneps_pbh(v));
-}
-
-/* --- the GEMM: acc[r][q] += sum over kp < k2 of the bf16 pair a[r * lda + 2kp ..] times
- * the 16 lanes x 2 of p[kp * 128 + q * 32 ..], for r < mr, q < nr (compile-time) ------- */
-
-INLINE void gemm(int mr, int nr, int64_t k2, const bf16 *a, int64_t lda, const bf16 *p,
-                 __m512 acc[MR][4]) {
-    for (int r = 0; r < mr; ++r)
-        for (int q = 0; q < nr; ++q) acc[r][q] = _mm512_setzero_ps();
-    for (int64_t kp = 0; kp < k2; ++kp) {
-        __m512bh w[4];
-        for (int q = 0; q < nr; ++q)
-            w[q] = (__m512bh)_mm512_loadu_si512((const void *)(p + kp * 128 + q * 32));
-        for (int r = 0; r < mr; ++r) {
-            int32_t pair;
-            memcpy(&pair, a + r * lda + 2 * kp, sizeof pair);
-            __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
-            for (int q = 0; q < nr; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], x, w[q]);
-        }
-    }
-}
-
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-static __mmask16 lanes(int64_t n) { return n >= BLOCK ? 0xFFFF : (__mmask16)((1u << n) - 1); }
-
 /* What a forward or backward tile reads and writes (see lstm_window_forward/_backward). */
 typedef struct {
     int64_t B, H;
@@ -131,7 +92,7 @@ INLINE void forward_tile(int mr, const Window *w, int64_t t, int64_t b0, int64_t
     int64_t H = w->H, j0 = u * BLOCK;
     __mmask16 k = lanes(H - j0);
     __m512 acc[MR][4];
-    gemm(mr, 4, ldh / 2, h_in, ldh, w->packed + u * (ldh / 2) * 128, acc);
+    gemm_tile(mr, 4, ldh / 2, 0, h_in, ldh, 2, w->packed + u * (ldh / 2) * 128, acc);
     __m512 b_i = v_ld(w->bias + j0, k), b_f = v_ld(w->bias + H + j0, k);
     __m512 b_g = v_ld(w->bias + 2 * H + j0, k), b_o = v_ld(w->bias + 3 * H + j0, k);
     for (int m = 0; m < mr; ++m) {
@@ -159,8 +120,8 @@ INLINE void backward_tile(int mr, int nr, const Window *w, int64_t T, int64_t t,
     int64_t B = w->B, H = w->H, ld = 4 * H;
     __m512 acc[MR][4];
     if (t < T - 1)
-        gemm(mr, nr, 2 * H, w->d_gates + ((t + 1) * B + b0) * ld, ld,
-             w->packed + g * 2 * H * 128, acc);
+        gemm_tile(mr, nr, 2 * H, 0, w->d_gates + ((t + 1) * B + b0) * ld, ld, 2,
+                  w->packed + g * 2 * H * 128, acc);
     else
         for (int m = 0; m < mr; ++m)
             for (int q = 0; q < nr; ++q) acc[m][q] = _mm512_setzero_ps();
@@ -226,15 +187,6 @@ static const backward_fn BACKWARD[MR][4] = {BROW(1), BROW(2), BROW(3), BROW(4), 
 /* Sizes of the packed weights, in bf16 elements. */
 int64_t lstm_packed_forward_size(int64_t H) { return ceil_div(H, BLOCK) * ceil_div(H, 2) * 128; }
 int64_t lstm_packed_backward_size(int64_t H) { return ceil_div(H, 4 * BLOCK) * 2 * H * 128; }
-
-/* 16 fp32 pairs (lo[l], hi[l]) -> 32 bf16 interleaved lo0 hi0 lo1 hi1 .., rounded to
- * nearest even: the layout VDPBF16PS reads. */
-INLINE __m512i interleave_bf16(__m512 lo, __m512 hi) {
-    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25,
-                                           9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
-                                           17, 1, 16, 0);
-    return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-}
 
 /* w_hh (4H, H) fp32 -> the forward layout: [unit block u][k pair][gate q][lane l][2], the
  * 16 lanes of a k pair gathered from 16 rows of W. */

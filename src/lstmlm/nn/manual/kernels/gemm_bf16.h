@@ -1,0 +1,75 @@
+/* The bf16 GEMM micro-kernel shared by gemm_bf16.c and lstm_window.c (AVX-512 BF16).
+ *
+ * VDPBF16PS multiplies 16 pairs of bf16 values lane by lane and adds each pair's dot
+ * product to 16 fp32 accumulators. So the second operand B is packed in panels of 64
+ * columns: per pair of k, 4 vectors of 16 columns x 2 values (k, k + 1), and the first
+ * operand A is read as 32-bit pairs (a[m, k], a[m, k + 1]) broadcast to all lanes. One
+ * tile is 5 rows x 64 columns: 20 accumulators, 4 B vectors and a broadcast in the 32
+ * vector registers, 20 VDPBF16PS per 9 loads. Measured on the 2-core AMD EPYC (Zen 4):
+ * ~231 GFLOP/s on one core, ~430-460 on two for the shapes of a medium step, where
+ * oneDNN's bf16 GEMM ran at 356-396 (benchmarks/RESULTS.md, round 10).
+ */
+#ifndef LSTMLM_GEMM_BF16_H
+#define LSTMLM_GEMM_BF16_H
+
+#include "step_common.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#include <immintrin.h>
+
+#define MR 5      /* rows per tile */
+#define BLOCK 16  /* columns per vector */
+#define PANEL 64  /* columns per panel: 4 vectors */
+#define INLINE static inline __attribute__((always_inline))
+
+/* acc[r][q] = sum over kp < k2 of the pair at a + r * rs + kp * ks times the 16 pairs of
+ * p[kp * 128 + q * 32 ..], for r < mr, q < nr (compile-time constants after inlining, so
+ * the accumulators stay in registers). With `odd` the last pair's second value is
+ * taken as 0 (its a[.. + 1] may lie past the row). */
+INLINE void gemm_tile(int mr, int nr, int64_t k2, int odd, const bf16 *a, int64_t rs,
+                      int64_t ks, const bf16 *p, __m512 acc[MR][4]) {
+    for (int r = 0; r < mr; ++r)
+        for (int q = 0; q < nr; ++q) acc[r][q] = _mm512_setzero_ps();
+    for (int64_t kp = 0; kp < k2; ++kp) {
+        __m512bh w[4];
+        for (int q = 0; q < nr; ++q)
+            w[q] = (__m512bh)_mm512_loadu_si512((const void *)(p + kp * 128 + q * 32));
+        for (int r = 0; r < mr; ++r) {
+            int32_t pair = 0;
+            if (odd && kp == k2 - 1)
+                pair = a[r * rs + kp * ks]; /* (a, 0) */
+            else
+                memcpy(&pair, a + r * rs + kp * ks, sizeof pair);
+            __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+            for (int q = 0; q < nr; ++q) acc[r][q] = _mm512_dpbf16_ps(acc[r][q], x, w[q]);
+        }
+    }
+}
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline __mmask16 lanes(int64_t n) {
+    return n >= BLOCK ? 0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+INLINE __m512 v_ld(const float *p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+INLINE void v_st(float *p, __mmask16 k, __m512 v) { _mm512_mask_storeu_ps(p, k, v); }
+INLINE __m512 v_ld_bf16(const bf16 *p, __mmask16 k) {
+    __m256i raw = _mm256_maskz_loadu_epi16(k, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+INLINE void v_st_bf16(bf16 *p, __mmask16 k, __m512 v) { /* round to nearest even */
+    _mm256_mask_storeu_epi16(p, k, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+/* 16 fp32 pairs (lo[l], hi[l]) -> 32 bf16 interleaved lo0 hi0 lo1 hi1 .., rounded to
+ * nearest even: one packed vector. */
+INLINE __m512i interleave_bf16(__m512 lo, __m512 hi) {
+    const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25,
+                                           9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
+                                           17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+#endif
+#endif
