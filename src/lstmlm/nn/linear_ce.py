@@ -23,16 +23,15 @@ and 1.6x slower at 3200 in bf16.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.utils.weak import WeakIdKeyDictionary
 
-from lstmlm.nn.manual import bf16_gemm
+from lstmlm.nn.manual import bf16_gemm, shadows
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
 # Inference scores at most this many logits at once (64 MB in fp32), so evaluating a
@@ -47,27 +46,9 @@ def _scores(xm: Tensor, wm: Tensor, bias: Tensor | None) -> Tensor:
     return torch.addmm(bias.to(wm.dtype), xm, wm.t())
 
 
-# weight -> {what: ((its version, data pointer), a copy made from it)}, for _nll_only
-_KEPT = WeakIdKeyDictionary()
-
-
-def _kept(weight: Tensor, what: object, make: Callable[[], Any]) -> Any:
-    """make()'s copy of weight, made once while the weight is unchanged (same version
-    counter and storage: any in-place update, an optimizer step or load_state_dict, makes
-    a new copy)."""
-    key = (weight._version, weight.data_ptr())
-    slots = _KEPT.setdefault(weight, {})
-    hit = slots.get(what)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    value = make()
-    slots[what] = (key, value)
-    return value
-
-
 def transposed_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     """weight (V, D) as a contiguous (D, V) copy in `dtype`, kept while the weight is
-    unchanged (see _kept).
+    unchanged (see nn/manual/shadows.py).
 
     Why: oneDNN's bf16 GEMM with AMX ran the evaluation decoder's (3200, 650) x (650, 10k)
     in 37 ms from a (D, V) weight against 56 ms from the (V, D) one transposed on the fly
@@ -75,12 +56,11 @@ def transposed_weight(weight: Tensor, dtype: torch.dtype) -> Tensor:
     lower-precision matmuls use this). Making the copy costs ~14 ms, so it pays only when
     kept across calls, as in evaluation, where the weight does not change.
     """
-    return _kept(weight, dtype, lambda: weight.detach().to(dtype).t().contiguous())
+    return shadows.packed(weight, f"transposed {dtype}", partial(_transposed, dtype=dtype), True)
 
 
-def packed_weight(weight: Tensor) -> bf16_gemm.Packed:
-    """weight.T packed for the C GEMM (bf16_gemm.py), kept while the weight is unchanged."""
-    return _kept(weight, "packed", lambda: bf16_gemm.pack(weight.detach(), transpose=True))
+def _transposed(weight: Tensor, dtype: torch.dtype) -> Tensor:
+    return weight.to(dtype).t().contiguous()  # (D, V)
 
 
 def _nll_only(
@@ -95,7 +75,7 @@ def _nll_only(
     matmul reads the kept (D, V) copy, the faster GEMM layout (see transposed_weight)."""
     xm = x.to(mm_dtype)
     if mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
-        packed = packed_weight(weight)
+        packed = bf16_gemm.pack_weight(weight, transpose=True, keep_copy=True)
 
         def scores_of(rows: Tensor) -> Tensor:
             return bf16_gemm.matmul(bf16_gemm.rows(rows), packed, mm_dtype, bias)
@@ -137,7 +117,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.kernel = mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight)
         if ctx.kernel:  # the C GEMM: from the fp32 weight, the bias added before rounding
             wm = weight  # the backward packs it again, for its own layout
-            wt = bf16_gemm.pack(weight, transpose=True)  # B = weight.T (D, V)
+            wt = bf16_gemm.pack_weight(weight, transpose=True)  # B = weight.T (D, V)
             scores = bf16_gemm.matmul(bf16_gemm.rows(xm), wt, mm_dtype, bias)  # (N, V)
         else:
             wm = weight.to(mm_dtype)
@@ -189,7 +169,7 @@ def _backward_on_kernel(
     d = d_nll.float().unsqueeze(1)  # (N, 1)
     d_x = d_w = d_b = None
     if ctx.needs_input_grad[0]:
-        d_x = bf16_gemm.matmul(bf16_gemm.rows(grad), bf16_gemm.pack(weight), row_scale=d_nll)
+        d_x = bf16_gemm.matmul(bf16_gemm.rows(grad), bf16_gemm.pack_weight(weight), row_scale=d_nll)
         d_x = d_x.to(x_dtype)  # (N, D)
     if ctx.needs_input_grad[1] or ctx.has_bias:
         right = xm.float() * d  # (N, D)

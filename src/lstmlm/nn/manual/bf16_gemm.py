@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lstmlm.nn.manual import native
+from lstmlm.nn.manual import native, shadows
 from lstmlm.nn.manual.native import GemmKernels
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,26 @@ def pack(b: Tensor, transpose: bool = False) -> Packed:
     fill = k.pack_nk if transpose else k.pack_kn
     fill(K, N, b.data_ptr(), is_bf16, b.stride(0), out.data_ptr(), torch.get_num_threads())
     return Packed(out, K, N)
+
+
+def pack_weight(weight: Tensor, transpose: bool = False, keep_copy: bool = False) -> Packed:
+    """``pack(weight, transpose)`` for a weight: its kept copy where there is one (see
+    shadows.py; `keep_copy` keeps this one while the weight is unchanged)."""
+    layout = "nk" if transpose else "kn"
+    data = shadows.packed(weight, layout, _MAKE[layout], keep_copy)
+    K, N = (weight.size(1), weight.size(0)) if transpose else (weight.size(0), weight.size(1))
+    return Packed(data, K, N)
+
+
+def _pack_nk(weight: Tensor) -> Tensor:
+    return pack(weight, transpose=True).data
+
+
+def _pack_kn(weight: Tensor) -> Tensor:
+    return pack(weight).data
+
+
+_MAKE = {"nk": _pack_nk, "kn": _pack_kn}  # the layouts sgd_step.c also writes
 
 
 def rows(a: Tensor) -> Left:

@@ -100,7 +100,7 @@ class _Linear(torch.autograd.Function):
         if ctx.kernel:  # the C GEMM (bf16_gemm.py): reads the fp32 weight, adds the bias in fp32
             xm = x.to(torch.bfloat16)  # (N, in), saved: the weight's gradient reads it
             ctx.save_for_backward(xm, weight)
-            wt = bf16_gemm.pack(weight, transpose=True)  # B = weight.T
+            wt = bf16_gemm.pack_weight(weight, transpose=True)  # B = weight.T
             out_dtype = torch.bfloat16 if keep_mm_dtype else x.dtype
             return bf16_gemm.matmul(
                 bf16_gemm.rows(xm), wt, out_dtype, None if keep_mm_dtype else bias
@@ -126,7 +126,7 @@ class _Linear(torch.autograd.Function):
         if ctx.kernel:  # wm is the fp32 weight (out, in)
             left = bf16_gemm.rows(d_out)  # (N, out)
             if ctx.needs_input_grad[0]:
-                d_x = bf16_gemm.matmul(left, bf16_gemm.pack(wm), x_dtype)  # (N, in)
+                d_x = bf16_gemm.matmul(left, bf16_gemm.pack_weight(wm), x_dtype)  # (N, in)
             if ctx.needs_input_grad[1]:
                 d_t = bf16_gemm.transposed(left.data)  # d_out.T (out, N)
                 d_weight = bf16_gemm.matmul(d_t, bf16_gemm.pack(xm), w_dtype)  # (out, in)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lstmlm.nn.manual import native
+from lstmlm.nn.manual import bf16_gemm, native, shadows
 from lstmlm.nn.manual.common import prev_states, weight_hh_grad
 from lstmlm.nn.manual.native import WindowKernels, ptrs
 
@@ -32,9 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def usable() -> bool:
-    """Whether the window kernels exist here and passed their check."""
+    """Whether the window kernels exist here and passed their check (the backward's
+    products read bf16_gemm's packing)."""
     k = native.step_kernels()
-    return k is not None and k.window is not None and _checked(k.window)
+    if k is None or k.window is None or not bf16_gemm.usable():
+        return False
+    return _checked(k.window)
 
 
 @functools.cache  # once per build of the kernels
@@ -43,6 +46,15 @@ def _checked(window: WindowKernels) -> bool:
         return True
     log.warning("the bf16 LSTM window kernel disagrees with torch; it runs step by step")
     return False
+
+
+def _pack_gates(weight_hh: Tensor) -> Tensor:
+    """W_hh (4H, H) in the forward's layout: per block of 16 units, the four gates' rows."""
+    w, H = _kernels(), weight_hh.size(1)
+    packed = torch.empty(w.packed_forward_size(H), dtype=torch.bfloat16)
+    w_hh = weight_hh.detach().float().contiguous()
+    w.pack_forward(H, w_hh.data_ptr(), packed.data_ptr(), torch.get_num_threads())
+    return packed
 
 
 def _kernels() -> WindowKernels:
@@ -64,8 +76,7 @@ class LSTMWindowFused(torch.autograd.Function):
         w = _kernels()
         T, B, G = x_proj.shape
         H, threads = G // 4, torch.get_num_threads()
-        packed = x_proj.new_empty(w.packed_forward_size(H), dtype=torch.bfloat16)
-        w.pack_forward(H, weight_hh.detach().contiguous().data_ptr(), packed.data_ptr(), threads)
+        packed = shadows.packed(weight_hh, "lstm_gates", _pack_gates)
         out, tanh_c = h0.new_empty(T, B, H), h0.new_empty(T, B, H)
         acts, cells = h0.new_empty(T, B, G), h0.new_empty(T + 1, B, H)
         inputs = (x_proj.contiguous(), bias.contiguous(), h0.contiguous(), c0.contiguous())
@@ -80,8 +91,7 @@ class LSTMWindowFused(torch.autograd.Function):
         h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
         T, B, G = acts.shape
         H, threads = G // 4, torch.get_num_threads()
-        packed = acts.new_empty(w.packed_backward_size(H), dtype=torch.bfloat16)
-        w.pack_backward(H, weight_hh.detach().contiguous().data_ptr(), packed.data_ptr(), threads)
+        packed = bf16_gemm.pack_weight(weight_hh).data  # W_hh (4H, H) as B
         d_out = d_out.contiguous().clone()  # (T, B, H)
         d_out[-1] += d_hT  # the last step's d h_T comes in beside its output's gradient
         dc = d_cT.contiguous().clone()  # (B, H): in d c_T, out d c_0
@@ -111,15 +121,14 @@ def _agrees_with_float64(w: WindowKernels, T: int = 3, B: int = 7, H: int = 37) 
         torch.empty(T, B, 4 * H),
         *(torch.empty(n, B, H) for n in (T + 1, T)),
     )
-    size = max(w.packed_forward_size(H), w.packed_backward_size(H))
-    packed = torch.empty(size, dtype=torch.bfloat16)
+    packed = torch.empty(w.packed_forward_size(H), dtype=torch.bfloat16)
     w.pack_forward(H, w_hh.data_ptr(), packed.data_ptr(), 2)
     w.forward(T, B, H, *ptrs(x_proj, bias, h0, c0, packed, out, acts, cells, tanh_c), 2)
     d_gates, d_bias, dh0 = (
         torch.empty(T, B, 4 * H, dtype=torch.bfloat16),
         *(torch.empty(n) for n in ((4 * H,), (B, H))),
     )
-    w.pack_backward(H, w_hh.data_ptr(), packed.data_ptr(), 2)
+    packed = bf16_gemm.pack(w_hh).data  # the backward reads W_hh (4H, H) as B
     dc_in = dc.clone()
     w.backward(T, B, H, *ptrs(packed, d_out, acts, cells, tanh_c, dc, d_gates, d_bias, dh0), 2)
     want = _window_in_float64(x_proj, bias, h0, c0, w_hh, d_out, dc_in)

@@ -39,7 +39,9 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).parent / "kernels"
-SOURCES = tuple(KERNELS / f for f in ("lstm_step.c", "gru_step.c", "lstm_window.c", "gemm_bf16.c"))
+SOURCES = tuple(
+    KERNELS / f for f in ("lstm_step.c", "gru_step.c", "lstm_window.c", "gemm_bf16.c", "sgd_step.c")
+)
 HEADERS = (KERNELS / "step_common.h", KERNELS / "gemm_bf16.h")
 LIBRARY = "rnn_steps"  # the cached file is rnn_steps-<key>.so
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c11", "-shared", "-fPIC")
@@ -60,7 +62,7 @@ _GRU_FORWARD_ARGS = [_I64, _I64, _PTR, _PTR, _INT, _PTR, _PTR, _PTR, _PTR, _PTR,
 # gru_backward_step(B, H, dh_rec, mm_bf16, d_out, acts, h_n, h_prev, dh_carry, d_x, d_hp,
 #                   db_ih, db_hh)
 _GRU_BACKWARD_ARGS = [_I64, _I64, _PTR, _INT, *[_PTR] * 9]
-# lstm_pack_forward / lstm_pack_backward(H, w_hh, packed, threads)
+# lstm_pack_forward(H, w_hh, packed, threads)
 _PACK_ARGS = [_I64, _PTR, _PTR, _INT]
 # lstm_window_forward(T, B, H, x_proj, bias, h0, c0, packed, out, acts, cells, tanh_c, threads)
 _WINDOW_FORWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
@@ -71,6 +73,8 @@ _WINDOW_BACKWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
 _GEMM_PACK_ARGS = [_I64, _I64, _PTR, _INT, _I64, _PTR, _INT]
 # bf16_gemm(M, N, K, a, lda, packed, bias, row_scale, c, c_bf16, ldc, extra, threads)
 _GEMM_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT, _I64, _PTR, _INT]
+# sgd_step(R, C, p, g, coef, alpha, nk, kn, threads)
+_SGD_ARGS = [_I64, _I64, _PTR, _PTR, ctypes.c_float, ctypes.c_float, _PTR, _PTR, _INT]
 
 
 @dataclass(frozen=True)
@@ -94,14 +98,13 @@ class StepKernels:
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: lstm_window checks each build once
 class WindowKernels:
-    """lstm_window.c's entry points: pack W_hh (4H, H) fp32 for the forward or the backward
-    (``packed_*_size(H)`` bf16 elements), then run a window's forward or backward on
-    ``threads`` threads (see the C file for the layouts)."""
+    """lstm_window.c's entry points: pack W_hh (4H, H) fp32 for the forward
+    (``packed_forward_size(H)`` bf16 elements; the backward reads GemmKernels.pack_kn's
+    layout), then run a window's forward or backward on ``threads`` threads (see the C
+    file for the layouts)."""
 
     packed_forward_size: Callable[[int], int]
-    packed_backward_size: Callable[[int], int]
     pack_forward: Callable[..., None]
-    pack_backward: Callable[..., None]
     forward: Callable[..., None]
     backward: Callable[..., None]
 
@@ -110,7 +113,8 @@ class WindowKernels:
 class GemmKernels:
     """gemm_bf16.c's entry points: pack the second operand (``packed_size(K, N)`` bf16
     elements) from a (K, N) or an (N, K) matrix, lay out a (K, M) matrix as the transpose
-    first operand (``pair_rows_size(K, M)``), and multiply (see the C file)."""
+    first operand (``pair_rows_size(K, M)``), and multiply (see the C file); and
+    sgd_step.c's update that writes a weight's packed copies in the same pass."""
 
     packed_size: Callable[[int, int], int]
     pair_rows_size: Callable[[int, int], int]
@@ -118,6 +122,7 @@ class GemmKernels:
     pack_nk: Callable[..., None]
     pair_rows: Callable[..., None]
     gemm: Callable[..., None]
+    sgd_step: Callable[..., None]
 
 
 def loaded() -> StepKernels:
@@ -182,9 +187,7 @@ def _window_kernels(lib: ctypes.CDLL) -> WindowKernels:
     """lstm_window.c's entry points."""
     return WindowKernels(
         _bind(lib, "lstm_packed_forward_size", [_I64], _I64),
-        _bind(lib, "lstm_packed_backward_size", [_I64], _I64),
         _bind(lib, "lstm_pack_forward", _PACK_ARGS),
-        _bind(lib, "lstm_pack_backward", _PACK_ARGS),
         _bind(lib, "lstm_window_forward", _WINDOW_FORWARD_ARGS),
         _bind(lib, "lstm_window_backward", _WINDOW_BACKWARD_ARGS),
     )
@@ -199,6 +202,7 @@ def _gemm_kernels(lib: ctypes.CDLL) -> GemmKernels:
         _bind(lib, "bf16_pack_nk", _GEMM_PACK_ARGS),
         _bind(lib, "bf16_pair_rows", _GEMM_PACK_ARGS),
         _bind(lib, "bf16_gemm", _GEMM_ARGS),
+        _bind(lib, "sgd_step", _SGD_ARGS),
     )
 
 

@@ -58,31 +58,6 @@ void bf16_pack_kn(int64_t K, int64_t N, const void *src, int src_bf16, int64_t l
             }
 }
 
-/* 16 rows x 16 32-bit words -> their transpose, in place (out[j] lane i = in[i] lane j). */
-INLINE void transpose16(__m512i r[16]) {
-    __m512i a[16], b[16];
-    for (int i = 0; i < 8; ++i) {
-        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; ++i) { /* lane L of b[4i + c]: rows 4i..4i+3 of column 4L + c */
-        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-    }
-    for (int c = 0; c < 4; ++c) { /* a 4 x 4 transpose of 128-bit lanes */
-        __m512i s0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44);
-        __m512i s1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
-        __m512i s2 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x44);
-        __m512i s3 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xEE);
-        r[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
-        r[4 + c] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
-        r[8 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
-        r[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
-    }
-}
-
 /* 32 values of row `row` (< rows, else zeros) from column j (at most n of them) as 16
  * bf16 pairs, rounded to nearest even from fp32. */
 INLINE __m512i row32(const void *src, int src_bf16, int64_t ld, int64_t row, int64_t rows,
@@ -110,7 +85,7 @@ void bf16_pack_nk(int64_t K, int64_t N, const void *src, int src_bf16, int64_t l
                 __m512i r[16];
                 for (int l = 0; l < BLOCK; ++l)
                     r[l] = row32(src, src_bf16, ld, n0 + l, N, k0, K - k0);
-                transpose16(r);
+                bf16_transpose16(r);
                 for (int64_t i = 0; i < BLOCK && kc * BLOCK + i < K2; ++i)
                     _mm512_storeu_si512(
                         (void *)(packed + ((np * K2 + kc * BLOCK + i) * 4 + q) * 32), r[i]);

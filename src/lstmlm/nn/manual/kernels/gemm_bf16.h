@@ -71,5 +71,30 @@ INLINE __m512i interleave_bf16(__m512 lo, __m512 hi) {
     return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+/* 16 rows x 16 32-bit words -> their transpose, in place (out[j] lane i = in[i] lane j). */
+INLINE void bf16_transpose16(__m512i r[16]) {
+    __m512i a[16], b[16];
+    for (int i = 0; i < 8; ++i) {
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) { /* lane L of b[4i + c]: rows 4i..4i+3 of column 4L + c */
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) { /* a 4 x 4 transpose of 128-bit lanes */
+        __m512i s0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44);
+        __m512i s1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
+        __m512i s2 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x44);
+        __m512i s3 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(s0, s2, 0xDD);
+        r[8 + c] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(s1, s3, 0xDD);
+    }
+}
+
 #endif
 #endif

@@ -12,7 +12,7 @@
  * result is a little more accurate than the step kernels' path).
  *
  * The GEMM is AVX-512 BF16 (VDPBF16PS: 16 fp32 lanes, each the dot product of a pair of
- * bf16 values), on weights packed by lstm_pack_forward / lstm_pack_backward:
+ * bf16 values), on weights packed by lstm_pack_forward and gemm_bf16.c's bf16_pack_kn:
  *   forward   rec[b, q*H + j] = sum_k h[b, k] W[q*H + j, k]: per block of 16 units j and
  *             per pair of k, the four gates' 16 x 2 values, so one 5-row x 64-column tile
  *             holds i, f, g and o of 16 units and the cell update follows in place.
@@ -186,7 +186,6 @@ static const backward_fn BACKWARD[MR][4] = {BROW(1), BROW(2), BROW(3), BROW(4), 
 
 /* Sizes of the packed weights, in bf16 elements. */
 int64_t lstm_packed_forward_size(int64_t H) { return ceil_div(H, BLOCK) * ceil_div(H, 2) * 128; }
-int64_t lstm_packed_backward_size(int64_t H) { return ceil_div(H, 4 * BLOCK) * 2 * H * 128; }
 
 /* w_hh (4H, H) fp32 -> the forward layout: [unit block u][k pair][gate q][lane l][2], the
  * 16 lanes of a k pair gathered from 16 rows of W. */
@@ -210,23 +209,6 @@ void lstm_pack_forward(int64_t H, const float *w_hh, bf16 *packed, int threads) 
                                     interleave_bf16(lo, hi));
             }
         }
-}
-
-/* w_hh (4H, H) fp32 -> the backward layout: [group of 64 units g][k pair][block][lane][2],
- * from rows 2kp and 2kp + 1 of W. */
-void lstm_pack_backward(int64_t H, const float *w_hh, bf16 *packed, int threads) {
-    int64_t G = ceil_div(H, 4 * BLOCK), K2 = 2 * H;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t g = 0; g < G; ++g)
-        for (int64_t kp = 0; kp < K2; ++kp)
-            for (int nb = 0; nb < 4; ++nb) {
-                int64_t j0 = (g * 4 + nb) * BLOCK;
-                __mmask16 k = j0 < H ? lanes(H - j0) : 0;
-                __m512 lo = v_ld(w_hh + 2 * kp * H + j0, k);
-                __m512 hi = v_ld(w_hh + (2 * kp + 1) * H + j0, k);
-                _mm512_storeu_si512((void *)(packed + ((g * K2 + kp) * 4 + nb) * 32),
-                                    interleave_bf16(lo, hi));
-            }
 }
 
 /* The rows [r0, r1) of lstm_window_forward, on one thread. */
@@ -266,11 +248,7 @@ int lstm_window_available(void) { return 1; }
 
 int lstm_window_available(void) { return 0; }
 int64_t lstm_packed_forward_size(int64_t H) { return H * 0; }
-int64_t lstm_packed_backward_size(int64_t H) { return H * 0; }
 void lstm_pack_forward(int64_t H, const float *w_hh, bf16 *packed, int threads) {
-    (void)H, (void)w_hh, (void)packed, (void)threads;
-}
-void lstm_pack_backward(int64_t H, const float *w_hh, bf16 *packed, int threads) {
     (void)H, (void)w_hh, (void)packed, (void)threads;
 }
 #endif
@@ -302,7 +280,7 @@ void lstm_window_forward(int64_t T, int64_t B, int64_t H, const bf16 *x_proj,
 #endif
 }
 
-/* Backward over a window (BPTT). packed: lstm_pack_backward's W_hh; d_out (T, B, H): the
+/* Backward over a window (BPTT). packed: W_hh (4H, H) as bf16_pack_kn packs it; d_out (T, B, H): the
  * gradient reaching each h_t from above, d h_T already added to the last step's; acts,
  * cells, tanh_c as the forward wrote them; dc (B, H): in d c_T, out d c_0. Writes d_gates
  * (T, B, 4H) bf16 (the pre-activation gradients, the gradient of x_proj), d_bias (4H,)
