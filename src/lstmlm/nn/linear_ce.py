@@ -75,12 +75,8 @@ def _nll_only(
     matmul reads the kept (D, V) copy, the faster GEMM layout (see transposed_weight)."""
     xm = x.to(mm_dtype)
     if mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
-        packed = bf16_gemm.pack_weight(weight, transpose=True, keep_copy=True)
-
-        def scores_of(rows: Tensor) -> Tensor:
-            return bf16_gemm.matmul(bf16_gemm.rows(rows), packed, mm_dtype, bias)
-
-    elif mm_dtype == torch.float32 or weight.dtype == mm_dtype:
+        return _nll_on_kernel(xm, weight, bias, targets)
+    if mm_dtype == torch.float32 or weight.dtype == mm_dtype:
         wm = weight.to(mm_dtype)
 
         def scores_of(rows: Tensor) -> Tensor:
@@ -103,6 +99,20 @@ def _nll_only(
     return nll
 
 
+def _nll_on_kernel(xm: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
+    """_nll_only on the C kernels: each chunk's scores from the kept packed weight, then
+    softmax_xent without the gradient (the same numbers as the training path)."""
+    packed = bf16_gemm.pack_weight(weight, transpose=True, keep_copy=True)
+    nll = torch.empty(xm.size(0))  # (N,)
+    chunk = max(1, MAX_LOGITS // max(weight.size(0), 1))
+    for first in range(0, xm.size(0), chunk):
+        rows = bf16_gemm.rows(xm[first : first + chunk])
+        scores = bf16_gemm.matmul(rows, packed, torch.bfloat16, bias)  # (n, V)
+        at = slice(first, first + rows.M)
+        nll[at] = bf16_gemm.softmax_xent(scores, targets[at], grad=False)[0]
+    return nll
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -114,14 +124,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
         mm_dtype: torch.dtype,
     ) -> Tensor:
         xm = x.to(mm_dtype)
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (x.dtype, weight.dtype)
         ctx.kernel = mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight)
-        if ctx.kernel:  # the C GEMM: from the fp32 weight, the bias added before rounding
-            wm = weight  # the backward packs it again, for its own layout
+        if ctx.kernel:  # the C kernels: GEMM from the fp32 weight, loss, gradient
             wt = bf16_gemm.pack_weight(weight, transpose=True)  # B = weight.T (D, V)
             scores = bf16_gemm.matmul(bf16_gemm.rows(xm), wt, mm_dtype, bias)  # (N, V)
-        else:
-            wm = weight.to(mm_dtype)
-            scores = _scores(xm, wm, bias)  # (N, V) in mm_dtype; becomes the gradient below
+            nll, grad_t = bf16_gemm.softmax_xent(scores, targets, grad=True)
+            assert grad_t is not None
+            ctx.save_for_backward(xm, weight, scores, grad_t.data)  # scores: now the gradient
+            return nll
+        wm = weight.to(mm_dtype)
+        scores = _scores(xm, wm, bias)  # (N, V) in mm_dtype; becomes the gradient below
         nll = torch.empty(x.size(0), dtype=torch.float32, device=x.device)  # (N,)
         for start in range(0, x.size(0), ROWS_PER_BLOCK):
             block = scores[start : start + ROWS_PER_BLOCK]  # (n, V), a view
@@ -135,19 +149,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
             p.scatter_add_(1, y, p.new_full(y.shape, -1.0))  # softmax - onehot
             block.copy_(p)
         ctx.save_for_backward(xm, wm, scores)
-        ctx.has_bias = bias is not None
-        ctx.dtypes = (x.dtype, weight.dtype)
         return nll
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.kernel:
+            return _backward_on_kernel(ctx, d_nll)
         xm, wm, grad = ctx.saved_tensors  # grad: d nll_i / d scores_i, (N, V)
         # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
         # instead, so no second (N, V) buffer is written.
         x_dtype, w_dtype = ctx.dtypes
-        if ctx.kernel:
-            return _backward_on_kernel(ctx, xm, wm, grad, d_nll)
         d = d_nll.unsqueeze(1)  # (N, 1) fp32
         d_x = ((grad @ wm).float() * d).to(x_dtype) if ctx.needs_input_grad[0] else None
         d_w = None
@@ -159,12 +171,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return d_x, d_w, d_b, None, None
 
 
-def _backward_on_kernel(
-    ctx: Any, xm: Tensor, weight: Tensor, grad: Tensor, d_nll: Tensor
-) -> tuple[Tensor | None, ...]:
+def _backward_on_kernel(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
     """_LinearCrossEntropy's backward on the C GEMM (bf16_gemm.py): d_x with the row scale
     d_nll applied to its fp32 accumulators, and the bias's gradient as one more column of
-    the weight's product (B = [x * d, d])."""
+    the weight's product (B = [x * d, d]), whose first operand, the gradient's transpose,
+    the forward's softmax_xent laid out."""
+    xm, weight, grad, grad_t = ctx.saved_tensors  # grad (N, V); grad_t: its transpose
     x_dtype, w_dtype = ctx.dtypes
     d = d_nll.float().unsqueeze(1)  # (N, 1)
     d_x = d_w = d_b = None
@@ -176,7 +188,7 @@ def _backward_on_kernel(
         if ctx.has_bias:
             right = torch.cat((right, d), dim=1)  # (N, D + 1)
             d_b = torch.empty(grad.size(1))  # (V,) fp32
-        g_t = bf16_gemm.transposed(grad)  # grad.T (V, N)
+        g_t = bf16_gemm.Left(grad_t, grad.size(1), grad.size(0), 0)  # grad.T (V, N)
         d_w = bf16_gemm.matmul(g_t, bf16_gemm.pack(right), last_column=d_b).to(w_dtype)
         d_b = None if d_b is None else d_b.to(w_dtype)
     return d_x, d_w, d_b, None, None

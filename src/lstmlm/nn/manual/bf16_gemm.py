@@ -124,6 +124,28 @@ def transposed(a: Tensor) -> Left:
     return Left(out, M, K, 0)
 
 
+def softmax_xent(scores: Tensor, targets: Tensor, grad: bool) -> tuple[Tensor, Left | None]:
+    """The cross-entropy of each row of bf16 scores (N, V) against targets (N,): nll (N,)
+    fp32. With `grad`, each row of `scores` is overwritten in place by its gradient
+    softmax - onehot (bf16), and the second result is that gradient's transpose as a first
+    operand (what ``transposed(scores)`` would give), written in the same pass."""
+    k = _kernels()
+    N, V = scores.shape
+    if not (scores.dtype == torch.bfloat16 and scores.is_contiguous()):
+        raise ValueError("softmax_xent takes contiguous bf16 scores")
+    targets = targets.to(torch.int64).contiguous()
+    if N and (int(targets.min()) < 0 or int(targets.max()) >= V):
+        low, high = int(targets.min()), int(targets.max())
+        raise ValueError(f"targets must lie in [0, {V}), got {low} .. {high}")
+    nll = torch.empty(N)
+    pairs = torch.empty(k.pair_rows_size(N, V), dtype=torch.bfloat16) if grad else None
+    k.softmax_xent(
+        N, V, scores.data_ptr(), targets.data_ptr(), nll.data_ptr(), int(grad),
+        None if pairs is None else pairs.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    return nll, None if pairs is None else Left(pairs, V, N, 0)
+
+
 def matmul(
     a: Left,
     b: Packed,

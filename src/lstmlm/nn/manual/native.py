@@ -40,9 +40,13 @@ log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).parent / "kernels"
 SOURCES = tuple(
-    KERNELS / f for f in ("lstm_step.c", "gru_step.c", "lstm_window.c", "gemm_bf16.c", "sgd_step.c")
-)
-HEADERS = (KERNELS / "step_common.h", KERNELS / "gemm_bf16.h")
+    KERNELS / f
+    for f in (
+        "lstm_step.c", "gru_step.c", "lstm_window.c", "gemm_bf16.c", "sgd_step.c",
+        "softmax_xent.c",
+    )
+)  # fmt: skip
+HEADERS = tuple(KERNELS / f for f in ("step_common.h", "gemm_bf16.h", "vec_math.h"))
 LIBRARY = "rnn_steps"  # the cached file is rnn_steps-<key>.so
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c11", "-shared", "-fPIC")
 # The threads of lstm_window.c and gemm_bf16.c. In torch's process the library's libgomp is
@@ -75,6 +79,8 @@ _GEMM_PACK_ARGS = [_I64, _I64, _PTR, _INT, _I64, _PTR, _INT]
 _GEMM_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT, _I64, _PTR, _INT]
 # sgd_step(R, C, p, g, coef, alpha, nk, kn, threads)
 _SGD_ARGS = [_I64, _I64, _PTR, _PTR, ctypes.c_float, ctypes.c_float, _PTR, _PTR, _INT]
+# softmax_xent(N, V, scores, targets, nll, grad, pairs, threads)
+_XENT_ARGS = [_I64, _I64, _PTR, _PTR, _PTR, _INT, _PTR, _INT]
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,9 @@ class WindowKernels:
 class GemmKernels:
     """gemm_bf16.c's entry points: pack the second operand (``packed_size(K, N)`` bf16
     elements) from a (K, N) or an (N, K) matrix, lay out a (K, M) matrix as the transpose
-    first operand (``pair_rows_size(K, M)``), and multiply (see the C file); and
-    sgd_step.c's update that writes a weight's packed copies in the same pass."""
+    first operand (``pair_rows_size(K, M)``), and multiply (see the C file); sgd_step.c's
+    update that writes a weight's packed copies in the same pass; softmax_xent.c's loss
+    per row of bf16 scores, which leaves the gradient in both operand layouts."""
 
     packed_size: Callable[[int, int], int]
     pair_rows_size: Callable[[int, int], int]
@@ -123,6 +130,7 @@ class GemmKernels:
     pair_rows: Callable[..., None]
     gemm: Callable[..., None]
     sgd_step: Callable[..., None]
+    softmax_xent: Callable[..., None]
 
 
 def loaded() -> StepKernels:
@@ -203,6 +211,7 @@ def _gemm_kernels(lib: ctypes.CDLL) -> GemmKernels:
         _bind(lib, "bf16_pair_rows", _GEMM_PACK_ARGS),
         _bind(lib, "bf16_gemm", _GEMM_ARGS),
         _bind(lib, "sgd_step", _SGD_ARGS),
+        _bind(lib, "softmax_xent", _XENT_ARGS),
     )
 
 
