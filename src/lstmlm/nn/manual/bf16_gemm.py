@@ -114,14 +114,24 @@ def rows(a: Tensor) -> Left:
     return Left(a, a.size(0), a.size(1), a.stride(0))
 
 
-def transposed(a: Tensor) -> Left:
-    """A = a.T for a (K, M), fp32 (rounded to nearest even) or bf16."""
+def transposed(a: Tensor, zeroed: bool = False) -> Left:
+    """A = a.T for a (K, M), fp32 (rounded to nearest even) or bf16 (`zeroed`: the layout's
+    padding past column M zero, not left as it was: for comparing whole buffers)."""
     k = _kernels()
     a, is_bf16 = _source(a)
     K, M = a.shape
-    out = torch.empty(k.pair_rows_size(K, M), dtype=torch.bfloat16)
+    out = (torch.zeros if zeroed else torch.empty)(k.pair_rows_size(K, M), dtype=torch.bfloat16)
     k.pair_rows(K, M, a.data_ptr(), is_bf16, a.stride(0), out.data_ptr(), torch.get_num_threads())
     return Left(out, M, K, 0)
+
+
+def pair_rows_buffer(K: int, M: int) -> Left:
+    """An uninitialized first operand A = x.T (M, K) for a (K, M) matrix x, for a kernel
+    that writes the layout itself (zeroed where K is odd: the last pair's second half)."""
+    size = _kernels().pair_rows_size(K, M)
+    make = torch.zeros if K % 2 else torch.empty
+    data = make(size, dtype=torch.bfloat16)
+    return Left(data, M, K, 0)
 
 
 def softmax_xent(scores: Tensor, targets: Tensor, grad: bool) -> tuple[Tensor, Left | None]:

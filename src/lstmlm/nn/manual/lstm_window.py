@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import bf16_gemm, native, shadows
-from lstmlm.nn.manual.common import prev_states, weight_hh_grad
+from lstmlm.nn.manual.common import prev_states
 from lstmlm.nn.manual.native import WindowKernels, ptrs
 
 log = logging.getLogger(__name__)
@@ -65,52 +65,76 @@ def _kernels() -> WindowKernels:
 
 
 class LSTMWindowFused(torch.autograd.Function):
-    """A bf16 LSTM window: inputs and results as for ``lstm._LSTMWindowNative`` with bf16
-    matmuls. x_proj (T, B, 4H) bf16 holds ``x @ W_ih.T``; bias (4H,) is b_ih + b_hh; h0,
-    c0 (B, H) and weight_hh (4H, H) fp32. The gradient of x_proj comes back in bf16."""
+    """A bf16 LSTM layer over a window: the input projection (bf16_gemm) and the
+    recurrence (the window kernels), forward and backward, as one autograd node.
+
+    x (T, B, I), h0, c0 (B, H), weight_ih (4H, I), weight_hh (4H, H), all fp32; bias (4H,)
+    is b_ih + b_hh. Returns out (T, B, H), h_T, c_T, as ``nn.LSTM`` would with bf16
+    matmuls. The backward's kernel writes the gate gradients also transposed, the layout
+    both weight gradients read, so no product packs them.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any, x_proj: Tensor, bias: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor
+        ctx: Any,
+        x: Tensor,
+        weight_ih: Tensor,
+        bias: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        weight_hh: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         w = _kernels()
-        T, B, G = x_proj.shape
+        T, B, _ = x.shape
+        G = weight_ih.size(0)
         H, threads = G // 4, torch.get_num_threads()
+        xm = x.reshape(T * B, -1).to(torch.bfloat16)  # (T*B, I), saved for d weight_ih
+        wt = bf16_gemm.pack_weight(weight_ih, transpose=True)  # B = weight_ih.T
+        x_proj = bf16_gemm.matmul(bf16_gemm.rows(xm), wt, torch.bfloat16)  # (T*B, 4H)
         packed = shadows.packed(weight_hh, "lstm_gates", _pack_gates)
         out, tanh_c = h0.new_empty(T, B, H), h0.new_empty(T, B, H)
         acts, cells = h0.new_empty(T, B, G), h0.new_empty(T + 1, B, H)
-        inputs = (x_proj.contiguous(), bias.contiguous(), h0.contiguous(), c0.contiguous())
+        inputs = (x_proj, bias.contiguous(), h0.contiguous(), c0.contiguous())
         w.forward(T, B, H, *ptrs(*inputs, packed, out, acts, cells, tanh_c), threads)
-        ctx.save_for_backward(h0, weight_hh, out, acts, cells, tanh_c)
+        ctx.save_for_backward(xm, weight_ih, h0, weight_hh, out, acts, cells, tanh_c)
         return out, out[-1].clone(), cells[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out: Tensor, d_hT: Tensor, d_cT: Tensor) -> tuple[Tensor | None, ...]:
         w = _kernels()
-        h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
+        xm, weight_ih, h0, weight_hh, out, acts, cells, tanh_c = ctx.saved_tensors
         T, B, G = acts.shape
         H, threads = G // 4, torch.get_num_threads()
         packed = bf16_gemm.pack_weight(weight_hh).data  # W_hh (4H, H) as B
         d_out = d_out.contiguous().clone()  # (T, B, H)
         d_out[-1] += d_hT  # the last step's d h_T comes in beside its output's gradient
         dc = d_cT.contiguous().clone()  # (B, H): in d c_T, out d c_0
-        d_gates = acts.new_empty(T, B, G, dtype=torch.bfloat16)  # == grad of x_proj
+        d_gates = acts.new_empty(T * B, G, dtype=torch.bfloat16)  # == grad of x_proj
+        pairs = bf16_gemm.pair_rows_buffer(T * B, G)  # d_gates.T as a first operand
         d_bias, dh0 = acts.new_empty(G), acts.new_empty(B, H)
         saved = (acts, cells, tanh_c)
-        w.backward(T, B, H, *ptrs(packed, d_out, *saved, dc, d_gates, d_bias, dh0), threads)
-        d_weight_hh = None
-        if ctx.needs_input_grad[4]:
-            h_prev = prev_states(h0, out)  # (T, B, H)
-            d_weight_hh = weight_hh_grad(d_gates, h_prev, weight_hh, torch.bfloat16)
-        return d_gates, d_bias, dh0, dc, d_weight_hh
+        ptr = ptrs(packed, d_out, *saved, dc, d_gates, pairs.data, d_bias, dh0)
+        w.backward(T, B, H, *ptr, threads)
+        grads = ctx.needs_input_grad
+        d_x = d_w_ih = d_w_hh = None
+        if grads[0]:  # d x = d_gates @ weight_ih
+            d_x = bf16_gemm.matmul(bf16_gemm.rows(d_gates), bf16_gemm.pack_weight(weight_ih))
+            d_x = d_x.view(T, B, -1)
+        if grads[1]:  # d weight_ih = d_gates.T @ x
+            d_w_ih = bf16_gemm.matmul(pairs, bf16_gemm.pack(xm))
+        if grads[5]:  # d weight_hh = d_gates.T @ h_prev
+            h_prev = prev_states(h0, out).view(T * B, H)
+            d_w_hh = bf16_gemm.matmul(pairs, bf16_gemm.pack(h_prev))
+        return d_x, d_w_ih, d_bias, dh0, dc, d_w_hh
 
 
 def _agrees_with_float64(w: WindowKernels, T: int = 3, B: int = 7, H: int = 37) -> bool:
     """A small bf16 window, forward and backward, against the same arithmetic in float64
     (the weights, each h and each gate gradient rounded to bf16 where the kernel's GEMMs
     read them). The default sizes reach every tile shape: B = 7 rows (5 + 2), H = 37 (a
-    partial block of units and an odd k)."""
+    partial block of units and an odd k), and T B = 21 rows of gate gradients (an odd
+    one in the transposed copy)."""
     gen = torch.Generator().manual_seed(2)
     w_hh = torch.randn(4 * H, H, generator=gen) * 0.3
     x_proj = (torch.randn(T, B, 4 * H, generator=gen) * 2).bfloat16()
@@ -130,12 +154,17 @@ def _agrees_with_float64(w: WindowKernels, T: int = 3, B: int = 7, H: int = 37) 
     )
     packed = bf16_gemm.pack(w_hh).data  # the backward reads W_hh (4H, H) as B
     dc_in = dc.clone()
-    w.backward(T, B, H, *ptrs(packed, d_out, acts, cells, tanh_c, dc, d_gates, d_bias, dh0), 2)
+    saved, pairs = (acts, cells, tanh_c), bf16_gemm.pair_rows_buffer(T * B, 4 * H)
+    pairs.data.zero_()  # the padding past the last column too, to compare whole buffers
+    w.backward(T, B, H, *ptrs(packed, d_out, *saved, dc, d_gates, pairs.data, d_bias, dh0), 2)
+    want_pairs = bf16_gemm.transposed(d_gates.view(T * B, -1), zeroed=True)
+    if not torch.equal(pairs.data, want_pairs.data):
+        return False  # the transposed copy of the gate gradients the weights' products read
     want = _window_in_float64(x_proj, bias, h0, c0, w_hh, d_out, dc_in)
     got = (out, cells[-1], d_gates.float(), d_bias, dh0, dc)
     # fp32 against float64 (~1e-7 here), or one bf16 ulp where a gate gradient's rounding flips
-    pairs = zip(got, want, strict=True)
-    return all(torch.allclose(a.double(), b, atol=1e-3, rtol=1e-2) for a, b in pairs)
+    both = zip(got, want, strict=True)
+    return all(torch.allclose(a.double(), b, atol=1e-3, rtol=1e-2) for a, b in both)
 
 
 def _window_in_float64(

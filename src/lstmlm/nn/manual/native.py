@@ -70,9 +70,9 @@ _GRU_BACKWARD_ARGS = [_I64, _I64, _PTR, _INT, *[_PTR] * 9]
 _PACK_ARGS = [_I64, _PTR, _PTR, _INT]
 # lstm_window_forward(T, B, H, x_proj, bias, h0, c0, packed, out, acts, cells, tanh_c, threads)
 _WINDOW_FORWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
-# lstm_window_backward(T, B, H, packed, d_out, acts, cells, tanh_c, dc, d_gates, d_bias, dh0,
-#                      threads)
-_WINDOW_BACKWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 9, _INT]
+# lstm_window_backward(T, B, H, packed, d_out, acts, cells, tanh_c, dc, d_gates, d_pairs,
+#                      d_bias, dh0, threads)
+_WINDOW_BACKWARD_ARGS = [_I64, _I64, _I64, *[_PTR] * 10, _INT]
 # bf16_pack_kn / bf16_pack_nk / bf16_pair_rows(K, N or M, src, src_bf16, ld, dst, threads)
 _GEMM_PACK_ARGS = [_I64, _I64, _PTR, _INT, _I64, _PTR, _INT]
 # bf16_gemm(M, N, K, a, lda, packed, bias, row_scale, c, c_bf16, ldc, extra, threads)
@@ -335,6 +335,6 @@ def _gru_agrees_with_torch(k: StepKernels) -> bool:
     return ok and torch.allclose(carry, dh * z, atol=1e-5)
 
 
-def ptrs(*tensors: Tensor) -> list[int]:
-    """The tensors' data pointers, for a kernel call."""
-    return [t.data_ptr() for t in tensors]
+def ptrs(*tensors: Tensor | None) -> list[int | None]:
+    """The tensors' data pointers (None: a NULL pointer), for a kernel call."""
+    return [None if t is None else t.data_ptr() for t in tensors]

@@ -27,7 +27,6 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 
-#define PAIR_ROWS 80 /* rows of A per block of bf16_pair_rows' layout: 16 tiles of 5 */
 
 int gemm_bf16_available(void) { return 1; }
 

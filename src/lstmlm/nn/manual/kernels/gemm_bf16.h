@@ -21,6 +21,9 @@
 #define BLOCK 16  /* columns per vector */
 #define PANEL 64  /* columns per panel: 4 vectors */
 #define INLINE static inline __attribute__((always_inline))
+/* The transposed-operand layout (bf16_pair_rows) of a (K, M) matrix: in blocks of PAIR_ROWS
+ * columns m, per pair of rows kp the pairs (x[2kp, m], x[2kp + 1, m]); 80 = 16 tiles of 5. */
+#define PAIR_ROWS 80
 
 /* acc[r][q] = sum over kp < k2 of the pair at a + r * rs + kp * ks times the 16 pairs of
  * p[kp * 128 + q * 32 ..], for r < mr, q < nr (compile-time constants after inlining, so
@@ -60,6 +63,23 @@ INLINE __m512 v_ld_bf16(const bf16 *p, __mmask16 k) {
 }
 INLINE void v_st_bf16(bf16 *p, __mmask16 k, __m512 v) { /* round to nearest even */
     _mm256_mask_storeu_epi16(p, k, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+/* Row n's values v (16 bf16, the first `count`) at columns m0.. into the pair layout above
+ * (K2 pairs of rows): the even or odd half of each pair, the other half left as it is. */
+INLINE void store_pair_half(bf16 *pairs, int64_t K2, int64_t n, int64_t m0, __m256i v,
+                            int64_t count) {
+    __m512i wide = _mm512_cvtepu16_epi32(v); /* value in the low half of each 32-bit lane */
+    if (n & 1) wide = _mm512_slli_epi32(wide, 16);
+    __mmask32 half = (n & 1) ? 0xAAAAAAAAu : 0x55555555u;
+    int64_t done = 0;
+    while (done < count) { /* at most two pieces: a block boundary inside the 16 columns */
+        int64_t m = m0 + done, in_block = min64(count - done, PAIR_ROWS - m % PAIR_ROWS);
+        __mmask32 cols = (__mmask32)(((1ull << (2 * in_block)) - 1) << (2 * done));
+        bf16 *row = pairs + (((m / PAIR_ROWS) * K2 + n / 2) * PAIR_ROWS + m % PAIR_ROWS) * 2;
+        _mm512_mask_storeu_epi16(row - 2 * done, half & cols, wide);
+        done += in_block;
+    }
 }
 
 /* 16 fp32 pairs (lo[l], hi[l]) -> 32 bf16 interleaved lo0 hi0 lo1 hi1 .., rounded to

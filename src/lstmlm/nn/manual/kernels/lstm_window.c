@@ -37,11 +37,11 @@
 
 /* What a forward or backward tile reads and writes (see lstm_window_forward/_backward). */
 typedef struct {
-    int64_t B, H;
+    int64_t T, B, H;
     const bf16 *x_proj, *packed;
     const float *bias, *d_out;
     float *out, *acts, *cells, *tanh_c, *dc, *d_bias_rows, *dh0;
-    bf16 *d_gates;
+    bf16 *d_gates, *d_pairs; /* d_pairs: d_gates again, in the pair layout (or NULL) */
 } Window;
 
 /* Forward, step t, rows b0 .. b0 + mr - 1, units j0 .. j0 + 15 (the first n of them):
@@ -112,6 +112,12 @@ INLINE void backward_tile(int mr, int nr, const Window *w, int64_t T, int64_t t,
                                        _mm512_sub_ps(one, o));
             v_st_bf16(dg, k, d_i), v_st_bf16(dg + H, k, d_f);
             v_st_bf16(dg + 2 * H, k, d_g), v_st_bf16(dg + 3 * H, k, d_o);
+            if (w->d_pairs) { /* the weights' gradients read d_gates transposed */
+                __m512 gate[4] = {d_i, d_f, d_g, d_o};
+                for (int s = 0; s < 4; ++s)
+                    store_pair_half(w->d_pairs, ceil_div(B * w->T, 2), row, s * H + j0,
+                                    (__m256i)_mm512_cvtneps_pbh(gate[s]), min64(BLOCK, H - j0));
+            }
             v_st(db, k, _mm512_add_ps(v_ld(db, k), d_i));
             v_st(db + H, k, _mm512_add_ps(v_ld(db + H, k), d_f));
             v_st(db + 2 * H, k, _mm512_add_ps(v_ld(db + 2 * H, k), d_g));
@@ -239,20 +245,23 @@ void lstm_window_forward(int64_t T, int64_t B, int64_t H, const bf16 *x_proj,
 #endif
 }
 
-/* Backward over a window (BPTT). packed: W_hh (4H, H) as bf16_pack_kn packs it; d_out (T, B, H): the
- * gradient reaching each h_t from above, d h_T already added to the last step's; acts,
- * cells, tanh_c as the forward wrote them; dc (B, H): in d c_T, out d c_0. Writes d_gates
- * (T, B, 4H) bf16 (the pre-activation gradients, the gradient of x_proj), d_bias (4H,)
- * (their fp32 sum over T and B) and dh0 (B, H): d h_0. */
+/* Backward over a window (BPTT). packed: W_hh (4H, H) as bf16_pack_kn packs it; d_out
+ * (T, B, H): the gradient reaching each h_t from above, d h_T already added to the last
+ * step's; acts, cells, tanh_c as the forward wrote them; dc (B, H): in d c_T, out d c_0.
+ * Writes d_gates (T, B, 4H) bf16 (the pre-activation gradients, the gradient of x_proj);
+ * unless NULL, the same in d_pairs in the pair layout of the (T B, 4H) matrix (gemm_bf16.h:
+ * the weights' gradients read it as their transposed first operand; the caller zeroes it
+ * when T B is odd); d_bias (4H,) (their fp32 sum over T and B) and dh0 (B, H): d h_0. */
 void lstm_window_backward(int64_t T, int64_t B, int64_t H, const bf16 *packed,
                           const float *d_out, const float *acts, const float *cells,
-                          const float *tanh_c, float *dc, bf16 *d_gates, float *d_bias,
-                          float *dh0, int threads) {
+                          const float *tanh_c, float *dc, bf16 *d_gates, bf16 *d_pairs,
+                          float *d_bias, float *dh0, int threads) {
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
     float *rows = calloc((size_t)(B * 4 * H), sizeof(float)); /* d_bias per batch row */
-    Window w = {.B = B, .H = H, .packed = packed, .d_out = d_out, .acts = (float *)acts,
-                .cells = (float *)cells, .tanh_c = (float *)tanh_c, .dc = dc,
-                .d_bias_rows = rows, .dh0 = dh0, .d_gates = d_gates};
+    Window w = {.T = T, .B = B, .H = H, .packed = packed, .d_out = d_out,
+                .acts = (float *)acts, .cells = (float *)cells, .tanh_c = (float *)tanh_c,
+                .dc = dc, .d_bias_rows = rows, .dh0 = dh0, .d_gates = d_gates,
+                .d_pairs = d_pairs};
     threads = threads < 1 ? 1 : (threads > B ? (int)B : threads);
 #pragma omp parallel num_threads(threads)
     {
@@ -268,6 +277,6 @@ void lstm_window_backward(int64_t T, int64_t B, int64_t H, const bf16 *packed,
     free(rows);
 #else
     (void)T, (void)B, (void)H, (void)packed, (void)d_out, (void)acts, (void)cells;
-    (void)tanh_c, (void)dc, (void)d_gates, (void)d_bias, (void)dh0, (void)threads;
+    (void)tanh_c, (void)dc, (void)d_gates, (void)d_pairs, (void)d_bias, (void)dh0, (void)threads;
 #endif
 }

@@ -23,7 +23,6 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BF16__)
 
-#define PAIR_ROWS 80 /* gemm_bf16.c's block of columns in the pair layout */
 
 /* exp(s - m) of row s (V,) into e, and the row's nll. */
 static float row_softmax(int64_t V, const bf16 *s, int64_t y, float *e, float *inv_z) {
