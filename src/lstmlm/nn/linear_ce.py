@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import bf16_gemm, shadows
+from lstmlm.nn.tied import Mailbox
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
 # Inference scores at most this many logits at once (64 MB in fp32), so evaluating a
@@ -122,8 +123,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         bias: Tensor | None,
         targets: Tensor,
         mm_dtype: torch.dtype,
+        mailbox: Mailbox | None,
     ) -> Tensor:
         xm = x.to(mm_dtype)
+        ctx.mailbox = mailbox
         ctx.has_bias = bias is not None
         ctx.dtypes = (x.dtype, weight.dtype)
         ctx.kernel = mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight)
@@ -154,21 +157,27 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
-        if ctx.kernel:
-            return _backward_on_kernel(ctx, d_nll)
-        xm, wm, grad = ctx.saved_tensors  # grad: d nll_i / d scores_i, (N, V)
-        # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
-        # instead, so no second (N, V) buffer is written.
-        x_dtype, w_dtype = ctx.dtypes
-        d = d_nll.unsqueeze(1)  # (N, 1) fp32
-        d_x = ((grad @ wm).float() * d).to(x_dtype) if ctx.needs_input_grad[0] else None
-        d_w = None
-        if ctx.needs_input_grad[1]:
-            d_w = (grad.t() @ (xm.float() * d).to(grad.dtype)).to(w_dtype)  # (V, D)
-        d_b = None
-        if ctx.has_bias:
-            d_b = (d.t().to(grad.dtype) @ grad).squeeze(0).to(w_dtype)  # (V,)
-        return d_x, d_w, d_b, None, None
+        d_x, d_w, d_b = (_backward_on_kernel if ctx.kernel else _backward)(ctx, d_nll)
+        if ctx.mailbox is not None:  # tied weights: the embedding's lookup completes d_w
+            ctx.mailbox.grad, d_w = d_w, None
+        return d_x, d_w, d_b, None, None, None
+
+
+def _backward(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
+    """_LinearCrossEntropy's backward on torch: d_x, d_weight, d_bias."""
+    xm, wm, grad = ctx.saved_tensors  # grad: d nll_i / d scores_i, (N, V)
+    # d scores = grad * d_nll[:, None]; the row scale goes onto the small operands
+    # instead, so no second (N, V) buffer is written.
+    x_dtype, w_dtype = ctx.dtypes
+    d = d_nll.unsqueeze(1)  # (N, 1) fp32
+    d_x = ((grad @ wm).float() * d).to(x_dtype) if ctx.needs_input_grad[0] else None
+    d_w = None
+    if ctx.needs_input_grad[1]:
+        d_w = (grad.t() @ (xm.float() * d).to(grad.dtype)).to(w_dtype)  # (V, D)
+    d_b = None
+    if ctx.has_bias:
+        d_b = (d.t().to(grad.dtype) @ grad).squeeze(0).to(w_dtype)  # (V,)
+    return d_x, d_w, d_b
 
 
 def _backward_on_kernel(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
@@ -191,7 +200,7 @@ def _backward_on_kernel(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
         g_t = bf16_gemm.Left(grad_t, grad.size(1), grad.size(0), 0)  # grad.T (V, N)
         d_w = bf16_gemm.matmul(g_t, bf16_gemm.pack(right), last_column=d_b).to(w_dtype)
         d_b = None if d_b is None else d_b.to(w_dtype)
-    return d_x, d_w, d_b, None, None
+    return d_x, d_w, d_b
 
 
 def linear_cross_entropy(
@@ -201,8 +210,10 @@ def linear_cross_entropy(
     targets: Tensor,
     reduction: str = "mean",
     mm_dtype: torch.dtype | None = None,
+    mailbox: Mailbox | None = None,
 ) -> Tensor:
     """NLL of `targets` (N,) under softmax(x @ weight.T + bias), x (N, D), weight (V, D).
+    With a `mailbox`, weight's gradient is left there instead (nn/tied.py).
 
     Equal to `F.cross_entropy(F.linear(x, weight, bias).float(), targets, reduction=...)`
     (fp32 softmax; the matmuls in `mm_dtype`, default x's dtype). reduction: mean | sum | none.
@@ -216,7 +227,7 @@ def linear_cross_entropy(
         t is not None and t.requires_grad for t in (x, weight, bias)
     )
     if grads:
-        nll = _LinearCrossEntropy.apply(x, weight, bias, targets, mm_dtype)  # (N,)
+        nll = _LinearCrossEntropy.apply(x, weight, bias, targets, mm_dtype, mailbox)  # (N,)
     else:
         nll = _nll_only(x, weight, bias, targets, mm_dtype)  # (N,)
     if reduction == "mean":
