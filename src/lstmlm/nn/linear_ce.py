@@ -101,17 +101,10 @@ def _nll_only(
 
 
 def _nll_on_kernel(xm: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor) -> Tensor:
-    """_nll_only on the C kernels: each chunk's scores from the kept packed weight, then
-    softmax_xent without the gradient (the same numbers as the training path)."""
+    """_nll_only on the C kernels: the GEMM from the kept packed weight with the softmax
+    folded in (bf16_gemm.matmul_xent: the training path's numbers, no (N, V) buffer)."""
     packed = bf16_gemm.pack_weight(weight, transpose=True, keep_copy=True)
-    nll = torch.empty(xm.size(0))  # (N,)
-    chunk = max(1, MAX_LOGITS // max(weight.size(0), 1))
-    for first in range(0, xm.size(0), chunk):
-        rows = bf16_gemm.rows(xm[first : first + chunk])
-        scores = bf16_gemm.matmul(rows, packed, torch.bfloat16, bias)  # (n, V)
-        at = slice(first, first + rows.M)
-        nll[at] = bf16_gemm.softmax_xent(scores, targets[at], grad=False)[0]
-    return nll
+    return bf16_gemm.matmul_xent(bf16_gemm.rows(xm), packed, bias, targets)  # (N,)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

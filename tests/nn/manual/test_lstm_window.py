@@ -88,3 +88,16 @@ def test_bf16_window_stays_close_to_fp32_nn_lstm() -> None:
     g_ref = torch.autograd.grad(want.sum(), [x, ref.weight_hh_l0])
     for a, b in zip(g_ours, g_ref, strict=True):
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+
+
+def test_on_a_cpu_with_avx512_bf16_the_kernels_build_and_pass_their_checks() -> None:
+    # Elsewhere the tests of the bf16 kernels skip; here a failed check must not hide
+    # behind a skip (the layers would fall back to slower paths without a word).
+    from pathlib import Path
+
+    from lstmlm.nn.manual import bf16_gemm
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "avx512_bf16" not in cpuinfo.read_text():
+        pytest.skip("no AVX-512 BF16 on this CPU")
+    assert bf16_gemm.usable() and lstm_window.usable()

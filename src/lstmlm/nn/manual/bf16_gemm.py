@@ -143,10 +143,7 @@ def softmax_xent(scores: Tensor, targets: Tensor, grad: bool) -> tuple[Tensor, L
     N, V = scores.shape
     if not (scores.dtype == torch.bfloat16 and scores.is_contiguous()):
         raise ValueError("softmax_xent takes contiguous bf16 scores")
-    targets = targets.to(torch.int64).contiguous()
-    if N and (int(targets.min()) < 0 or int(targets.max()) >= V):
-        low, high = int(targets.min()), int(targets.max())
-        raise ValueError(f"targets must lie in [0, {V}), got {low} .. {high}")
+    targets = _checked_targets(targets, V)
     nll = torch.empty(N)
     pairs = torch.empty(k.pair_rows_size(N, V), dtype=torch.bfloat16) if grad else None
     k.softmax_xent(
@@ -154,6 +151,32 @@ def softmax_xent(scores: Tensor, targets: Tensor, grad: bool) -> tuple[Tensor, L
         None if pairs is None else pairs.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
     return nll, None if pairs is None else Left(pairs, V, N, 0)
+
+
+def matmul_xent(a: Left, b: Packed, bias: Tensor | None, targets: Tensor) -> Tensor:
+    """The cross-entropy of each row of ``A @ B + bias`` (M, N) against targets (M,): nll
+    (M,) fp32, the product's values rounded to bf16 first as ``matmul`` would store them
+    (the numbers of ``softmax_xent(matmul(a, b, bf16, bias), targets, False)``), without
+    ever holding the (M, N) product: memory O(M). A row-major."""
+    if a.K != b.K or a.lda == 0:
+        raise ValueError("matmul_xent takes a row-major A with as many columns as B has rows")
+    targets = _checked_targets(targets, b.N)
+    nll = torch.empty(a.M)
+    bias = _fp32(bias)
+    _kernels().gemm_xent(
+        a.M, b.N, a.K, a.data.data_ptr(), a.lda, b.data.data_ptr(),
+        None if bias is None else bias.data_ptr(), targets.data_ptr(), nll.data_ptr(),
+        torch.get_num_threads(),
+    )  # fmt: skip
+    return nll
+
+
+def _checked_targets(targets: Tensor, V: int) -> Tensor:
+    targets = targets.to(torch.int64).contiguous()
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= V):
+        low, high = int(targets.min()), int(targets.max())
+        raise ValueError(f"targets must lie in [0, {V}), got {low} .. {high}")
+    return targets
 
 
 def matmul(
@@ -190,8 +213,9 @@ def _fp32(v: Tensor | None) -> Tensor | None:
 
 @functools.cache  # once per build of the kernels
 def _checked(gemm: GemmKernels) -> bool:
-    if _agrees_with_torch():
-        return True
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):  # whatever the caller's mode
+        if _agrees_with_torch():
+            return True
     log.warning("the bf16 GEMM kernel disagrees with torch; bf16 products run on torch.mm")
     return False
 
@@ -213,4 +237,9 @@ def _agrees_with_torch() -> bool:
     got.append(torch.cat((matmul(rows(a), pack(w, True), last_column=last), last[:, None]), 1))
     wants = [(want + bias) * scale[:, None], want, want, want]
     pairs = zip(got, wants, strict=True)
-    return all(torch.allclose(g, x, rtol=1e-2, atol=1e-2 * x.abs().max().item()) for g, x in pairs)
+    if not all(torch.allclose(g, x, rtol=1e-2, atol=1e-2 * x.abs().max().item()) for g, x in pairs):
+        return False
+    targets = torch.randint(0, N, (M,), generator=gen)  # the scoring: as softmax_xent does it
+    scores = matmul(rows(a), pack(w, True), torch.bfloat16, bias)
+    folded = matmul_xent(rows(a), pack(w, True), bias, targets)
+    return torch.allclose(folded, softmax_xent(scores, targets, False)[0], atol=1e-5, rtol=1e-5)

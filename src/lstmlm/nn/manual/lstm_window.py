@@ -42,8 +42,9 @@ def usable() -> bool:
 
 @functools.cache  # once per build of the kernels
 def _checked(window: WindowKernels) -> bool:
-    if _agrees_with_float64(window):
-        return True
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):  # whatever the caller's mode
+        if _agrees_with_float64(window):
+            return True
     log.warning("the bf16 LSTM window kernel disagrees with torch; it runs step by step")
     return False
 

@@ -79,6 +79,8 @@ _GEMM_PACK_ARGS = [_I64, _I64, _PTR, _INT, _I64, _PTR, _INT]
 _GEMM_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT, _I64, _PTR, _INT]
 # sgd_step(R, C, p, g, coef, alpha, nk, kn, threads)
 _SGD_ARGS = [_I64, _I64, _PTR, _PTR, ctypes.c_float, ctypes.c_float, _PTR, _PTR, _INT]
+# bf16_gemm_xent(M, N, K, a, lda, packed, bias, targets, nll, threads)
+_GEMM_XENT_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT]
 # softmax_xent(N, V, scores, targets, nll, grad, pairs, threads)
 _XENT_ARGS = [_I64, _I64, _PTR, _PTR, _PTR, _INT, _PTR, _INT]
 
@@ -119,7 +121,8 @@ class WindowKernels:
 class GemmKernels:
     """gemm_bf16.c's entry points: pack the second operand (``packed_size(K, N)`` bf16
     elements) from a (K, N) or an (N, K) matrix, lay out a (K, M) matrix as the transpose
-    first operand (``pair_rows_size(K, M)``), and multiply (see the C file); sgd_step.c's
+    first operand (``pair_rows_size(K, M)``), and multiply, or multiply and score each row
+    against a target without keeping the product (see the C file); sgd_step.c's
     update that writes a weight's packed copies in the same pass; softmax_xent.c's loss
     per row of bf16 scores, which leaves the gradient in both operand layouts."""
 
@@ -129,6 +132,7 @@ class GemmKernels:
     pack_nk: Callable[..., None]
     pair_rows: Callable[..., None]
     gemm: Callable[..., None]
+    gemm_xent: Callable[..., None]
     sgd_step: Callable[..., None]
     softmax_xent: Callable[..., None]
 
@@ -210,6 +214,7 @@ def _gemm_kernels(lib: ctypes.CDLL) -> GemmKernels:
         _bind(lib, "bf16_pack_nk", _GEMM_PACK_ARGS),
         _bind(lib, "bf16_pair_rows", _GEMM_PACK_ARGS),
         _bind(lib, "bf16_gemm", _GEMM_ARGS),
+        _bind(lib, "bf16_gemm_xent", _GEMM_XENT_ARGS),
         _bind(lib, "sgd_step", _SGD_ARGS),
         _bind(lib, "softmax_xent", _XENT_ARGS),
     )

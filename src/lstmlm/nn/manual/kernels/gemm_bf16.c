@@ -19,7 +19,9 @@
  * arithmetic does not depend on the split, so results do not depend on the thread count.
  */
 #include "gemm_bf16.h"
+#include "vec_math.h"
 
+#include <math.h>
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -124,13 +126,52 @@ typedef struct {
     void *c;
     float *extra;
     int64_t n_main; /* columns that go to c; column n_main (if any) goes to extra */
+    /* bf16_gemm_xent: per row the running max, sum of exp(c - max) and the target's c */
+    const int64_t *targets;
+    float *row_max, *row_sum, *row_target;
 } Gemm;
+
+/* bf16_gemm_xent's epilogue: the tile's values, rounded to bf16 as bf16_gemm would store
+ * them, folded into each row's running max and sum of exponentials (the online softmax:
+ * sum <- sum exp(max_old - max_new) + sum_j exp(c_j - max_new)). */
+INLINE void xent_tile(int mr, int nr, const Gemm *g, int64_t m0, int64_t j0, __m512 acc[MR][4]) {
+    for (int r = 0; r < mr; ++r) {
+        int64_t m = m0 + r, y = g->targets[m];
+        __m512 v[4], top = _mm512_set1_ps(-INFINITY);
+        for (int q = 0; q < nr; ++q) {
+            __mmask16 k = lanes(g->N - j0 - q * BLOCK);
+            __m512 x = acc[r][q];
+            if (g->bias) x = _mm512_add_ps(x, v_ld(g->bias + j0 + q * BLOCK, k));
+            __m256i h = (__m256i)_mm512_cvtneps_pbh(x);
+            v[q] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+            top = _mm512_mask_max_ps(top, k, top, v[q]);
+            if (y >= j0 + q * BLOCK && y < j0 + (q + 1) * BLOCK) {
+                float lane[BLOCK];
+                _mm512_storeu_ps(lane, v[q]);
+                g->row_target[m] = lane[y - j0 - q * BLOCK];
+            }
+        }
+        float old = g->row_max[m], best = fmaxf(old, _mm512_reduce_max_ps(top));
+        __m512 sum = _mm512_setzero_ps(), vb = _mm512_set1_ps(best);
+        for (int q = 0; q < nr; ++q) {
+            __mmask16 k = lanes(g->N - j0 - q * BLOCK);
+            sum = _mm512_mask_add_ps(sum, k, sum, v_exp_neg(_mm512_sub_ps(v[q], vb), 0));
+        }
+        float scaled = g->row_sum[m] == 0.0f ? 0.0f : g->row_sum[m] * expf(old - best);
+        g->row_sum[m] = scaled + _mm512_reduce_add_ps(sum);
+        g->row_max[m] = best;
+    }
+}
 
 /* The 5 x 64 (or smaller) tile at rows m0.., panel np: the product, then the epilogue. */
 INLINE void tile(int mr, int nr, const Gemm *g, int64_t m0, int64_t np) {
     __m512 acc[MR][4];
     const bf16 *a = g->a + (m0 / g->a_block) * g->a_block_stride + (m0 % g->a_block) * g->rs;
     gemm_tile(mr, nr, g->K2, g->odd, a, g->rs, g->ks, g->packed + np * g->K2 * 128, acc);
+    if (g->targets) {
+        xent_tile(mr, nr, g, m0, np * PANEL, acc);
+        return;
+    }
     for (int q = 0; q < nr; ++q) {
         int64_t j0 = np * PANEL + q * BLOCK;
         __mmask16 k = lanes(g->n_main - j0);
@@ -201,6 +242,33 @@ void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16 *a, int64_t lda, cons
     }
 }
 
+/* nll[m] = -log softmax(A B + bias)[m, targets[m]] for each row m, without writing the
+ * (M, N) scores: the values are those bf16_gemm would store in bf16 (so the same as
+ * softmax_xent on them, to float rounding), folded row by row into an online softmax. A
+ * as for bf16_gemm with lda > 0. Evaluation's decoder: no (M, N) buffer, memory O(M). */
+void bf16_gemm_xent(int64_t M, int64_t N, int64_t K, const bf16 *a, int64_t lda,
+                    const bf16 *packed, const float *bias, const int64_t *targets, float *nll,
+                    int threads) {
+    float *state = malloc((size_t)(3 * M) * sizeof(float));
+    Gemm g = {.N = N, .K2 = ceil_div(K, 2), .rs = lda, .ks = 2, .a_block = M, .a_block_stride = 0,
+              .odd = (int)(K & 1), .a = a, .packed = packed, .bias = bias, .n_main = N,
+              .targets = targets, .row_max = state, .row_sum = state + M,
+              .row_target = state + 2 * M};
+    for (int64_t m = 0; m < M; ++m) state[m] = -INFINITY, state[M + m] = 0.0f;
+    int64_t tiles = ceil_div(M, MR), panels = ceil_div(N, PANEL);
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t tid = 0, nt = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        run_tiles(&g, M, tiles * tid / nt, tiles * (tid + 1) / nt, 0, panels); /* rows' own */
+    }
+    for (int64_t m = 0; m < M; ++m)
+        nll[m] = (g.row_max[m] - g.row_target[m]) + logf(g.row_sum[m]);
+    free(state);
+}
+
 #else /* no AVX-512 BF16: callers use torch.mm */
 
 int gemm_bf16_available(void) { return 0; }
@@ -218,6 +286,12 @@ void bf16_pair_rows(int64_t K, int64_t M, const void *src, int src_bf16, int64_t
     (void)K, (void)M, (void)src, (void)src_bf16, (void)ld, (void)dst, (void)threads;
 }
 int64_t bf16_pair_rows_size(int64_t K, int64_t M) { return 0 * K * M; }
+void bf16_gemm_xent(int64_t M, int64_t N, int64_t K, const bf16 *a, int64_t lda,
+                    const bf16 *packed, const float *bias, const int64_t *targets, float *nll,
+                    int threads) {
+    (void)M, (void)N, (void)K, (void)a, (void)lda, (void)packed, (void)bias, (void)targets;
+    (void)nll, (void)threads;
+}
 void bf16_gemm(int64_t M, int64_t N, int64_t K, const bf16 *a, int64_t lda, const bf16 *packed,
                const float *bias, const float *row_scale, void *c, int c_bf16, int64_t ldc,
                float *extra, int threads) {
