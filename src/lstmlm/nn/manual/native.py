@@ -1,5 +1,7 @@
-"""The fused C kernels of ``kernels/lstm_step.c`` and ``kernels/gru_step.c``: built with
-the system C compiler on first use, cached, loaded through ctypes.
+"""The C kernels of ``kernels/``: built with the system C compiler on first use, cached,
+loaded through ctypes. The step kernels (``lstm_step.c``, ``gru_step.c``) are below; the
+bf16 ones (``lstm_window.c``, ``gemm_bf16.c``, ``sgd_step.c``, ``softmax_xent.c``; CPUs
+with AVX-512 BF16) are bound here and checked by ``lstm_window.py`` and ``bf16_gemm.py``.
 
 The hand-written LSTM's and GRU's time loops (``lstm.py``, ``gru.py``) make, per step, one
 matmul call and a few small elementwise torch ops (gates, state update, their
@@ -8,7 +10,7 @@ a pass over memory each, and torch's tanh at about 2 ns per element. The kernels
 step's elementwise work in one pass, and also write the bf16 copy the next matmul reads.
 
 There is nothing to install: the first ``step_kernels()`` call compiles the sources with
-``$CC`` or ``cc`` (``-O3 -march=native``, about a second) into ``$LSTMLM_CACHE``
+``$CC`` or ``cc`` (``-O3 -march=native -fopenmp``, a few seconds) into ``$LSTMLM_CACHE``
 (default ``~/.cache/lstmlm``), keyed by the source, the flags, the compiler and the CPU,
 and checks the result against torch on a small case. Without a compiler, or if the build
 or the check fails, it returns None and callers use torch ops; ``LSTMLM_NATIVE=0`` turns
