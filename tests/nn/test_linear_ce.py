@@ -107,3 +107,48 @@ def test_the_kept_transposed_weight_follows_every_change_of_the_weight():
         fresh = linear_cross_entropy(x, w, None, y, "none", torch.bfloat16)
     assert not torch.allclose(before, after)
     assert torch.allclose(after, fresh.detach(), atol=1e-5, rtol=1e-5)
+
+
+def _kernel_or_skip():
+    from lstmlm.nn.manual import bf16_gemm
+
+    if not bf16_gemm.usable():
+        pytest.skip("no C kernels with AVX-512 BF16 here: bf16 runs on torch")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_bf16_kernel_path_matches_fp32_on_the_same_rounded_operands(bias):
+    # The C path (GEMM, softmax_xent, the gradient in both layouts) against torch in fp32
+    # on bf16-rounded x and weight: only the scores' bf16 rounding and the gradients'
+    # bf16 products differ.
+    _kernel_or_skip()
+    g = torch.Generator().manual_seed(4)
+    n, d, v = 2 * 80 + 3, 40, 170  # odd rows, partial blocks of 80 and 16 columns
+    x = torch.randn(n, d, generator=g).bfloat16().float().requires_grad_()
+    w = torch.randn(v, d, generator=g).bfloat16().float().requires_grad_()
+    b = torch.randn(v, generator=g).requires_grad_() if bias else None
+    y = torch.randint(0, v, (n,), generator=g)
+    ours = linear_cross_entropy(x, w, b, y, "none", torch.bfloat16)
+    theirs = F.cross_entropy(F.linear(x, w, b), y, reduction="none")
+    assert torch.allclose(ours, theirs, atol=0.05, rtol=0.01)
+    weights = torch.linspace(0.5, 2.0, n)
+    params = [x, w] + ([b] if bias else [])
+    for a, c in zip(
+        torch.autograd.grad((ours * weights).sum(), params),
+        torch.autograd.grad((theirs * weights).sum(), params),
+        strict=True,
+    ):
+        assert torch.nn.functional.cosine_similarity(a.flatten(), c.flatten(), dim=0) > 0.999
+
+
+def test_bf16_kernel_path_shows_blown_up_weights_and_refuses_bad_targets():
+    _kernel_or_skip()
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    w[2, 0] = float("inf")
+    y = torch.tensor([0, 1, 2, 3])
+    loss = linear_cross_entropy(x, w.requires_grad_(), None, y, "mean", torch.bfloat16)
+    assert not torch.isfinite(loss)
+    with pytest.raises(ValueError, match="targets"):
+        linear_cross_entropy(
+            x, torch.randn(6, 8), None, torch.tensor([0, 1, 2, 6]), "mean", torch.bfloat16
+        )

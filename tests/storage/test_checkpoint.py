@@ -101,10 +101,14 @@ def test_load_model_file_reads_the_weights_into_the_model_itself(run, tmp_path):
     model, _, info = ckpt.load_run(run)
     fresh = LanguageModel(info.config.model, model.vocab_size)
     before = {k: v.data_ptr() for k, v in fresh.state_dict().items()}
+    versions = {k: v._version for k, v in fresh.state_dict().items()}
     ckpt.load_model_file(fresh, run / ckpt.BEST)
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, model.state_dict()[k]), k
         assert v.data_ptr() == before[k]  # filled in place, no new tensors
+        # ...and seen as changed, as an in-place op would be: copies kept per version
+        # (nn/manual/shadows.py: the bf16 packed weights) are made again
+        assert v._version > versions[k], k
     if info.config.model.tie_weights:
         assert fresh.decoder.weight is fresh.embedding.weight
 

@@ -84,3 +84,70 @@ def test_ntasgd_switch_does_not_also_decay_the_lr(tmp_path, monkeypatch):
     _, meta = state.read(tmp_path / "run" / "last.safetensors")
     assert meta["trainer"]["averaging"] is True
     assert meta["trainer"]["lr"] == 1.0  # 4 / 4 at epoch 2, and not / 4 again at the switch
+
+
+def _fused_or_skip(opt):
+    from lstmlm.nn.manual import bf16_gemm
+    from lstmlm.training.optim import fused_sgd
+
+    if not bf16_gemm.usable():
+        pytest.skip("no C kernels with AVX-512 BF16 here: plain SGD runs unfused")
+    fused = fused_sgd(opt)
+    assert fused is not None
+    return fused
+
+
+@pytest.mark.parametrize("clip", [0.05, 0.0, 1e9])  # clipped, no clipping, a factor of 1
+def test_fused_sgd_gives_torchs_clipped_sgd_weights_to_the_bit(clip: float) -> None:
+    from lstmlm.training import guard
+
+    torch.manual_seed(0)
+    # a matrix with partial blocks of 16 rows and 32 columns, a vector, a (1, n) matrix
+    ours = nn.ModuleList([nn.Linear(37, 70), nn.Linear(5, 1)])
+    theirs = nn.ModuleList([nn.Linear(37, 70), nn.Linear(5, 1)])
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=3.0)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=3.0)
+    fused = _fused_or_skip(opt_ours)
+    for step in range(3):
+        x = torch.randn(9, 37)
+        for m in (ours, theirs):
+            m.zero_grad()
+            m[1](torch.tanh(m[0](x))[:, :5]).pow(2).sum().backward()
+        norm = guard.grad_norm(ours.parameters(), 0.0)
+        fused.step(guard.clip_coefficient(norm, clip))
+        want = guard.grad_norm(theirs.parameters(), clip)  # clips in place when clip > 0
+        opt_theirs.step()
+        assert torch.equal(norm, want)
+        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert torch.equal(a, b), step
+
+
+def test_fused_sgd_refreshes_the_kept_bf16_copies_and_their_version() -> None:
+    from lstmlm.nn.manual import bf16_gemm
+
+    torch.manual_seed(1)
+    layer = nn.Linear(40, 24)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    fused = _fused_or_skip(opt)
+    before = bf16_gemm.pack_weight(layer.weight, transpose=True).data.clone()  # kept now
+    layer(torch.randn(3, 40)).sum().backward()
+    version = layer.weight._version
+    fused.step(1.0)
+    assert layer.weight._version > version  # autograd sees the in-place update
+    kept = bf16_gemm.pack_weight(layer.weight, transpose=True).data
+    assert not torch.equal(kept, before)
+    assert torch.equal(kept, bf16_gemm.pack(layer.weight.detach(), transpose=True).data)
+
+
+def test_fused_sgd_only_where_it_is_plain_sgd() -> None:
+    from lstmlm.training.optim import fused_sgd
+
+    model = nn.Linear(3, 2)
+    for opt in (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4),
+        torch.optim.Adam(model.parameters()),
+        make_asgd(list(model.parameters()), lr=0.1, weight_decay=0.0),
+    ):
+        assert fused_sgd(opt) is None

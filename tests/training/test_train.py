@@ -271,3 +271,31 @@ def test_training_from_the_mapped_ids_equals_training_from_a_tensor(corpus, tmp_
     assert models[0].keys() == models[1].keys()
     for k in models[0]:
         assert torch.equal(models[0][k], models[1][k]), k
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_fused_sgd_step_trains_the_same_weights_as_torchs(
+    corpus, tmp_path, monkeypatch, precision
+):
+    """Trainer.update runs plain SGD as one fused pass (optim.fused_sgd) where it can: the
+    same weights to the bit as clip_grad_norm_ + torch.optim.SGD, with the hand-written
+    bf16 layers reading the copies the fused pass keeps."""
+    import lstmlm.training.trainer as trainer_module
+    from lstmlm.nn.manual import bf16_gemm
+    from lstmlm.training.optim import FusedSGD
+
+    if not bf16_gemm.usable():
+        pytest.skip("no C kernels with AVX-512 BF16 here: plain SGD runs unfused")
+    cfg = tiny_config(corpus, epochs=1, max_steps=6, precision=precision, clip=0.1)
+    cfg = RunConfig(cfg.data, replace(cfg.model, cell="manual", tie_weights=True), cfg.train)
+    runs, fused_steps = {}, []
+    step = FusedSGD.step
+    monkeypatch.setattr(FusedSGD, "step", lambda self, c: (fused_steps.append(c), step(self, c)))
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(trainer_module, "fused_sgd", lambda opt: None)
+        start_run(cfg, tmp_path / str(fused))
+        runs[fused] = _weights(tmp_path / str(fused))
+    assert len(fused_steps) == 6 and min(fused_steps) < 1.0  # fused, and clipping on some
+    for k in runs[True]:
+        assert torch.equal(runs[True][k], runs[False][k]), k

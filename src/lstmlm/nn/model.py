@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmlm.config import ModelConfig
+from lstmlm.nn import tied
 from lstmlm.nn.regularize import dropout, embedding_dropout, locked_dropout
 from lstmlm.nn.rnn import RNNStack, State
 from lstmlm.nn.softmax import AdaptiveSoftmax, FullSoftmax, make_head
@@ -100,9 +101,10 @@ class LanguageModel(nn.Module):
         """
         if state is None:
             state = self.init_state(tokens.size(1))
-        out, state, hiddens, dropped = self._features(tokens, state)  # out (T, B, D)
+        mailbox = self._tied_mailbox(targets)
+        out, state, hiddens, dropped = self._features(tokens, state, mailbox)  # (T, B, D)
         if targets is not None:
-            loss = self.loss(out, targets)  # ()
+            loss = self.loss(out, targets, mailbox=mailbox)  # ()
             return LMOutput(None, state, hiddens, dropped, out, loss)
         return LMOutput(self.decoder(out), state, hiddens, dropped, out)  # (T, B, V)
 
@@ -116,10 +118,25 @@ class LanguageModel(nn.Module):
         out, state, _, _ = self._features(tokens, state)  # (T, B, D)
         return self.decoder(out[-1:])[0], state  # (B, V)
 
-    def _features(self, tokens: Tensor, state: State) -> tuple[Tensor, State, list[Tensor], Tensor]:
+    def _tied_mailbox(self, targets: Tensor | None) -> tied.Mailbox | None:
+        """A Mailbox when the tied weight's gradient can be made in one piece (tied.py): a
+        training forward with targets, a full softmax, no embedding dropout."""
+        cfg = self.cfg
+        plain = cfg.tie_weights and isinstance(self.decoder, FullSoftmax)
+        plain = plain and (cfg.dropout_e == 0 or not self.training)
+        wanted = targets is not None and torch.is_grad_enabled()
+        wanted = wanted and self.embedding.weight.requires_grad
+        return tied.Mailbox() if wanted and plain and tied.can_share(self.embedding) else None
+
+    def _features(
+        self, tokens: Tensor, state: State, mailbox: tied.Mailbox | None = None
+    ) -> tuple[Tensor, State, list[Tensor], Tensor]:
         """tokens (T, B) -> decoder input (T, B, D), state, each layer's output, dropped."""
         cfg = self.cfg
-        x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)  # (T, B, E)
+        if mailbox is not None:
+            x = tied.lookup(self.embedding.weight, tokens, mailbox)  # (T, B, E)
+        else:
+            x = embedding_dropout(self.embedding, tokens, cfg.dropout_e, self.training)
         x = locked_dropout(dropout(x, cfg.dropout, self.training), cfg.dropout_i, self.training)
         out, state, hiddens = self.rnn(x, state)  # (T, B, H)
         out, dropped = self._decoder_input(out)
@@ -166,8 +183,18 @@ class LanguageModel(nn.Module):
         """Decoder input (..., D) -> exact log-probabilities over the vocabulary (..., V), fp32."""
         return self.decoder.log_probs(features)
 
-    def loss(self, features: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-        """Decoder input (..., D), targets (...) -> NLL, fp32 (mean | sum | none)."""
+    def loss(
+        self,
+        features: Tensor,
+        targets: Tensor,
+        reduction: str = "mean",
+        mailbox: tied.Mailbox | None = None,
+    ) -> Tensor:
+        """Decoder input (..., D), targets (...) -> NLL, fp32 (mean | sum | none). With a
+        `mailbox` (tied weights, see _tied_mailbox) the decoder's weight gradient goes
+        there, for the embedding lookup to complete."""
+        if mailbox is not None and isinstance(self.decoder, FullSoftmax):
+            return self.decoder.loss(features, targets, reduction, mailbox)
         return self.decoder.loss(features, targets, reduction)
 
     def num_parameters(self) -> int:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from lstmlm.config import validate_cutoffs
 from lstmlm.nn.linear_ce import linear_cross_entropy
+from lstmlm.nn.tied import Mailbox
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -53,10 +54,13 @@ class FullSoftmax(nn.Linear):
     def log_probs(self, x: Tensor) -> Tensor:
         return F.log_softmax(self(x).float(), dim=-1)  # (..., V)
 
-    def loss(self, x: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    def loss(
+        self, x: Tensor, targets: Tensor, reduction: str = "mean", mailbox: Mailbox | None = None
+    ) -> Tensor:
         """x (..., D), targets (...) -> NLL (fp32): a scalar, or (N,) with reduction none.
 
-        One fused node (linear_ce.py): matmuls in the autocast dtype when under one.
+        One fused node (linear_ce.py): matmuls in the autocast dtype when under one. With a
+        `mailbox` the weight's gradient goes there (tied weights, nn/tied.py).
         """
         _check_reduction(reduction)
         device = x.device.type
@@ -69,6 +73,7 @@ class FullSoftmax(nn.Linear):
                 targets.reshape(-1),
                 reduction,
                 mm_dtype,
+                mailbox,
             )
 
 

@@ -196,4 +196,7 @@ def read_into(
         f.seek(start + begin)
         if n and f.readinto(_bytes(t)) != n:
             raise ValueError(f"{name}: the file ends inside its data")
+        # Written behind torch's back: bump the version counter as an in-place op would, so
+        # copies kept per version (nn/manual/shadows.py) and autograd see the change.
+        torch.autograd.graph.increment_version(t)
         verify(name, t, sums)

@@ -39,6 +39,14 @@ def grad_norm(params: Iterable[Tensor], clip: float) -> Tensor:
     return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
+def clip_coefficient(norm: Tensor, clip: float) -> float:
+    """The factor clip_grad_norm_(params, clip) scales the gradients by, given their total
+    norm: min(1, clip / (norm + 1e-6)) in fp32 as torch computes it; 1.0 for clip 0."""
+    if clip <= 0:
+        return 1.0
+    return float(torch.clamp(clip / (norm.detach().float() + 1e-6), max=1.0))
+
+
 def step_is_finite(loss: Tensor, norm: Tensor) -> bool:
     """True when both the loss and the gradient norm are finite (one host read).
 

@@ -1,4 +1,5 @@
-"""Optimizers: the run's choice (`make_optimizer`), and NT-ASGD (Merity et al. 2017).
+"""Optimizers: the run's choice (`make_optimizer`), NT-ASGD (Merity et al. 2017), and
+plain SGD's step fused with clipping and the bf16 weight copies (`fused_sgd`).
 
 NT-ASGD trains with plain SGD; once validation has stalled, switch to averaged SGD:
 the same SGD steps, plus a running average of the weights since the switch
@@ -14,13 +15,14 @@ worse than the best one from before the last n checks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from lstmlm.config import TrainConfig
+from lstmlm.nn.manual import bf16_gemm, native, shadows
 
 
 def validation_stalled(history: Sequence[float], loss: float, nonmono: int) -> bool:
@@ -84,3 +86,60 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "asgd":
         return make_asgd(params, cfg.lr, cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+class FusedSGD:
+    """``torch.optim.SGD``'s step (no momentum, weight decay, Nesterov or maximize) with the
+    gradient clipping folded in, in one pass over each parameter in C
+    (``nn/manual/kernels/sgd_step.c``): the same weights to the bit as clip_grad_norm_
+    followed by ``opt.step()``, and, in the same pass, the weight's kept bf16 copies
+    that the bf16 products read (``nn/manual/shadows.py``), so the next step casts and
+    packs no weight. Before: a pass to clip, a pass to update, a pass per bf16 cast or
+    packing at the next use (benchmarks/RESULTS.md, round 10).
+
+    The optimizer keeps its param_groups (lr) and its (empty) state; only its step is
+    replaced. Gradients are not clipped in place: the clipping factor goes to the kernel.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, sgd_step: Callable[..., None]):
+        self.opt = opt
+        self._sgd_step = sgd_step
+        shadows.keep([p for g in opt.param_groups for p in g["params"]])
+
+    @torch.no_grad()
+    def step(self, clip_coef: float) -> None:
+        """One update with each gradient scaled by `clip_coef` (1.0: no clipping)."""
+        threads = torch.get_num_threads()
+        for group in self.opt.param_groups:
+            alpha = -float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.contiguous()
+                rows = p.size(0) if p.dim() > 1 else 1
+                kept = shadows.kept(p)
+                nk, kn = (kept[k].data.data_ptr() if k in kept else None for k in ("nk", "kn"))
+                cols = p.numel() // max(rows, 1)
+                self._sgd_step(
+                    rows, cols, p.data_ptr(), grad.data_ptr(), clip_coef, alpha, nk, kn, threads
+                )
+                torch.autograd.graph.increment_version(p)  # written behind torch's back
+                shadows.refreshed(p, ("nk", "kn"))
+
+
+def fused_sgd(opt: torch.optim.Optimizer) -> FusedSGD | None:
+    """A FusedSGD for `opt` where it computes exactly what ``opt.step()`` would, and the C
+    kernels are here; else None."""
+    if type(opt) is not torch.optim.SGD or not bf16_gemm.usable():
+        return None
+    for group in opt.param_groups:
+        plain = group["momentum"] == 0 and group["weight_decay"] == 0
+        plain = plain and not (group["nesterov"] or group["maximize"] or group["differentiable"])
+        if not plain or not all(_fusable(p) for p in group["params"]):
+            return None
+    kernels = native.loaded().gemm
+    return None if kernels is None else FusedSGD(opt, kernels.sgd_step)
+
+
+def _fusable(p: torch.Tensor) -> bool:
+    return p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()

@@ -38,6 +38,8 @@ from lstmlm.storage.layout import BEST, EPOCH_CHECKPOINTS, LAST, METRICS, epoch_
 from lstmlm.training import distributed, guard
 from lstmlm.training import state as training_state
 from lstmlm.training.optim import (
+    FusedSGD,
+    fused_sgd,
     is_averaging,
     make_asgd,
     make_optimizer,
@@ -92,6 +94,8 @@ class Trainer:
         self.step_ok = True  # False after a non-finite step (skipped, see guard.py)
         self.bad_step: dict[str, Any] = {}  # its loss and gradient norm
         self.grad_norm = torch.zeros((), device=self.device)  # the last step's, before clipping
+        self._fused_for: torch.optim.Optimizer | None = None  # the optimizer _fused is for
+        self._fused: FusedSGD | None = None
 
     # --- state and checkpoints ------------------------------------------------------
 
@@ -219,14 +223,29 @@ class Trainer:
         scaled = total * x.size(0) if self.tc.loss_reduction == "sum" else total
         self.opt.zero_grad(set_to_none=True)
         scaled.backward()
-        norm = guard.grad_norm(self.model.parameters(), self.tc.clip)  # clips when clip > 0
+        self.update(total)
+        return loss.detach()
+
+    def update(self, total: Tensor) -> None:
+        """After the backward of `total`: clip, check the step (guard.py), and apply it, or
+        skip it and describe it in self.bad_step."""
+        fused = self._fused_step()  # plain SGD: clipping, update and bf16 copies in one pass
+        clip = 0.0 if fused else self.tc.clip
+        norm = guard.grad_norm(self.model.parameters(), clip)  # clips when clip > 0
         self.step_ok = guard.step_is_finite(total, norm)
         self.grad_norm = norm.detach()
-        if self.step_ok:
-            self.opt.step()
-        else:
+        if not self.step_ok:
             self.bad_step = guard.describe(total, norm)
-        return loss.detach()
+        elif fused:
+            fused.step(guard.clip_coefficient(norm, self.tc.clip))
+        else:
+            self.opt.step()
+
+    def _fused_step(self) -> FusedSGD | None:
+        """optim.fused_sgd for the optimizer of the moment (NT-ASGD replaces it)."""
+        if self._fused_for is not self.opt:
+            self._fused_for, self._fused = self.opt, fused_sgd(self.opt)
+        return self._fused
 
     def limit_reached(self) -> str | None:
         """Why this run has nothing left to train (its budget is spent), or None."""

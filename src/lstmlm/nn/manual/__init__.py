@@ -24,7 +24,11 @@ faster there and has nothing to save either. ``impl="loop"`` is a plain
 autograd loop over the step functions of ``cells.py``, kept as a reference.
 ``precision="bf16"`` runs every matmul in bfloat16 (fp32 accumulation inside the
 kernel, product rounded to bf16) while states, gates and gradients stay in the input
-dtype. The window Functions are differentiable once (no double backward, no
+dtype. Where the C compiler targets AVX-512 BF16, a bf16 LSTM's whole window (input
+projection and recurrence, forward and BPTT) is one autograd node on the C kernels
+(``lstm_window.py``, ``bf16_gemm.py``; the recurrent products then stay in fp32 until
+the gates), and the layers' products read packed bf16 weight copies (``shadows.py``).
+The window Functions are differentiable once (no double backward, no
 ``torch.func`` transforms such as vmap/grad; ``functional_call`` is fine); use
 ``impl="loop"`` where those are needed.
 """

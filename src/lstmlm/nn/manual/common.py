@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from lstmlm.nn.manual import bf16_gemm
 from lstmlm.nn.manual.cells import check_sizes, reset_uniform
 
 IMPLS = ("function", "loop")
@@ -94,11 +95,20 @@ class _Linear(torch.autograd.Function):
         mm_dtype: torch.dtype | None,
         keep_mm_dtype: bool = False,
     ) -> Tensor:
+        ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.kernel = mm_dtype == torch.bfloat16 and bf16_gemm.usable(x, weight)
+        if ctx.kernel:  # the C GEMM (bf16_gemm.py): reads the fp32 weight, adds the bias in fp32
+            xm = x.to(torch.bfloat16)  # (N, in), saved: the weight's gradient reads it
+            ctx.save_for_backward(xm, weight)
+            wt = bf16_gemm.pack_weight(weight, transpose=True)  # B = weight.T
+            out_dtype = torch.bfloat16 if keep_mm_dtype else x.dtype
+            return bf16_gemm.matmul(
+                bf16_gemm.rows(xm), wt, out_dtype, None if keep_mm_dtype else bias
+            )
         # Cast once: the backward reuses the matmul-dtype copies (half the bytes saved).
         xm = x if mm_dtype is None else x.to(mm_dtype)  # (N, in)
         wm = weight if mm_dtype is None else weight.to(mm_dtype)  # (out, in)
         ctx.save_for_backward(xm, wm)
-        ctx.dtypes = (x.dtype, weight.dtype)
         y = matmul_nt(xm, wm, None)  # (N, out)
         if keep_mm_dtype:
             return y
@@ -110,14 +120,22 @@ class _Linear(torch.autograd.Function):
     def backward(ctx: Any, d_out: Tensor) -> tuple[Tensor | None, ...]:
         xm, wm = ctx.saved_tensors
         x_dtype, w_dtype = ctx.dtypes
-        dm = d_out.to(wm.dtype)  # (N, out)
         d_x = d_weight = d_bias = None
+        if ctx.needs_input_grad[2]:
+            d_bias = d_out.sum(dim=0)
+        if ctx.kernel:  # wm is the fp32 weight (out, in)
+            left = bf16_gemm.rows(d_out)  # (N, out)
+            if ctx.needs_input_grad[0]:
+                d_x = bf16_gemm.matmul(left, bf16_gemm.pack_weight(wm), x_dtype)  # (N, in)
+            if ctx.needs_input_grad[1]:
+                d_t = bf16_gemm.transposed(left.data)  # d_out.T (out, N)
+                d_weight = bf16_gemm.matmul(d_t, bf16_gemm.pack(xm), w_dtype)  # (out, in)
+            return d_x, d_weight, d_bias, None, None
+        dm = d_out.to(wm.dtype)  # (N, out)
         if ctx.needs_input_grad[0]:
             d_x = matmul_nt(dm, wm.t(), None).to(x_dtype)  # (N, in)
         if ctx.needs_input_grad[1]:
             d_weight = matmul_nt(dm.t(), xm.t(), None).to(w_dtype)  # (out, in)
-        if ctx.needs_input_grad[2]:
-            d_bias = d_out.sum(dim=0)
         return d_x, d_weight, d_bias, None, None
 
 
@@ -204,6 +222,9 @@ def weight_hh_grad(
     """
     T, B, G = d_pre.shape
     flat_d, flat_h = d_pre.reshape(T * B, G), h_prev.reshape(T * B, -1)
+    if mm_dtype == torch.bfloat16 and bf16_gemm.usable(flat_d, flat_h):
+        d_t = bf16_gemm.transposed(flat_d)  # d_pre.T (G, T*B)
+        return bf16_gemm.matmul(d_t, bf16_gemm.pack(flat_h), weight_hh.dtype)
     return matmul_nt(flat_d.t(), flat_h.t(), mm_dtype).to(weight_hh.dtype)
 
 

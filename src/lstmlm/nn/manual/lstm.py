@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from lstmlm.nn.manual import native
+from lstmlm.nn.manual import lstm_window, native
 from lstmlm.nn.manual.cells import (
     LSTMState,
     lstm_cell,
@@ -234,10 +234,14 @@ class ManualLSTM(WindowLayer):
         if self.impl == "function" and not needs_grad(x, h0, c0, *weights):
             out, h, c = _lstm_inference(x, h0, c0, weights, mm_dtype)
         elif self.impl == "function" and native.usable(x, h0, c0, *weights):
-            # The C kernels add the bias and read the projection in the matmul dtype.
-            x_proj = project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 4H)
-            bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,)
-            out, h, c = _LSTMWindowNative.apply(x_proj, bias, h0, c0, weight_hh, mm_dtype)
+            bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,): the kernels add it in fp32
+            if mm_dtype == torch.bfloat16 and lstm_window.usable():
+                out, h, c = lstm_window.LSTMWindowFused.apply(
+                    x, self.weight_ih_l0, bias, h0, c0, weight_hh
+                )
+            else:  # the C kernels read the projection in the matmul dtype
+                x_proj = project(x, self.weight_ih_l0, None, mm_dtype, True)  # (T, B, 4H)
+                out, h, c = _LSTMWindowNative.apply(x_proj, bias, h0, c0, weight_hh, mm_dtype)
         else:
             bias = self.bias_ih_l0 + self.bias_hh_l0  # (4H,), folded into the projection
             x_proj = project(x, self.weight_ih_l0, bias, mm_dtype)  # (T, B, 4H)
