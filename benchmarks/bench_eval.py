@@ -215,7 +215,9 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ids = getattr(ds, args.split)
     if args.max_tokens is not None:
         ids = ids[: args.max_tokens]
-    safetensors.torch.save_file({"ids": ids.contiguous()}, work / "ids.safetensors")
+    safetensors.torch.save_file(
+        {"ids": ids.long().contiguous()}, work / "ids.safetensors"
+    )  # the map is uint16/32
     tensors, spec = reference_weights(model)
     safetensors.torch.save_file(tensors, work / "reference.safetensors")
     (work / "reference.json").write_text(json.dumps(spec))
