@@ -176,6 +176,8 @@ def main() -> None:
     a = ap.parse_args()
     rows: list[dict[str, Any]] = []
     imports = import_seconds()
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.workdir) as d:
         tmp = Path(d)
         ptb = ["--corpus", "ptb", "--data-dir", str(SHARED)]

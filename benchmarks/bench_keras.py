@@ -14,7 +14,8 @@ the other:
           softmax over the characters, sparse categorical cross-entropy). A callback stops
           `fit` when the budget has passed since the first training batch began.
   lstmlm  `lstmlm train --preset char-rmsprop --train T --valid V --test X --level char
-          --max-minutes M` (2x128, dropout 0.2, RMSprop lr 0.002, bptt 50, batch 50; it
+          --max-minutes M` (2x128, dropout 0.2, RMSprop lr 0.002, bptt 50, batch 50, bf16
+          matmuls in the hand-written LSTM; it
           also clips at 5, decays the lr after epoch 10 and carries the state across
           windows, as char-rnn does). Its budget counts training steps only.
 

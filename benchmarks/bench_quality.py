@@ -1,6 +1,7 @@
 """Perplexity after a fixed training-time budget: lstmlm presets against the reference loop.
 
-    python benchmarks/bench_quality.py --seconds 600 --presets small ptb-10min
+    python benchmarks/bench_quality.py --seconds 600 --presets small ptb-10min [--seed N]
+                                       [-- extra lstmlm flags for every preset]
 
 Runs, back to back on this machine, benchmarks/reference.py with its `small` recipe
 (pytorch/examples-style nn.LSTM fp32 loop: 2x200, lr 20 on the mean loss, clip 0.25,
@@ -9,17 +10,20 @@ each preset, every one with the same budget of training seconds (evaluation is n
 counted by either), on the same corpus. Both score valid and test with 10 evaluation
 columns, so the perplexities are computed the same way. Prints one JSON object with
 each run's valid/test ppl, tokens/s, epochs and peak RSS, and each preset's valid ppl as
-a ratio to the reference's.
+a ratio to the reference's. `--seed` seeds both sides (default: each one's own default,
+1111 for the reference and lstmlm's for the presets); flags after `--` go to every
+lstmlm run (a candidate recipe: `-- --hidden-size 300 --dropout 0.2`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from common import SHARED, lstmlm_cmd, machine, reference_cmd, run_json
+from common import SHARED, lstmlm_cmd, machine, reference_cmd, run_json, split_passthrough
 
 
 def main() -> None:
@@ -29,19 +33,26 @@ def main() -> None:
     p.add_argument("--corpus", default="ptb")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--keep", type=Path, help="keep the run folders here (KEEP/PRESET)")
-    args = p.parse_args()
+    p.add_argument("--seed", type=int, help="seed of both sides (default: each one's own)")
+    argv, extra = split_passthrough(sys.argv[1:])
+    args = p.parse_args(argv)
+    seed = [] if args.seed is None else ["--seed", str(args.seed)]
 
     results: dict[str, object] = {
         "benchmark": "quality",
         "corpus": args.corpus,
         "seconds": args.seconds,
+        "seed": args.seed,
+        "lstmlm_flags": extra,
         **machine(),
     }
     ref_valid = None
     if not args.skip_reference:
         data = str(SHARED / args.corpus)
         ref, rss = run_json(
-            reference_cmd("--preset", "small", "--data", data, "--seconds", str(args.seconds))
+            reference_cmd(
+                "--preset", "small", "--data", data, "--seconds", str(args.seconds), *seed
+            )  # fmt: skip
         )
         ref_valid = ref["valid_ppl"]
         results["reference_small"] = {
@@ -70,6 +81,8 @@ def main() -> None:
                     "--json",
                     "--quiet",
                     "--overwrite",
+                    *seed,
+                    *extra,
                 )
             )
         entry = {

@@ -172,10 +172,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "char-rmsprop",
             "char-rnn style: 2x128 LSTM, dropout 0.2, RMSprop lr 0.002, seq 50, batch 50, "
-            "clip 5, lr x0.97 per epoch after epoch 10",
+            "clip 5, lr x0.97 per epoch after epoch 10; bf16 matmuls in the hand-written "
+            "LSTM (1.4x the tokens/s of fp32 nn.LSTM on an AVX-512 BF16 CPU; "
+            "--cell fused --precision fp32 for the plain one)",
             data=dict(level="char"),
             model=dict(
                 rnn="lstm",
+                cell="manual",
                 emb_size=128,
                 hidden_size=128,
                 num_layers=2,
@@ -193,6 +196,7 @@ PRESETS: dict[str, Preset] = {
                 lr_schedule="epoch",
                 lr_decay=1 / 0.97,
                 decay_after=10,
+                precision="bf16",
             ),
         ),
         Preset(
