@@ -49,6 +49,18 @@ def test_a_corpus_runs_level_is_printed(tmp_path, capsys):
     assert "level: symbols" in capsys.readouterr().out  # the corpus's own, written in
 
 
+def test_a_corpus_runs_config_names_the_level_it_trained_at(tmp_path, capsys):
+    """ptb-char trains at its own level (symbols) when none is asked for; RUN/config.json
+    says so, so that `--config RUN/config.json` trains at that level too (it said word)."""
+    run = tmp_path / "r"
+    argv = ["train", "--corpus", "ptb-char", "--preset", "char-small", *TINY]
+    assert main([*argv, "--max-steps", "1", "--out", str(run)]) == 0
+    assert _run_config(run)["data"]["level"] == "symbols"
+    capsys.readouterr()
+    assert main(["train", "--config", str(run / storage.CONFIG), "--print-config"]) == 0
+    assert "level: symbols" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

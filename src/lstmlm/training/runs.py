@@ -40,6 +40,9 @@ def start_run(
     out = Path(out_dir)
     cfg = absolute_paths(cfg)
     data = check_start(cfg, out, overwrite, level, distributed.world())
+    # The level trained at (a named corpus's own when none was asked for) is the config's,
+    # so RUN/config.json starts the same run again (`train --config RUN/config.json`).
+    cfg = replace(cfg, data=replace(cfg.data, level=data.level))
     # The model is built before the folder is touched: a config that cannot be built (a
     # softmax cutoff past the vocabulary, sizes that do not fit) leaves an --overwrite
     # target as it was.
