@@ -114,6 +114,17 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def isolate_corpora(tmp_path: Path, monkeypatch: Any) -> None:
+    """No real data dirs leak in: an empty cwd, no LSTMLM_DATA / LSTMLM_MIRROR, and the
+    ``tiny`` corpus (tiny_spec) registered for the test."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("LSTMLM_DATA", raising=False)
+    monkeypatch.delenv("LSTMLM_MIRROR", raising=False)
+    monkeypatch.setitem(corpora.CORPORA, "tiny", tiny_spec())
+
+
 def tiny_spec(urls: dict[str, tuple[str, ...]] | None = None) -> Any:
     from lstmlm.data.corpora import CorpusFile, CorpusSpec
 

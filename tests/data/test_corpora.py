@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONTENT, archive_spec, sha, tiny_spec, write_corpus_files
+from helpers import CONTENT, archive_spec, isolate_corpora, sha, write_corpus_files
 from lstmlm.data import corpora
 from lstmlm.data.corpora import CORPORA, CorpusNotFound, CorpusSpec, find_corpus, search_path
 
@@ -14,12 +14,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No real data dirs leak in: empty cwd, no env overrides, no repo-side shared data."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("LSTMLM_DATA", raising=False)
-    monkeypatch.delenv("LSTMLM_MIRROR", raising=False)
-    monkeypatch.setitem(CORPORA, "tiny", tiny_spec())
+    isolate_corpora(tmp_path, monkeypatch)
 
 
 # --- registry -------------------------------------------------------------------------------

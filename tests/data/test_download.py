@@ -9,6 +9,7 @@ from helpers import (
     Server,
     all_files,
     archive_spec,
+    isolate_corpora,
     sha,
     tiny_spec,
     write_corpus_files,
@@ -30,12 +31,7 @@ assert len(ENWIK) == 100 and 0x80 <= ENWIK[90] < 0xC0 and 0x80 <= ENWIK[95] < 0x
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No real data dirs leak in: empty cwd, no env overrides, no repo-side shared data."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("LSTMLM_DATA", raising=False)
-    monkeypatch.delenv("LSTMLM_MIRROR", raising=False)
-    monkeypatch.setitem(CORPORA, "tiny", tiny_spec())
+    isolate_corpora(tmp_path, monkeypatch)
 
 
 @pytest.fixture
