@@ -69,7 +69,7 @@ def add_dataclass_flags(
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
             else:
-                kw["metavar"] = f.name.split("_")[-1].upper()
+                kw["metavar"] = f.metadata.get("metavar", f.name.split("_")[-1].upper())
         names = [f.name, *([f.metadata["alias"]] if "alias" in f.metadata else [])]
         group.add_argument(*("--" + n.replace("_", "-") for n in names), **kw)
 

@@ -134,6 +134,15 @@ class ModelConfig:
     div_value: float = _f(
         4.0, "adaptive softmax: tail cluster i sees the features projected to D / div^i units"
     )
+    sampled_softmax: int = _f(
+        0,
+        "full softmax: train on each step's targets plus about this many words drawn "
+        "from a Zipf proposal over the frequency-ranked ids (sampled softmax, Jean et al. "
+        "2015): the decoder's training matmuls shrink from the vocabulary to the sample; "
+        "evaluation and generation stay exact over the whole vocabulary; 0 = off",
+        max=MAX_SIZE,
+        metavar="K",
+    )
     init_range: float | None = _f(
         0.1,
         "initialize embedding/decoder (and, with --init-all, every weight) uniformly in [-r, r]",
@@ -158,6 +167,12 @@ class ModelConfig:
         for name in ("dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop"):
             _probability(name, getattr(self, name))
         _choice("softmax", self.softmax, SOFTMAXES)
+        _nonnegative("sampled_softmax", self.sampled_softmax)
+        if self.sampled_softmax and self.softmax != "full":
+            raise ValueError(
+                "--sampled-softmax works only with --softmax full (the adaptive softmax "
+                "already trains on a part of the vocabulary per row); drop one of them"
+            )
         if self.softmax == "adaptive":
             if self.tie_weights:
                 raise ValueError(

@@ -60,7 +60,7 @@ class LanguageModel(nn.Module):
             out_size = cfg.emb_size
         # Output head (softmax.py): FullSoftmax is an nn.Linear, so `decoder.weight` ties.
         self.decoder: FullSoftmax | AdaptiveSoftmax = make_head(
-            cfg.softmax, out_size, vocab_size, cfg.cutoffs, cfg.div_value
+            cfg.softmax, out_size, vocab_size, cfg.cutoffs, cfg.div_value, cfg.sampled_softmax
         )
         if cfg.tie_weights:
             self.decoder.weight = self.embedding.weight
@@ -120,9 +120,10 @@ class LanguageModel(nn.Module):
 
     def _tied_mailbox(self, targets: Tensor | None) -> tied.Mailbox | None:
         """A Mailbox when the tied weight's gradient can be made in one piece (tied.py): a
-        training forward with targets, a full softmax, no embedding dropout."""
+        training forward with targets, a full softmax (not sampled), no embedding dropout."""
         cfg = self.cfg
         plain = cfg.tie_weights and isinstance(self.decoder, FullSoftmax)
+        plain = plain and not (cfg.sampled_softmax and self.training)
         plain = plain and (cfg.dropout_e == 0 or not self.training)
         wanted = targets is not None and torch.is_grad_enabled()
         wanted = wanted and self.embedding.weight.requires_grad

@@ -34,6 +34,13 @@ from torch import Tensor, nn
 
 from lstmlm.config import validate_cutoffs
 from lstmlm.nn.linear_ce import linear_cross_entropy
+from lstmlm.nn.sampled import (
+    draw_candidates,
+    log_expected_count,
+    log_uniform_probs,
+    padded,
+    sampled_nll,
+)
 from lstmlm.nn.tied import Mailbox
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -48,8 +55,21 @@ class FullSoftmax(nn.Linear):
     """One (V, D) matrix over the whole vocabulary: `head(x)` gives logits (..., V).
 
     A plain `nn.Linear` (same parameter names, so `decoder.weight` can be tied to the
-    embedding and old checkpoints load) with the head interface added.
+    embedding and old checkpoints load) with the head interface added. With `samples`
+    > 0, `loss` in training mode is the sampled softmax (sampled.py) over the targets and
+    about that many drawn words; evaluation stays exact.
     """
+
+    def __init__(self, in_size: int, vocab_size: int, samples: int = 0):
+        super().__init__(in_size, vocab_size)
+        if samples < 0:
+            raise ValueError(f"--sampled-softmax must be >= 0, got {samples}")
+        self.samples = samples
+        self._log_counts: Tensor | None = None  # (V,) log expected count, made when needed
+
+    def sampling(self) -> bool:
+        """True when `loss` computes the sampled softmax (training, with a gradient)."""
+        return self.samples > 0 and self.training and torch.is_grad_enabled()
 
     def log_probs(self, x: Tensor) -> Tensor:
         return F.log_softmax(self(x).float(), dim=-1)  # (..., V)
@@ -65,6 +85,14 @@ class FullSoftmax(nn.Linear):
         _check_reduction(reduction)
         device = x.device.type
         mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        if self.sampling():
+            if mailbox is not None:
+                raise ValueError("the sampled softmax makes no whole weight gradient to share")
+            with torch.autocast(device, enabled=False):
+                nll = self._sampled_nll(x.reshape(-1, x.size(-1)), targets.reshape(-1), mm_dtype)
+            if reduction == "none":
+                return nll
+            return nll.mean() if reduction == "mean" else nll.sum()
         with torch.autocast(device, enabled=False):  # the dtype is explicit from here
             return linear_cross_entropy(
                 x.reshape(-1, x.size(-1)),
@@ -75,6 +103,17 @@ class FullSoftmax(nn.Linear):
                 mm_dtype,
                 mailbox,
             )
+
+    def _sampled_nll(self, x: Tensor, targets: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
+        """x (N, D), targets (N,) -> the sampled-softmax loss per row (N,), fp32."""
+        vocab = self.weight.size(0)
+        if self._log_counts is None or self._log_counts.device != x.device:
+            probs = log_uniform_probs(vocab, x.device)
+            self._log_counts = log_expected_count(probs, self.samples)
+        candidates, used = padded(draw_candidates(vocab, self.samples).to(x.device))  # (M',)
+        return sampled_nll(
+            x, self.weight, self.bias, targets, candidates, self._log_counts, mm_dtype, used
+        )
 
 
 def check_cutoffs(cutoffs: Sequence[int], vocab_size: int) -> None:
@@ -178,10 +217,15 @@ class AdaptiveSoftmax(nn.Module):
 
 
 def make_head(
-    kind: str, in_size: int, vocab_size: int, cutoffs: Sequence[int] = (), div_value: float = 4.0
+    kind: str,
+    in_size: int,
+    vocab_size: int,
+    cutoffs: Sequence[int] = (),
+    div_value: float = 4.0,
+    samples: int = 0,
 ) -> FullSoftmax | AdaptiveSoftmax:
     if kind == "full":
-        return FullSoftmax(in_size, vocab_size)
+        return FullSoftmax(in_size, vocab_size, samples)
     if kind == "adaptive":
         return AdaptiveSoftmax(in_size, vocab_size, cutoffs, div_value)
     raise ValueError(f"--softmax must be full or adaptive, got {kind!r}")

@@ -1,0 +1,170 @@
+"""Sampled softmax (nn/sampled.py): the full softmax when the sample covers the vocabulary,
+the right inclusion probabilities otherwise, training only, exact evaluation."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import tiny_config, write_corpus
+from lstmlm import storage as ckpt
+from lstmlm.config import ModelConfig, replace
+from lstmlm.data.batching import window
+from lstmlm.data.dataset import load_dataset
+from lstmlm.nn.model import LanguageModel
+from lstmlm.nn.sampled import (
+    draw_candidates,
+    log_expected_count,
+    log_uniform_probs,
+    padded,
+    sampled_nll,
+)
+from lstmlm.training import Trainer, resume_run, start_run
+
+V, D, N = 40, 8, 24
+
+
+def test_log_uniform_proposal_sums_to_one_and_falls_with_rank():
+    q = log_uniform_probs(V, torch.device("cpu"))
+    assert math.isclose(q.sum().item(), 1.0, rel_tol=1e-12)
+    assert bool((q[1:] < q[:-1]).all())
+
+
+def test_a_sample_that_covers_the_vocabulary_is_the_full_softmax():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(N, D, requires_grad=True), torch.randn(V, D), torch.randn(V)
+    w.requires_grad_(True)
+    t = torch.randint(0, V, (N,))
+    samples = 100_000  # every id is drawn; its expected count is 1 (log 0)
+    counts = log_expected_count(log_uniform_probs(V, x.device), samples)
+    assert counts.abs().max().item() < 1e-6
+    cand = draw_candidates(V, samples)
+    assert cand.tolist() == list(range(V))
+    got = sampled_nll(x, w, b, t, cand, counts)
+    want = F.cross_entropy(x @ w.t() + b, t, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    g_got = torch.autograd.grad(got.sum(), (x, w))
+    g_want = torch.autograd.grad(want.sum(), (x, w))
+    for a, e in zip(g_got, g_want, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_expected_counts_match_how_often_draws_include_each_id():
+    gen = torch.Generator().manual_seed(1)
+    samples, trials = 6, 20_000
+    seen = torch.zeros(V)
+    for _ in range(trials):
+        seen[draw_candidates(V, samples, gen)] += 1
+    want = log_expected_count(log_uniform_probs(V, torch.device("cpu")), samples).exp()
+    # Binomial standard error at p ~ 0.05-0.9 over 20k trials is below 0.0036.
+    assert (seen / trials - want).abs().max().item() < 0.015
+    assert want[0] > 0.7 and want[-1] < 0.04  # the most and least frequent ids
+
+
+def test_a_candidate_equal_to_the_target_is_not_counted_twice():
+    x, w = torch.randn(2, D), torch.randn(V, D)
+    t = torch.tensor([3, 7])
+    zero = torch.zeros(V)  # no correction: the plain softmax over {target} + candidates
+    cand = torch.tensor([3, 5])
+    got = sampled_nll(x, w, None, t, cand, zero)
+    s = x @ w.t()
+    row0 = torch.logsumexp(s[0, [3, 5]], 0) - s[0, 3]  # 3 is the target: once
+    row1 = torch.logsumexp(s[1, [7, 3, 5]], 0) - s[1, 7]
+    torch.testing.assert_close(got, torch.stack([row0, row1]))
+
+
+def test_padding_columns_change_nothing():
+    torch.manual_seed(2)
+    x, w, t = torch.randn(N, D), torch.randn(V, D), torch.randint(0, V, (N,))
+    counts = log_expected_count(log_uniform_probs(V, x.device), 12)
+    cand = draw_candidates(V, 12)
+    wide, used = padded(cand, bucket=16)
+    assert wide.numel() % 16 == 0 and used == cand.numel() < wide.numel()
+    torch.testing.assert_close(
+        sampled_nll(x, w, None, t, wide, counts, used=used),
+        sampled_nll(x, w, None, t, cand, counts),
+    )
+
+
+def tied(samples: int, cell: str = "fused") -> LanguageModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        emb_size=16, hidden_size=16, num_layers=1, tie_weights=True, cell=cell,
+        sampled_softmax=samples,
+    )  # fmt: skip
+    return LanguageModel(cfg, 200)
+
+
+@pytest.mark.parametrize("cell", ["fused", "manual"])
+def test_only_training_samples_evaluation_is_exact(cell):
+    model, full = tied(30, cell), tied(0, cell)
+    x, y = torch.randint(0, 200, (6, 3)), torch.randint(0, 200, (6, 3))
+    torch.manual_seed(5)
+    sampled = model(x, None, y).loss
+    exact = full(x, None, y).loss
+    # Untrained, the full NLL is about log 200; the sampled loss sees a few dozen words.
+    assert sampled.item() < exact.item() - 1.0
+    model.eval(), full.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, None, y).loss, full(x, None, y).loss)
+    model.train()
+    with torch.no_grad():  # no gradient wanted: exact too (nothing to save by sampling)
+        torch.testing.assert_close(model(x, None, y).loss, full(x, None, y).loss)
+
+
+def test_the_tied_weight_gets_its_gradient_from_both_ends():
+    model = tied(30)
+    x, y = torch.randint(0, 200, (6, 3)), torch.randint(0, 200, (6, 3))
+    model(x, None, y).loss.backward()
+    g = model.embedding.weight.grad
+    assert g is not None
+    rows = set(g.abs().sum(1).nonzero().flatten().tolist())
+    # Rows of the input words (lookup) and of the targets (decoder) both have gradient.
+    assert set(x.flatten().tolist()) <= rows and set(y.flatten().tolist()) <= rows
+
+
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        (dict(sampled_softmax=-1), "sampled_softmax"),
+        (dict(sampled_softmax=10, softmax="adaptive"), "--softmax full"),
+    ],
+)
+def test_bad_options_are_value_errors(kw, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        ModelConfig(**kw).validate()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_with_a_sampled_softmax_lowers_the_exact_loss(tmp_path, precision):
+    corpus = write_corpus(tmp_path / "c.txt")
+    cfg = tiny_config(corpus, precision=precision)
+    cfg = replace(cfg, model=replace(cfg.model, tie_weights=True, sampled_softmax=8))
+    (tmp_path / "r").mkdir()
+    t = Trainer(tmp_path / "r", cfg, load_dataset(cfg.data))
+    before = t.validate().loss
+    for step in range(100):
+        x, y = window(t.train_data, (step * 8) % (t.train_data.size(0) - 9), 8)
+        t.train_step(x, y)
+    assert t.step_ok
+    after = t.validate().loss
+    assert after < before - 0.5, (before, after)
+
+
+def test_resume_with_a_sampled_softmax_is_exact(tmp_path):
+    # The draws come from torch's generator, which checkpoints keep: a run stopped and
+    # resumed ends with the same weights as one that never stopped.
+    corpus = write_corpus(tmp_path / "c.txt")
+    cfg = tiny_config(corpus, epochs=2)
+    cfg = replace(cfg, model=replace(cfg.model, tie_weights=True, sampled_softmax=8))
+    start_run(cfg, tmp_path / "full")
+    start_run(replace(cfg, train=replace(cfg.train, max_steps=13)), tmp_path / "cut")
+    resume_run(tmp_path / "cut", {"max_steps": None})
+    full, _ = ckpt.load_tensors(tmp_path / "full" / ckpt.LAST)
+    cut, _ = ckpt.load_tensors(tmp_path / "cut" / ckpt.LAST)
+    for k in (k for k in full if k.startswith("model.")):
+        assert torch.equal(full[k], cut[k]), k
+    saved = json.loads((tmp_path / "full" / ckpt.CONFIG).read_text())
+    assert saved["run"]["model"]["sampled_softmax"] == 8
