@@ -1,5 +1,6 @@
 """Run configuration: the frozen dataclasses, the named presets, and the one override path."""
 
+from lstmlm.config.bounds import check_device_name, validate_cutoffs
 from lstmlm.config.errors import FieldError
 from lstmlm.config.overrides import (
     FIELDS,
@@ -25,9 +26,7 @@ from lstmlm.config.schema import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    check_device_name,
     replace,
-    validate_cutoffs,
 )
 
 __all__ = [

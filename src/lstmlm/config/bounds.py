@@ -1,5 +1,7 @@
-"""Bounds every config checks: integers that fit in 64 bits, sizes below a `max` given in
-a field's metadata, the names of the logging sinks (`report_to`).
+"""Bounds and value checks every config runs: integers that fit in 64 bits, sizes below a
+`max` given in a field's metadata, the names of the logging sinks (`report_to`), and the
+small checks each section's `validate` calls (a choice, a positive count, a probability,
+adaptive-softmax cutoffs, a device name), each a FieldError naming the field.
 
 A field declares its bound where it is defined (`_f(200, "embedding size", max=MAX_SIZE)`
 in schema.py), and `check_bounds` runs first in each section's `validate`, so every path
@@ -10,6 +12,7 @@ run can use before any work, with the field's name.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from lstmlm.config.errors import FieldError
@@ -45,3 +48,41 @@ def report_names(report_to: str) -> tuple[str, ...]:
         if n not in REPORT_TO:
             raise FieldError("report_to", f"must be one of {', '.join(REPORT_TO)}, got {n!r}")
     return names
+
+
+def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
+    """Adaptive softmax cutoffs: one or more positive, strictly increasing integers."""
+    shown = " ".join(str(c) for c in cutoffs)
+    if len(cutoffs) == 0 or any(not isinstance(c, int) or c <= 0 for c in cutoffs):
+        raise FieldError("cutoffs", f"must be one or more positive integers, got {shown!r}")
+    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+        raise FieldError("cutoffs", f"must be strictly increasing, got {shown}")
+
+
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_name(name: object) -> None:
+    """FieldError unless `name` is auto, cpu, cuda or cuda:N."""
+    if not DEVICE_RE.match(str(name)):
+        raise FieldError("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FieldError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_positive(name: str, value: int) -> None:
+    if not (isinstance(value, int) and value > 0):
+        raise FieldError(name, f"must be a positive integer, got {value}")
+
+
+def check_nonnegative(name: str, value: int) -> None:
+    if not (isinstance(value, int) and value >= 0):
+        raise FieldError(name, f"must be >= 0, got {value}")
+
+
+def check_probability(name: str, value: float) -> None:
+    if not (0.0 <= value < 1.0):
+        raise FieldError(name, f"must be in [0, 1), got {value}")

@@ -9,11 +9,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lstmlm.config.bounds import MAX_LAYERS, MAX_ROUNDS, MAX_SIZE, check_bounds, report_names
+from lstmlm.config.bounds import (
+    MAX_LAYERS,
+    MAX_ROUNDS,
+    MAX_SIZE,
+    check_bounds,
+    check_choice,
+    check_device_name,
+    check_nonnegative,
+    check_positive,
+    check_probability,
+    report_names,
+    validate_cutoffs,
+)
 from lstmlm.config.errors import FieldError
 from lstmlm.config.types import typed_fields
 
@@ -26,7 +37,6 @@ PRECISIONS = ("fp32", "bf16")
 REDUCTIONS = ("mean", "sum")
 SOFTMAXES = ("full", "adaptive")
 EVAL_BATCH_SIZE = 32  # benchmarks/bench_eval.py: vs 10, +0.02% valid ppl, bf16 1.1x faster
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -70,8 +80,8 @@ class DataConfig:
             raise ValueError(
                 "give both --valid and --test, or neither (then they are split off --train)"
             )
-        _choice("level", self.level, LEVELS)
-        _positive("min_freq", self.min_freq)
+        check_choice("level", self.level, LEVELS)
+        check_positive("min_freq", self.min_freq)
         if self.max_vocab is not None and self.max_vocab < 3:
             raise FieldError("max_vocab", f"must be at least 3, got {self.max_vocab}")
 
@@ -151,23 +161,23 @@ class ModelConfig:
 
     def validate(self) -> None:
         check_bounds(self)
-        _choice("rnn", self.rnn, RNN_KINDS)
-        _choice("cell", self.cell, CELLS)
+        check_choice("rnn", self.rnn, RNN_KINDS)
+        check_choice("cell", self.cell, CELLS)
         for name in ("emb_size", "hidden_size", "num_layers"):
-            _positive(name, getattr(self, name))
-        _nonnegative("fc_layers", self.fc_layers)
-        _nonnegative("mogrifier_rounds", self.mogrifier_rounds)
+            check_positive(name, getattr(self, name))
+        check_nonnegative("fc_layers", self.fc_layers)
+        check_nonnegative("mogrifier_rounds", self.mogrifier_rounds)
         if self.mogrifier_rank is not None:
-            _positive("mogrifier_rank", self.mogrifier_rank)
+            check_positive("mogrifier_rank", self.mogrifier_rank)
         if self.hidden_sizes is not None:
             if len(self.hidden_sizes) == 0:
                 raise FieldError("hidden_sizes", "needs at least one size")
             for h in self.hidden_sizes:
-                _positive("hidden_sizes", h)
+                check_positive("hidden_sizes", h)
         for name in ("dropout", "dropout_e", "dropout_i", "dropout_h", "dropout_o", "wdrop"):
-            _probability(name, getattr(self, name))
-        _choice("softmax", self.softmax, SOFTMAXES)
-        _nonnegative("sampled_softmax", self.sampled_softmax)
+            check_probability(name, getattr(self, name))
+        check_choice("softmax", self.softmax, SOFTMAXES)
+        check_nonnegative("sampled_softmax", self.sampled_softmax)
         if self.sampled_softmax and self.softmax != "full":
             raise ValueError(
                 "--sampled-softmax works only with --softmax full (the adaptive softmax "
@@ -293,7 +303,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_bounds(self)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise FieldError("lr", f"must be a positive number, got {self.lr}")
         for name in ("momentum", "weight_decay", "clip", "alpha", "beta"):
@@ -310,26 +320,26 @@ class TrainConfig:
             "nonmono",
             "nan_patience",
         ):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.max_steps is not None:
-            _positive("max_steps", self.max_steps)
+            check_positive("max_steps", self.max_steps)
         if self.max_minutes is not None and not (self.max_minutes > 0):
             raise FieldError("max_minutes", f"must be positive, got {self.max_minutes}")
         if not (self.lr_decay >= 1):
             raise FieldError("lr_decay", f"must be >= 1 (it divides the lr), got {self.lr_decay}")
-        _nonnegative("decay_after", self.decay_after)
+        check_nonnegative("decay_after", self.decay_after)
         if not (0 <= self.lr_final <= 1):
             raise FieldError("lr_final", f"must be in [0, 1], got {self.lr_final}")
         check_device_name(self.device)
-        _choice("precision", self.precision, PRECISIONS)
-        _nonnegative("nan_max_restores", self.nan_max_restores)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_nonnegative("nan_max_restores", self.nan_max_restores)
         if not (self.checkpoint_minutes >= 0):
             raise FieldError("checkpoint_minutes", "must be >= 0")
         if any(not (math.isfinite(t) and t >= 0) for t in self.sample_temperatures):
             shown = " ".join(str(t) for t in self.sample_temperatures)
             raise FieldError("sample_temperatures", f"must be finite and >= 0, got {shown}")
         report_names(self.report_to)
-        _nonnegative("keep_checkpoints", self.keep_checkpoints)
+        check_nonnegative("keep_checkpoints", self.keep_checkpoints)
 
 
 @dataclass(frozen=True)
@@ -375,38 +385,3 @@ def replace(cfg: Any, **changes: Any) -> Any:
     if bad:
         raise ValueError(f"unknown {type(cfg).__name__} fields: {', '.join(sorted(bad))}")
     return dataclasses.replace(cfg, **changes)
-
-
-def validate_cutoffs(cutoffs: tuple[int, ...]) -> None:
-    """Adaptive softmax cutoffs: one or more positive, strictly increasing integers."""
-    shown = " ".join(str(c) for c in cutoffs)
-    if len(cutoffs) == 0 or any(not isinstance(c, int) or c <= 0 for c in cutoffs):
-        raise FieldError("cutoffs", f"must be one or more positive integers, got {shown!r}")
-    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
-        raise FieldError("cutoffs", f"must be strictly increasing, got {shown}")
-
-
-def check_device_name(name: object) -> None:
-    """FieldError unless `name` is auto, cpu, cuda or cuda:N."""
-    if not DEVICE_RE.match(str(name)):
-        raise FieldError("device", f"must be auto, cpu, cuda or cuda:N, got {name!r}")
-
-
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise FieldError(name, f"must be one of {', '.join(choices)}, got {value!r}")
-
-
-def _positive(name: str, value: int) -> None:
-    if not (isinstance(value, int) and value > 0):
-        raise FieldError(name, f"must be a positive integer, got {value}")
-
-
-def _nonnegative(name: str, value: int) -> None:
-    if not (isinstance(value, int) and value >= 0):
-        raise FieldError(name, f"must be >= 0, got {value}")
-
-
-def _probability(name: str, value: float) -> None:
-    if not (0.0 <= value < 1.0):
-        raise FieldError(name, f"must be in [0, 1), got {value}")

@@ -51,6 +51,13 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
 
 
+def _reduce(nll: Tensor, reduction: str) -> Tensor:
+    """Per-row NLL (N,) -> its mean, its sum, or itself ("none")."""
+    if reduction == "none":
+        return nll
+    return nll.mean() if reduction == "mean" else nll.sum()
+
+
 class FullSoftmax(nn.Linear):
     """One (V, D) matrix over the whole vocabulary: `head(x)` gives logits (..., V).
 
@@ -80,7 +87,8 @@ class FullSoftmax(nn.Linear):
         """x (..., D), targets (...) -> NLL (fp32): a scalar, or (N,) with reduction none.
 
         One fused node (linear_ce.py): matmuls in the autocast dtype when under one. With a
-        `mailbox` the weight's gradient goes there (tied weights, nn/tied.py).
+        `mailbox` the weight's gradient goes there (tied weights, nn/tied.py). When
+        `sampling()`, the sampled-softmax loss instead (sampled.py; not the model's NLL).
         """
         _check_reduction(reduction)
         device = x.device.type
@@ -90,9 +98,7 @@ class FullSoftmax(nn.Linear):
                 raise ValueError("the sampled softmax makes no whole weight gradient to share")
             with torch.autocast(device, enabled=False):
                 nll = self._sampled_nll(x.reshape(-1, x.size(-1)), targets.reshape(-1), mm_dtype)
-            if reduction == "none":
-                return nll
-            return nll.mean() if reduction == "mean" else nll.sum()
+            return _reduce(nll, reduction)
         with torch.autocast(device, enabled=False):  # the dtype is explicit from here
             return linear_cross_entropy(
                 x.reshape(-1, x.size(-1)),
@@ -210,10 +216,7 @@ class AdaptiveSoftmax(nn.Module):
     def loss(self, x: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """x (..., D), targets (...) -> NLL (fp32): a scalar, or (N,) with reduction none."""
         _check_reduction(reduction)
-        nll = self.nll(x.reshape(-1, x.size(-1)), targets.reshape(-1))  # (N,)
-        if reduction == "none":
-            return nll
-        return nll.mean() if reduction == "mean" else nll.sum()
+        return _reduce(self.nll(x.reshape(-1, x.size(-1)), targets.reshape(-1)), reduction)
 
 
 def make_head(
