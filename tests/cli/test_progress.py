@@ -56,3 +56,12 @@ def test_run_shorter_than_log_every_has_a_curve(tmp_path, capsys):
     out = tmp_path / "c.png"
     assert main(["plot", str(run), "-o", str(out)]) == 0
     assert out.stat().st_size > 0
+
+
+def test_a_sampled_softmax_run_says_its_train_ppl_is_the_sampled_one(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_lines=100)
+    argv = ["train", "--train", str(corpus), "--out", str(tmp_path / "r")]
+    assert main(argv + TINY + ["--tie-weights", "--sampled-softmax", "8"]) == 0  # one epoch
+    err = capsys.readouterr().err
+    assert "--sampled-softmax 8: the train loss and ppl shown are the sampled" in err
+    assert re.search(r"epoch +1 \| sampled train ppl +[\d.]+ \| valid ppl", err), err

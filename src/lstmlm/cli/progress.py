@@ -75,6 +75,7 @@ class ProgressReporter:
         self.step: int | None = None  # the trainer's last reported (global) step
         self._anchor: tuple[int, int] | None = None  # (bar position, step) in this epoch
         self.budget: tuple[int, float | None] = (0, None)  # (epoch bar total, --max-minutes)
+        self.train_label = "train ppl"  # "sampled train ppl" under --sampled-softmax
 
     def _new_bar(self, **kw: Any) -> None:
         from tqdm import tqdm
@@ -114,12 +115,20 @@ class ProgressReporter:
     def __call__(self, kind: str, d: dict[str, Any]) -> None:
         if kind == "start":
             self.step = 0  # a new run, or a fine-tuning one, starts counting afresh
+            samples = d.get("config", {}).get("model", {}).get("sampled_softmax", 0)
+            self.train_label = "sampled train ppl" if samples else "train ppl"
             if not self.quiet:
                 print(
                     f"training on {d['source']}: {d['train_tokens']:,} tokens, vocab "
                     f"{d['vocab_size']:,}, {d['params']:,} parameters",
                     file=sys.stderr,
                 )
+                if samples:
+                    print(
+                        f"--sampled-softmax {samples}: the train loss and ppl shown are the "
+                        "sampled softmax's (below the model's own); valid and test are exact",
+                        file=sys.stderr,
+                    )
             self._unk_lines(d)
         elif kind == "epoch_start":
             total = d["steps"]
@@ -148,7 +157,7 @@ class ProgressReporter:
             if not self.quiet:
                 extra = f" bpc {d['valid_bpc']:.4f}" if d.get("valid_bpc") is not None else ""
                 print(
-                    f"epoch {d['epoch']:3d} | train ppl {d['train_ppl']:8.2f} | valid ppl "
+                    f"epoch {d['epoch']:3d} | {self.train_label} {d['train_ppl']:8.2f} | valid ppl "
                     f"{d['valid_ppl']:8.2f}{extra} | lr {d['lr']:.4g} | "
                     f"{d['tokens_per_sec']:,.0f} tok/s | {d['elapsed'] / 60:.1f} min",
                     file=sys.stderr,
