@@ -21,6 +21,7 @@ from lstmlm.nn.sampled import (
     padded,
     sampled_nll,
 )
+from lstmlm.nn.tied import Mailbox, lookup
 from lstmlm.training import Trainer, resume_run, start_run
 
 V, D, N = 40, 8, 24
@@ -123,6 +124,25 @@ def test_the_tied_weight_gets_its_gradient_from_both_ends():
     rows = set(g.abs().sum(1).nonzero().flatten().tolist())
     # Rows of the input words (lookup) and of the targets (decoder) both have gradient.
     assert set(x.flatten().tolist()) <= rows and set(y.flatten().tolist()) <= rows
+
+
+def test_the_mailbox_gives_autograd_s_tied_gradient():
+    # The decoder leaves its rows in the mailbox and the lookup adds its own (nn/tied.py):
+    # the same gradient as autograd's sum of the two, for x and for the tied weight.
+    torch.manual_seed(4)
+    w0, b = torch.randn(V, D), torch.randn(V)
+    tokens, t = torch.randint(0, V, (N,)), torch.randint(0, V, (N,))
+    cand, used = padded(torch.tensor([0, 2, 3, 5, 11, 17, 30]), bucket=8)
+    counts = log_expected_count(log_uniform_probs(V, w0.device), 9)
+    grads = []
+    for box in (None, Mailbox()):
+        w = w0.clone().requires_grad_(True)
+        emb = F.embedding(tokens, w) if box is None else lookup(w, tokens, box)
+        nll = sampled_nll(torch.tanh(emb), w, b, t, cand, counts, used=used, mailbox=box)
+        (nll * torch.arange(N)).sum().backward()
+        grads.append(w.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+    assert grads[0][t].abs().sum() > 0 and grads[0][cand[:used]].abs().sum() > 0
 
 
 @pytest.mark.parametrize(

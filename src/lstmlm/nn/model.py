@@ -120,9 +120,9 @@ class LanguageModel(nn.Module):
 
     def _tied_mailbox(self, targets: Tensor | None) -> tied.Mailbox | None:
         """A Mailbox when the tied weight's gradient can be made in one piece (tied.py): a
-        training forward with targets, a full softmax (not sampled), no embedding dropout."""
-        cfg, head = self.cfg, self.decoder
-        plain = cfg.tie_weights and isinstance(head, FullSoftmax) and not head.sampling()
+        training forward with targets, a full softmax (sampled or not), no embedding dropout."""
+        cfg = self.cfg
+        plain = cfg.tie_weights and isinstance(self.decoder, FullSoftmax)
         plain = plain and (cfg.dropout_e == 0 or not self.training)
         wanted = targets is not None and torch.is_grad_enabled()
         wanted = wanted and self.embedding.weight.requires_grad

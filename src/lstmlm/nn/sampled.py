@@ -17,6 +17,11 @@ probability 1 - (1 - Q(k))^samples, and the log of that is subtracted from its s
 (an "accidental hit"). The same estimator as TensorFlow's `sampled_softmax_loss` with
 `remove_accidental_hits=True` and a unique log-uniform sampler.
 
+The candidates' and targets' scores are one autograd node (`sampled_scores`) that makes
+the weight's whole gradient in one (V, D) buffer; with tied weights it is left in the
+lookup's mailbox (nn/tied.py), so one dense gradient is filled per step, not three
+(index_select's, the embedding's, their sum): 59 -> 54 ms per ptb-10min step here.
+
 Only training uses it: the loss it returns is not the model's NLL (it is lower), so
 evaluation and generation keep the exact softmax over the whole vocabulary.
 """
@@ -24,9 +29,13 @@ evaluation and generation keep the exact softmax over the whole vocabulary.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from lstmlm.nn.tied import Mailbox
 
 COLUMN_BUCKET = 64
 
@@ -70,6 +79,7 @@ def sampled_nll(
     log_counts: Tensor,
     mm_dtype: torch.dtype | None = None,
     used: int | None = None,
+    mailbox: Mailbox | None = None,
 ) -> Tensor:
     """The sampled-softmax loss per row, (N,) fp32.
 
@@ -77,22 +87,79 @@ def sampled_nll(
     unique ids, of which only the first `used` take part (default all; the rest are
     padding, see `padded`), log_counts (V,) the log expected count of each id in the
     sample. The matmul runs in `mm_dtype` (bf16 under autocast), the softmax in fp32.
+    With a `mailbox` (tied weights, nn/tied.py) the weight's gradient goes there.
     """
     dtype = mm_dtype or x.dtype
-    m = candidates.numel()
-    # One gather for both (its backward fills one (V, D) gradient, not two).
-    rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
-    w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
-    s_c = (x.to(dtype) @ w_c.to(dtype).t()).float()  # (N, M)
-    s_t = (x.float() * w_t.float()).sum(1)  # (N,) the target's own score, in fp32
-    if bias is not None:
-        s_c = s_c + bias.index_select(0, candidates)
-        s_t = s_t + bias.index_select(0, targets)
-    s_c = s_c - log_counts.index_select(0, candidates)
+    s_c, s_t = sampled_scores(x, weight, candidates, targets, dtype, mailbox)  # (N, M), (N,)
+    used = candidates.numel() if used is None else used
+    col = -log_counts.index_select(0, candidates)  # (M,) each column's own correction
     s_t = s_t - log_counts.index_select(0, targets)
-    hit = candidates.unsqueeze(0) == targets.unsqueeze(1)  # (N, M) a candidate is the target
-    if used is not None and used < m:
-        hit[:, used:] = True  # padding columns take no part
-    s_c = s_c.masked_fill(hit, -math.inf)
-    scores = torch.cat((s_t.unsqueeze(1), s_c), 1)  # (N, 1 + M), the target first
-    return torch.logsumexp(scores, 1) - s_t  # (N,)
+    if bias is not None:
+        col = col + bias.index_select(0, candidates)
+        s_t = s_t + bias.index_select(0, targets)
+    col[used:] = -math.inf  # padding columns take no part
+    s_c = s_c + col
+    # A candidate equal to its row's target (an accidental hit) takes no part: the row's
+    # target's column, found through an id -> column table, is masked in place.
+    column = torch.full((weight.size(0),), -1, dtype=torch.long, device=x.device)  # (V,)
+    column[candidates[:used]] = torch.arange(used, device=x.device)
+    hit_col = column[targets]  # (N,) -1 where the target is not a candidate
+    hit_row = (hit_col >= 0).nonzero().squeeze(1)
+    s_c.index_put_((hit_row, hit_col[hit_row]), torch.tensor(-math.inf, device=x.device))
+    return torch.logaddexp(torch.logsumexp(s_c, 1), s_t) - s_t  # (N,)
+
+
+def sampled_scores(
+    x: Tensor,
+    weight: Tensor,
+    candidates: Tensor,
+    targets: Tensor,
+    mm_dtype: torch.dtype,
+    mailbox: Mailbox | None = None,
+) -> tuple[Tensor, Tensor]:
+    """x (N, D), weight (V, D) -> each row's scores of the candidates (N, M), matmul in
+    `mm_dtype`, and of its own target (N,) in fp32; both returned in fp32.
+
+    One autograd node that makes the weight's gradient in one (V, D) buffer (the
+    candidates' and the targets' rows added into it), left in `mailbox` when one is given.
+    """
+    out: tuple[Tensor, Tensor] = _SampledScores.apply(
+        x, weight, candidates, targets, mm_dtype, mailbox
+    )
+    return out
+
+
+class _SampledScores(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        candidates: Tensor,
+        targets: Tensor,
+        mm_dtype: torch.dtype,
+        mailbox: Mailbox | None,
+    ) -> tuple[Tensor, Tensor]:
+        m = candidates.numel()
+        rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
+        w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
+        xm, w_cm = x.to(mm_dtype), w_c.to(mm_dtype)
+        s_c = (xm @ w_cm.t()).float()  # (N, M)
+        s_t = (x.float() * w_t.float()).sum(1)  # (N,) the target's own score, in fp32
+        ctx.save_for_backward(x, xm, w_cm, w_t, candidates, targets)
+        ctx.mailbox, ctx.shape = mailbox, weight.shape
+        return s_c, s_t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_sc: Tensor, d_st: Tensor) -> tuple[Tensor | None, ...]:
+        x, xm, w_cm, w_t, candidates, targets = ctx.saved_tensors
+        d_scm = d_sc.to(w_cm.dtype)  # (N, M)
+        d_x = (d_scm @ w_cm).float() + d_st.unsqueeze(1) * w_t.float()  # (N, D)
+        grad = w_t.new_zeros(ctx.shape)  # (V, D): the weight's one gradient
+        grad.index_add_(0, candidates, (d_scm.t() @ xm).to(grad.dtype))
+        grad.index_add_(0, targets, (d_st.unsqueeze(1) * x.float()).to(grad.dtype))
+        if ctx.mailbox is not None:  # the lookup adds its rows and returns it (tied.py)
+            ctx.mailbox.grad = grad
+            return d_x.to(x.dtype), None, None, None, None, None
+        return d_x.to(x.dtype), grad, None, None, None, None

@@ -94,10 +94,9 @@ class FullSoftmax(nn.Linear):
         device = x.device.type
         mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         if self.sampling():
-            if mailbox is not None:
-                raise ValueError("the sampled softmax makes no whole weight gradient to share")
             with torch.autocast(device, enabled=False):
-                nll = self._sampled_nll(x.reshape(-1, x.size(-1)), targets.reshape(-1), mm_dtype)
+                x2, t1 = x.reshape(-1, x.size(-1)), targets.reshape(-1)  # (N, D), (N,)
+                nll = self._sampled_nll(x2, t1, mm_dtype, mailbox)
             return _reduce(nll, reduction)
         with torch.autocast(device, enabled=False):  # the dtype is explicit from here
             return linear_cross_entropy(
@@ -110,7 +109,9 @@ class FullSoftmax(nn.Linear):
                 mailbox,
             )
 
-    def _sampled_nll(self, x: Tensor, targets: Tensor, mm_dtype: torch.dtype | None) -> Tensor:
+    def _sampled_nll(
+        self, x: Tensor, targets: Tensor, mm_dtype: torch.dtype | None, mailbox: Mailbox | None
+    ) -> Tensor:
         """x (N, D), targets (N,) -> the sampled-softmax loss per row (N,), fp32."""
         vocab = self.weight.size(0)
         if self._log_counts is None or self._log_counts.device != x.device:
@@ -118,7 +119,15 @@ class FullSoftmax(nn.Linear):
             self._log_counts = log_expected_count(probs, self.samples)
         candidates, used = padded(draw_candidates(vocab, self.samples).to(x.device))  # (M',)
         return sampled_nll(
-            x, self.weight, self.bias, targets, candidates, self._log_counts, mm_dtype, used
+            x,
+            self.weight,
+            self.bias,
+            targets,
+            candidates,
+            self._log_counts,
+            mm_dtype,
+            used,
+            mailbox,
         )
 
 
