@@ -188,3 +188,80 @@ def test_resume_with_a_sampled_softmax_is_exact(tmp_path):
         assert torch.equal(full[k], cut[k]), k
     saved = json.loads((tmp_path / "full" / ckpt.CONFIG).read_text())
     assert saved["run"]["model"]["sampled_softmax"] == 8
+
+
+def _kernel_or_skip():
+    from lstmlm.nn.manual import bf16_gemm
+
+    if not bf16_gemm.usable():
+        pytest.skip("no C kernels with AVX-512 BF16 here: bf16 runs on torch")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_bf16_kernel_path_matches_fp32_on_the_same_rounded_operands(bias):
+    # The C path (GEMM with the corrections as its bias, sampled_xent, the backward's two
+    # products) against the torch path in fp32 on bf16-rounded operands, with accidental
+    # hits, padding columns and odd sizes (partial blocks of 80 rows and 16 columns).
+    _kernel_or_skip()
+    g = torch.Generator().manual_seed(6)
+    v, d, n = 300, 40, 2 * 80 + 3
+    x = torch.randn(n, d, generator=g).bfloat16().float().requires_grad_()
+    w = torch.randn(v, d, generator=g).bfloat16().float().requires_grad_()
+    b = (torch.randn(v, generator=g) * 0.1).requires_grad_() if bias else None
+    cand, used = padded(draw_candidates(v, 120, g), bucket=80)
+    assert used < cand.numel()
+    t = torch.randint(0, v, (n,), generator=g)
+    t[:9] = cand[:9]  # accidental hits
+    counts = log_expected_count(log_uniform_probs(v, x.device), 120)
+    ours = sampled_nll(x, w, b, t, cand, counts, torch.bfloat16, used)
+    assert ours.grad_fn is not None and "SampledXent" in type(ours.grad_fn).__name__
+    theirs = sampled_nll(x, w, b, t, cand, counts, torch.float32, used)
+    torch.testing.assert_close(ours, theirs, atol=0.05, rtol=0.01)
+    weights = torch.linspace(0.5, 2.0, n)
+    params = [x, w] + ([b] if bias else [])
+    for a, c in zip(
+        torch.autograd.grad((ours * weights).sum(), params),
+        torch.autograd.grad((theirs * weights).sum(), params),
+        strict=True,
+    ):
+        assert F.cosine_similarity(a.flatten(), c.flatten(), dim=0) > 0.999
+
+
+def test_bf16_kernel_path_leaves_the_tied_gradient_in_the_mailbox():
+    _kernel_or_skip()
+    torch.manual_seed(7)
+    w0, tokens, t = torch.randn(V, D), torch.randint(0, V, (N,)), torch.randint(0, V, (N,))
+    cand = torch.tensor([0, 1, 4, 9, 13, 21])
+    counts = log_expected_count(log_uniform_probs(V, w0.device), 8)
+    grads = []
+    for box in (None, Mailbox()):
+        w = w0.clone().requires_grad_(True)
+        emb = F.embedding(tokens, w) if box is None else lookup(w, tokens, box)
+        sampled_nll(emb, w, None, t, cand, counts, torch.bfloat16, mailbox=box).sum().backward()
+        grads.append(w.grad)
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_the_sampled_kernel_scores_rows_like_the_formula():
+    _kernel_or_skip()
+    from lstmlm.nn.manual import bf16_gemm
+
+    g = torch.Generator().manual_seed(8)
+    n, m, used = 7, 37, 30
+    scores = (torch.randn(n, m, generator=g) * 3).bfloat16()
+    extra, hit = torch.randn(n, generator=g) * 3, torch.tensor([-1, 0, 29, -1, 5, 5, -1])
+    masked = scores.float()
+    masked[:, used:] = -math.inf
+    masked[hit >= 0, hit[hit >= 0]] = -math.inf
+    row = torch.cat((extra[:, None], masked), 1).requires_grad_()
+    want = torch.logsumexp(row, 1) - row[:, 0]
+    (d_row,) = torch.autograd.grad(want.sum(), row)
+    nll, d_extra, _ = bf16_gemm.sampled_xent(scores, hit, extra, used)
+    torch.testing.assert_close(nll, want.detach())
+    torch.testing.assert_close(d_extra, d_row[:, 0])
+    torch.testing.assert_close(scores.float(), d_row[:, 1:], atol=2e-3, rtol=1e-2)
+    assert (scores[:, used:] == 0).all() and scores[1, 0] == 0 and scores[2, 29] == 0
+    with pytest.raises(ValueError, match="hit"):
+        bf16_gemm.sampled_xent(scores, torch.full((n,), used), extra, used)
+    with pytest.raises(ValueError, match="used"):
+        bf16_gemm.sampled_xent(scores, hit, extra, m + 1)

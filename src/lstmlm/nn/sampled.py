@@ -20,7 +20,10 @@ probability 1 - (1 - Q(k))^samples, and the log of that is subtracted from its s
 The candidates' and targets' scores are one autograd node (`sampled_scores`) that makes
 the weight's whole gradient in one (V, D) buffer; with tied weights it is left in the
 lookup's mailbox (nn/tied.py), so one dense gradient is filled per step, not three
-(index_select's, the embedding's, their sum): 59 -> 54 ms per ptb-10min step here.
+(index_select's, the embedding's, their sum). In bf16 on CPUs with AVX-512 BF16 the
+whole loss is one node on the C kernels (`_SampledXent`: the GEMM with the corrections
+added before its one rounding, the loss and its gradient in one pass over the (N, M)
+scores). A ptb-10min step went from ~55 to ~49 ms here (median, A/B on the same machine).
 
 Only training uses it: the loss it returns is not the model's NLL (it is lower), so
 evaluation and generation keep the exact softmax over the whole vocabulary.
@@ -35,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from lstmlm.nn.manual import bf16_gemm
 from lstmlm.nn.tied import Mailbox
 
 COLUMN_BUCKET = 64
@@ -90,23 +94,37 @@ def sampled_nll(
     With a `mailbox` (tied weights, nn/tied.py) the weight's gradient goes there.
     """
     dtype = mm_dtype or x.dtype
-    s_c, s_t = sampled_scores(x, weight, candidates, targets, dtype, mailbox)  # (N, M), (N,)
     used = candidates.numel() if used is None else used
     col = -log_counts.index_select(0, candidates)  # (M,) each column's own correction
-    s_t = s_t - log_counts.index_select(0, targets)
+    t_off = -log_counts.index_select(0, targets)  # (N,) and each row's target's
+    hit = hit_columns(candidates[:used], targets, weight.size(0))  # (N,)
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias)
+    )
+    if wants_grad and dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
+        nll: Tensor = _SampledXent.apply(
+            x, weight, bias, candidates, targets, col, t_off, hit, used, mailbox
+        )
+        return nll
+    s_c, s_t = sampled_scores(x, weight, candidates, targets, dtype, mailbox)  # (N, M), (N,)
+    s_t = s_t + t_off
     if bias is not None:
         col = col + bias.index_select(0, candidates)
         s_t = s_t + bias.index_select(0, targets)
     col[used:] = -math.inf  # padding columns take no part
     s_c = s_c + col
-    # A candidate equal to its row's target (an accidental hit) takes no part: the row's
-    # target's column, found through an id -> column table, is masked in place.
-    column = torch.full((weight.size(0),), -1, dtype=torch.long, device=x.device)  # (V,)
-    column[candidates[:used]] = torch.arange(used, device=x.device)
-    hit_col = column[targets]  # (N,) -1 where the target is not a candidate
-    hit_row = (hit_col >= 0).nonzero().squeeze(1)
-    s_c.index_put_((hit_row, hit_col[hit_row]), torch.tensor(-math.inf, device=x.device))
+    hit_row = (hit >= 0).nonzero().squeeze(1)
+    s_c.index_put_((hit_row, hit[hit_row]), torch.tensor(-math.inf, device=x.device))
     return torch.logaddexp(torch.logsumexp(s_c, 1), s_t) - s_t  # (N,)
+
+
+def hit_columns(candidates: Tensor, targets: Tensor, vocab_size: int) -> Tensor:
+    """Each row's target's column among the unique `candidates` (M,), -1 where it is not
+    one: (N,) int64, through an id -> column table. Such a candidate (an accidental hit)
+    takes no part in its row: the target is scored once, as the target."""
+    column = torch.full((vocab_size,), -1, dtype=torch.long, device=targets.device)  # (V,)
+    column[candidates] = torch.arange(candidates.numel(), device=targets.device)
+    return column[targets]
 
 
 def sampled_scores(
@@ -163,3 +181,67 @@ class _SampledScores(torch.autograd.Function):
             ctx.mailbox.grad = grad
             return d_x.to(x.dtype), None, None, None, None, None
         return d_x.to(x.dtype), grad, None, None, None, None
+
+
+class _SampledXent(torch.autograd.Function):
+    """sampled_nll on the C kernels (bf16, CPUs with AVX-512 BF16): the candidates'
+    scores from bf16_gemm with their corrections added before the one rounding, the loss
+    and its gradient in one pass (bf16_gemm.sampled_xent), the backward's two products
+    on the GEMM; the weight's gradient in one (V, D) buffer, as _SampledScores makes it."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        candidates: Tensor,
+        targets: Tensor,
+        col: Tensor,
+        t_off: Tensor,
+        hit: Tensor,
+        used: int,
+        mailbox: Mailbox | None,
+    ) -> Tensor:
+        m = candidates.numel()
+        rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
+        w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
+        extra = (x.float() * w_t.float()).sum(1) + t_off  # (N,) each row's target score
+        if bias is not None:
+            col = col + bias.index_select(0, candidates)
+            extra = extra + bias.index_select(0, targets)
+        xm = bf16_gemm.rows(x)  # bf16 (N, D)
+        wt = bf16_gemm.pack(w_c, transpose=True)  # B = w_c.T (D, M)
+        scores = bf16_gemm.matmul(xm, wt, torch.bfloat16, bias=col)  # (N, M)
+        nll, d_extra, grad_t = bf16_gemm.sampled_xent(scores, hit, extra, used)
+        ctx.save_for_backward(x, xm.data, w_c, w_t, scores, grad_t.data, d_extra)
+        ctx.ids, ctx.mailbox, ctx.has_bias = (candidates, targets), mailbox, bias is not None
+        ctx.shape = weight.shape
+        return nll
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_nll: Tensor) -> tuple[Tensor | None, ...]:
+        x, xm, w_c, w_t, grad, grad_t, d_extra = ctx.saved_tensors  # grad (N, M): d nll / d s
+        candidates, targets = ctx.ids
+        d = d_nll.float()  # (N,)
+        d_t = (d * d_extra).unsqueeze(1)  # (N, 1) the gradient of each target's score
+        g = bf16_gemm.rows(grad)
+        d_x = bf16_gemm.matmul(g, bf16_gemm.pack(w_c), row_scale=d) + d_t * w_t.float()
+        right = xm.float() * d.unsqueeze(1)  # (N, D)
+        d_bc = torch.empty(grad.size(1)) if ctx.has_bias else None  # (M,)
+        if d_bc is not None:
+            right = torch.cat((right, d.unsqueeze(1)), 1)  # (N, D + 1): the bias's column
+        g_t = bf16_gemm.Left(grad_t, grad.size(1), grad.size(0), 0)  # grad.T (M, N)
+        d_wc = bf16_gemm.matmul(g_t, bf16_gemm.pack(right), last_column=d_bc)  # (M, D)
+        d_w = w_t.new_zeros(ctx.shape)  # (V, D): the weight's one gradient
+        d_w.index_add_(0, candidates, d_wc.to(d_w.dtype))
+        d_w.index_add_(0, targets, (d_t * x.float()).to(d_w.dtype))
+        d_b = None
+        if d_bc is not None:
+            d_b = w_t.new_zeros(ctx.shape[:1])  # (V,)
+            d_b.index_add_(0, candidates, d_bc.to(d_b.dtype))
+            d_b.index_add_(0, targets, d_t.squeeze(1).to(d_b.dtype))
+        if ctx.mailbox is not None:  # the lookup adds its rows and returns it (tied.py)
+            ctx.mailbox.grad, d_w = d_w, None
+        return d_x.to(x.dtype), d_w, d_b, *([None] * 7)

@@ -153,6 +153,36 @@ def softmax_xent(scores: Tensor, targets: Tensor, grad: bool) -> tuple[Tensor, L
     return nll, None if pairs is None else Left(pairs, V, N, 0)
 
 
+def sampled_xent(
+    scores: Tensor, hit: Tensor, extra: Tensor, used: int
+) -> tuple[Tensor, Tensor, Left]:
+    """The sampled-softmax loss of each row of bf16 scores (N, M) (nn/sampled.py): of
+    the columns below `used` but hit[n] (-1 for none) and the row's target score extra[n]
+    (fp32, outside the row), nll[n] = log(exp(extra[n]) + sum exp(scores[n])) - extra[n].
+    Returns nll (N,) and the gradient of each nll[n] with respect to extra[n] (N,), fp32;
+    each row of `scores` is overwritten in place by its gradient (bf16, 0 where a column
+    takes no part), and the third result is that gradient's transpose as a first operand."""
+    N, M = scores.shape
+    if not (scores.dtype == torch.bfloat16 and scores.is_contiguous()):
+        raise ValueError("sampled_xent takes contiguous bf16 scores")
+    if not 0 < used <= M:
+        raise ValueError(f"used must be in [1, {M}], got {used}")
+    hit = hit.to(torch.int64).contiguous()
+    if hit.numel() and (int(hit.min()) < -1 or int(hit.max()) >= used):
+        raise ValueError(
+            f"hit columns must lie in [-1, {used}), got {int(hit.min())} .. {int(hit.max())}"
+        )
+    extra = extra.detach().float().contiguous()
+    nll, d_extra = torch.empty(N), torch.empty(N)
+    k = _kernels()
+    pairs = torch.empty(k.pair_rows_size(N, M), dtype=torch.bfloat16)
+    k.sampled_xent(
+        N, M, used, scores.data_ptr(), hit.data_ptr(), extra.data_ptr(), nll.data_ptr(),
+        d_extra.data_ptr(), pairs.data_ptr(), torch.get_num_threads(),
+    )  # fmt: skip
+    return nll, d_extra, Left(pairs, M, N, 0)
+
+
 def matmul_xent(a: Left, b: Packed, bias: Tensor | None, targets: Tensor) -> Tensor:
     """The cross-entropy of each row of ``A @ B + bias`` (M, N) against targets (M,): nll
     (M,) fp32, the product's values rounded to bf16 first as ``matmul`` would store them

@@ -85,6 +85,8 @@ _SGD_ARGS = [_I64, _I64, _PTR, _PTR, ctypes.c_float, ctypes.c_float, _PTR, _PTR,
 _GEMM_XENT_ARGS = [_I64, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT]
 # softmax_xent(N, V, scores, targets, nll, grad, pairs, threads)
 _XENT_ARGS = [_I64, _I64, _PTR, _PTR, _PTR, _INT, _PTR, _INT]
+# sampled_xent(N, M, used, scores, hit, extra, nll, d_extra, pairs, threads)
+_SAMPLED_XENT_ARGS = [_I64, _I64, _I64, *[_PTR] * 6, _INT]
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ class GemmKernels:
     first operand (``pair_rows_size(K, M)``), and multiply, or multiply and score each row
     against a target without keeping the product (see the C file); sgd_step.c's
     update that writes a weight's packed copies in the same pass; softmax_xent.c's loss
-    per row of bf16 scores, which leaves the gradient in both operand layouts."""
+    per row of bf16 scores (full or sampled softmax), which leaves the gradient in both
+    operand layouts."""
 
     packed_size: Callable[[int, int], int]
     pair_rows_size: Callable[[int, int], int]
@@ -137,6 +140,7 @@ class GemmKernels:
     gemm_xent: Callable[..., None]
     sgd_step: Callable[..., None]
     softmax_xent: Callable[..., None]
+    sampled_xent: Callable[..., None]
 
 
 def loaded() -> StepKernels:
@@ -219,6 +223,7 @@ def _gemm_kernels(lib: ctypes.CDLL) -> GemmKernels:
         _bind(lib, "bf16_gemm_xent", _GEMM_XENT_ARGS),
         _bind(lib, "sgd_step", _SGD_ARGS),
         _bind(lib, "softmax_xent", _XENT_ARGS),
+        _bind(lib, "sampled_xent", _SAMPLED_XENT_ARGS),
     )
 
 
