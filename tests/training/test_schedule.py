@@ -41,6 +41,22 @@ def test_cosine_schedule_anneals_the_optimizer_lr_over_max_steps(corpus, tmp_pat
     assert math.isclose(lrs[-1], 2.0 * cosine_factor(39 / 40, 0.1))
 
 
+def test_an_epoch_line_shows_the_annealed_lr(corpus, tmp_path):
+    # The lr its last step ran with, not the base lr (it said lr 20 at a run's end).
+    cfg = tiny_config(corpus, epochs=3, lr=2.0, log_every=1, lr_schedule="cosine", lr_final=0.1)
+    start_run(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / ckpt.METRICS).open()]
+    last_lr, shown = None, []
+    for r in records:
+        if r["event"] == "progress":
+            last_lr = r["lr"]
+        elif r["event"] == "epoch":
+            assert r["lr"] == pytest.approx(last_lr)
+            shown.append(r["lr"])
+    assert len(shown) == 3 and all(a > b for a, b in zip(shown, shown[1:], strict=False))
+    assert shown[-1] == pytest.approx(2.0 * 0.1, rel=0.1)
+
+
 def test_lr_final_out_of_range_is_refused():
     with pytest.raises(ValueError, match="lr_final"):
         TrainConfig(lr_final=1.5).validate()
