@@ -23,7 +23,8 @@ lookup's mailbox (nn/tied.py), so one dense gradient is filled per step, not thr
 (index_select's, the embedding's, their sum). In bf16 on CPUs with AVX-512 BF16 the
 whole loss is one node on the C kernels (`_SampledXent`: the GEMM with the corrections
 added before its one rounding, the loss and its gradient in one pass over the (N, M)
-scores). A ptb-10min step went from ~55 to ~49 ms here (median, A/B on the same machine).
+scores). Together they took about 8% off a ptb-10min step on the 2-core AMD EPYC
+(benchmarks/RESULTS.md round 13).
 
 Only training uses it: the loss it returns is not the model's NLL (it is lower), so
 evaluation and generation keep the exact softmax over the whole vocabulary.
@@ -174,13 +175,10 @@ class _SampledScores(torch.autograd.Function):
         x, xm, w_cm, w_t, candidates, targets = ctx.saved_tensors
         d_scm = d_sc.to(w_cm.dtype)  # (N, M)
         d_x = (d_scm @ w_cm).float() + d_st.unsqueeze(1) * w_t.float()  # (N, D)
-        grad = w_t.new_zeros(ctx.shape)  # (V, D): the weight's one gradient
-        grad.index_add_(0, candidates, (d_scm.t() @ xm).to(grad.dtype))
-        grad.index_add_(0, targets, (d_st.unsqueeze(1) * x.float()).to(grad.dtype))
-        if ctx.mailbox is not None:  # the lookup adds its rows and returns it (tied.py)
-            ctx.mailbox.grad = grad
-            return d_x.to(x.dtype), None, None, None, None, None
-        return d_x.to(x.dtype), grad, None, None, None, None
+        d_w = _rows_into(
+            w_t, ctx.shape, (candidates, d_scm.t() @ xm), (targets, d_st[:, None] * x.float())
+        )
+        return d_x.to(x.dtype), _unless_mailed(d_w, ctx.mailbox), None, None, None, None
 
 
 class _SampledXent(torch.autograd.Function):
@@ -234,14 +232,27 @@ class _SampledXent(torch.autograd.Function):
             right = torch.cat((right, d.unsqueeze(1)), 1)  # (N, D + 1): the bias's column
         g_t = bf16_gemm.Left(grad_t, grad.size(1), grad.size(0), 0)  # grad.T (M, N)
         d_wc = bf16_gemm.matmul(g_t, bf16_gemm.pack(right), last_column=d_bc)  # (M, D)
-        d_w = w_t.new_zeros(ctx.shape)  # (V, D): the weight's one gradient
-        d_w.index_add_(0, candidates, d_wc.to(d_w.dtype))
-        d_w.index_add_(0, targets, (d_t * x.float()).to(d_w.dtype))
+        d_w = _rows_into(w_t, ctx.shape, (candidates, d_wc), (targets, d_t * x.float()))
         d_b = None
         if d_bc is not None:
-            d_b = w_t.new_zeros(ctx.shape[:1])  # (V,)
-            d_b.index_add_(0, candidates, d_bc.to(d_b.dtype))
-            d_b.index_add_(0, targets, d_t.squeeze(1).to(d_b.dtype))
-        if ctx.mailbox is not None:  # the lookup adds its rows and returns it (tied.py)
-            ctx.mailbox.grad, d_w = d_w, None
-        return d_x.to(x.dtype), d_w, d_b, *([None] * 7)
+            d_b = _rows_into(w_t, ctx.shape[:1], (candidates, d_bc), (targets, d_t.squeeze(1)))
+        return d_x.to(x.dtype), _unless_mailed(d_w, ctx.mailbox), d_b, *([None] * 7)
+
+
+def _rows_into(like: Tensor, shape: torch.Size, *parts: tuple[Tensor, Tensor]) -> Tensor:
+    """A zero gradient of `shape` ((V, D) or (V,)), `like`'s dtype and device, with each
+    part's rows (n, ...) added at its ids (n,): the weight's one gradient, however many
+    parts read it."""
+    grad = like.new_zeros(shape)
+    for ids, rows in parts:
+        grad.index_add_(0, ids, rows.to(grad.dtype))
+    return grad
+
+
+def _unless_mailed(grad: Tensor, mailbox: Mailbox | None) -> Tensor | None:
+    """The weight's gradient, or None after leaving it in `mailbox` (tied weights): the
+    lookup's backward adds its rows and returns it (nn/tied.py)."""
+    if mailbox is None:
+        return grad
+    mailbox.grad = grad
+    return None
