@@ -183,19 +183,12 @@ class Loop:
                 "train_ppl": mean.ppl,
                 **({"train_bpc": mean.bpc} if mean.bpc is not None else {}),
                 "grad_norm": running.norm.item() / running.steps,
-                "lr": self._lr_now(),
+                "lr": self.t.lr_now(),
                 "tokens_per_sec": running.tokens / (time.monotonic() - running.start),
                 "elapsed": st.elapsed,
             },
         )
         running.reset()
-
-    def _lr_now(self) -> float:
-        """The lr the last step ran with, for the logs: the base lr, or under `cosine` the
-        optimizer's annealed one (the epoch line said lr 20 at the end of an annealed run)."""
-        if self.t.tc.lr_schedule == "cosine":
-            return float(self.t.opt.param_groups[0]["lr"])
-        return self.t.st.lr
 
     def _train_result(self, loss_sum: float, steps: int) -> EvalResult:
         """The mean of `steps` steps' losses summing to `loss_sum`, with the train text's
@@ -293,7 +286,7 @@ class Loop:
         record = {
             "epoch": epoch,
             "step": st.step,
-            "lr": self._lr_now(),
+            "lr": self.t.lr_now(),
             "elapsed": st.elapsed,
             "train_loss": train.loss,
             "train_ppl": train.ppl,

@@ -188,6 +188,13 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr * scale
 
+    def lr_now(self) -> float:
+        """The lr the last step ran with, for the logs: the base lr, or under `cosine` the
+        optimizer's annealed one (an epoch's line said lr 20 at the end of an annealed run)."""
+        if self.tc.lr_schedule == "cosine":
+            return float(self.opt.param_groups[0]["lr"])
+        return self.st.lr
+
     def next_window(self) -> tuple[Tensor, Tensor]:
         """The next training window; sets this step's lr for variable BPTT and `cosine`."""
         tc, st = self.tc, self.st
