@@ -58,6 +58,16 @@ INLINE __m512 grad16(const float *e, int64_t j, int64_t y, float inv_z, __mmask1
     return p;
 }
 
+/* Rows 2kp and 2kp + 1's gradients g[0], g[1] at columns j.. (of V) into the transposed
+ * operand's pair layout (gemm_bf16.h): the pairs (g[0][v], g[1][v]), one vector. */
+INLINE void store_pairs(bf16 *pairs, int64_t K2, int64_t kp, int64_t j, int64_t V,
+                        const __m512 g[2]) {
+    int64_t n16 = min64(BLOCK, V - j);
+    __mmask32 both = n16 >= BLOCK ? 0xFFFFFFFFu : (__mmask32)((1u << (2 * n16)) - 1);
+    bf16 *dst = pairs + (((j / PAIR_ROWS) * K2 + kp) * PAIR_ROWS + j % PAIR_ROWS) * 2;
+    _mm512_mask_storeu_epi16(dst, both, interleave_bf16(g[0], g[1]));
+}
+
 void softmax_xent(int64_t N, int64_t V, bf16 *scores, const int64_t *targets, float *nll,
                   int grad, bf16 *pairs, int threads) {
     int64_t K2 = ceil_div(N, 2);
@@ -82,12 +92,7 @@ void softmax_xent(int64_t N, int64_t V, bf16 *scores, const int64_t *targets, fl
                     g[r] = grad16(e + r * (V + BLOCK), j, targets[n], inv_z[r], k);
                     v_st_bf16(scores + n * V + j, k, g[r]);
                 }
-                if (pairs) {
-                    int64_t n16 = min64(BLOCK, V - j);
-                    __mmask32 both = n16 >= BLOCK ? 0xFFFFFFFFu : (__mmask32)((1u << (2 * n16)) - 1);
-                    bf16 *dst = pairs + (((j / PAIR_ROWS) * K2 + kp) * PAIR_ROWS + j % PAIR_ROWS) * 2;
-                    _mm512_mask_storeu_epi16(dst, both, interleave_bf16(g[0], g[1]));
-                }
+                if (pairs) store_pairs(pairs, K2, kp, j, V, g);
             }
         }
         free(e);
@@ -145,10 +150,7 @@ void sampled_xent(int64_t N, int64_t M, int64_t used, bf16 *scores, const int64_
                     g[r] = _mm512_mul_ps(p, _mm512_set1_ps(inv_z[r]));
                     v_st_bf16(scores + n * M + j, k, g[r]);
                 }
-                int64_t n16 = min64(BLOCK, M - j);
-                __mmask32 both = n16 >= BLOCK ? 0xFFFFFFFFu : (__mmask32)((1u << (2 * n16)) - 1);
-                bf16 *dst = pairs + (((j / PAIR_ROWS) * K2 + kp) * PAIR_ROWS + j % PAIR_ROWS) * 2;
-                _mm512_mask_storeu_epi16(dst, both, interleave_bf16(g[0], g[1]));
+                store_pairs(pairs, K2, kp, j, M, g);
             }
         }
         free(e);
