@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import bf16_gemm, shadows
+from lstmlm.nn.manual.common import needs_grad
 from lstmlm.nn.tied import Mailbox
 
 ROWS_PER_BLOCK = 64  # (64, 10k) fp32 is 2.5 MB: stays in cache while a block is worked on
@@ -216,10 +217,7 @@ def linear_cross_entropy(
             f"expected x (N, D) and targets (N,), got {tuple(x.shape)}, {tuple(targets.shape)}"
         )
     mm_dtype = mm_dtype or x.dtype
-    grads = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias)
-    )
-    if grads:
+    if needs_grad(x, weight, bias):
         nll = _LinearCrossEntropy.apply(x, weight, bias, targets, mm_dtype, mailbox)  # (N,)
     else:
         nll = _nll_only(x, weight, bias, targets, mm_dtype)  # (N,)

@@ -40,6 +40,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from lstmlm.nn.manual import bf16_gemm
+from lstmlm.nn.manual.common import needs_grad
 from lstmlm.nn.tied import Mailbox
 
 COLUMN_BUCKET = 64
@@ -99,10 +100,7 @@ def sampled_nll(
     col = -log_counts.index_select(0, candidates)  # (M,) each column's own correction
     t_off = -log_counts.index_select(0, targets)  # (N,) and each row's target's
     hit = hit_columns(candidates[:used], targets, weight.size(0))  # (N,)
-    wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias)
-    )
-    if wants_grad and dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
+    if needs_grad(x, weight, bias) and dtype == torch.bfloat16 and bf16_gemm.usable(x, weight):
         nll: Tensor = _SampledXent.apply(
             x, weight, bias, candidates, targets, col, t_off, hit, used, mailbox
         )

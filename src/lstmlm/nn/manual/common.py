@@ -204,8 +204,9 @@ def state_out(s: Tensor, batched: bool) -> Tensor:
     return s.unsqueeze(0) if batched else s
 
 
-def needs_grad(*tensors: Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd will want a gradient of any of the tensors (None: absent)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def prev_states(h0: Tensor, out: Tensor) -> Tensor:
