@@ -260,3 +260,27 @@ def old_load(cfg: DataConfig, level: str, vocab: Vocab | None = None):
             ids[split] = list(array("q", vocab.iter_ids(iter_tokens(text, level))))
     stats = {s: text_stats(texts[s], level, len(ids[s])) for s in texts}
     return vocab, ids, stats, digest.hexdigest()
+
+
+def skip_without_bf16_kernels() -> None:
+    """Skip unless the C kernels with AVX-512 BF16 run here (else bf16 runs on torch)."""
+    import pytest
+
+    from lstmlm.nn.manual import bf16_gemm
+
+    if not bf16_gemm.usable():
+        pytest.skip("no C kernels with AVX-512 BF16 here: bf16 runs on torch")
+
+
+def assert_gradients_align(ours: Any, theirs: Any, params: list[Any]) -> None:
+    """The per-row losses `ours` and `theirs` (N,), weighted unevenly over the rows, give
+    gradients for each of `params` pointing the same way (cosine > 0.999)."""
+    import torch
+
+    weights = torch.linspace(0.5, 2.0, ours.numel())
+    for a, c in zip(
+        torch.autograd.grad((ours * weights).sum(), params),
+        torch.autograd.grad((theirs * weights).sum(), params),
+        strict=True,
+    ):
+        assert torch.nn.functional.cosine_similarity(a.flatten(), c.flatten(), dim=0) > 0.999

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_gradients_align, skip_without_bf16_kernels
 from lstmlm.nn.linear_ce import ROWS_PER_BLOCK, linear_cross_entropy
 
 N, D, V = ROWS_PER_BLOCK * 2 + 5, 12, 37  # more than one block, the last one partial
@@ -109,19 +110,12 @@ def test_the_kept_transposed_weight_follows_every_change_of_the_weight():
     assert torch.allclose(after, fresh.detach(), atol=1e-5, rtol=1e-5)
 
 
-def _kernel_or_skip():
-    from lstmlm.nn.manual import bf16_gemm
-
-    if not bf16_gemm.usable():
-        pytest.skip("no C kernels with AVX-512 BF16 here: bf16 runs on torch")
-
-
 @pytest.mark.parametrize("bias", [True, False])
 def test_bf16_kernel_path_matches_fp32_on_the_same_rounded_operands(bias):
     # The C path (GEMM, softmax_xent, the gradient in both layouts) against torch in fp32
     # on bf16-rounded x and weight: only the scores' bf16 rounding and the gradients'
     # bf16 products differ.
-    _kernel_or_skip()
+    skip_without_bf16_kernels()
     g = torch.Generator().manual_seed(4)
     n, d, v = 2 * 80 + 3, 40, 170  # odd rows, partial blocks of 80 and 16 columns
     x = torch.randn(n, d, generator=g).bfloat16().float().requires_grad_()
@@ -131,18 +125,11 @@ def test_bf16_kernel_path_matches_fp32_on_the_same_rounded_operands(bias):
     ours = linear_cross_entropy(x, w, b, y, "none", torch.bfloat16)
     theirs = F.cross_entropy(F.linear(x, w, b), y, reduction="none")
     assert torch.allclose(ours, theirs, atol=0.05, rtol=0.01)
-    weights = torch.linspace(0.5, 2.0, n)
-    params = [x, w] + ([b] if bias else [])
-    for a, c in zip(
-        torch.autograd.grad((ours * weights).sum(), params),
-        torch.autograd.grad((theirs * weights).sum(), params),
-        strict=True,
-    ):
-        assert torch.nn.functional.cosine_similarity(a.flatten(), c.flatten(), dim=0) > 0.999
+    assert_gradients_align(ours, theirs, [x, w] + ([b] if bias else []))
 
 
 def test_bf16_kernel_path_shows_blown_up_weights_and_refuses_bad_targets():
-    _kernel_or_skip()
+    skip_without_bf16_kernels()
     x, w = torch.randn(4, 8), torch.randn(6, 8)
     w[2, 0] = float("inf")
     y = torch.tensor([0, 1, 2, 3])
