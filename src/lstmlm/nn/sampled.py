@@ -146,6 +146,17 @@ def sampled_scores(
     return out
 
 
+def _rows_and_target_scores(
+    x: Tensor, weight: Tensor, candidates: Tensor, targets: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The candidates' rows (M, D) and the targets' rows (N, D) of weight, in one gather,
+    and each row of x's score of its own target (N,), in fp32."""
+    m = candidates.numel()
+    rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
+    w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
+    return w_c, w_t, (x.float() * w_t.float()).sum(1)
+
+
 class _SampledScores(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -157,12 +168,9 @@ class _SampledScores(torch.autograd.Function):
         mm_dtype: torch.dtype,
         mailbox: Mailbox | None,
     ) -> tuple[Tensor, Tensor]:
-        m = candidates.numel()
-        rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
-        w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
+        w_c, w_t, s_t = _rows_and_target_scores(x, weight, candidates, targets)
         xm, w_cm = x.to(mm_dtype), w_c.to(mm_dtype)
         s_c = (xm @ w_cm.t()).float()  # (N, M)
-        s_t = (x.float() * w_t.float()).sum(1)  # (N,) the target's own score, in fp32
         ctx.save_for_backward(x, xm, w_cm, w_t, candidates, targets)
         ctx.mailbox, ctx.shape = mailbox, weight.shape
         return s_c, s_t
@@ -199,10 +207,8 @@ class _SampledXent(torch.autograd.Function):
         used: int,
         mailbox: Mailbox | None,
     ) -> Tensor:
-        m = candidates.numel()
-        rows = weight.index_select(0, torch.cat((candidates, targets)))  # (M + N, D)
-        w_c, w_t = rows[:m], rows[m:]  # (M, D), (N, D)
-        extra = (x.float() * w_t.float()).sum(1) + t_off  # (N,) each row's target score
+        w_c, w_t, extra = _rows_and_target_scores(x, weight, candidates, targets)
+        extra = extra + t_off  # (N,) each row's corrected target score
         if bias is not None:
             col = col + bias.index_select(0, candidates)
             extra = extra + bias.index_select(0, targets)
