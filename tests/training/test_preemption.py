@@ -87,6 +87,9 @@ def test_sigterm_and_sighup_save_and_say_how_to_resume(tmp_path, sig):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # The signal's default disposition, as in a terminal: under `nohup` SIGHUP comes
+        # in ignored, and lstmlm rightly leaves an ignored signal alone.
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while _progress_lines(run) < 2:
